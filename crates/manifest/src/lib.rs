@@ -1,0 +1,24 @@
+//! `mortar.toml`: the manifest that says which services an app is made of and
+//! how to run them.
+//!
+//! The manifest is the user's only interface to mortar's configuration, so a
+//! mistake in it must be cheap to fix: [`Manifest::parse`] walks the whole
+//! document and reports *every* problem at once, each with its line, column
+//! and dotted field path ([`ManifestErrors`]), before anything is started.
+//! What comes out is a fully validated, typed [`Manifest`] with every default
+//! applied, so the rest of mortar never re-checks it.
+
+mod error;
+mod location;
+mod model;
+mod order;
+mod parse;
+mod reader;
+
+pub use error::{LoadError, ManifestError, ManifestErrors};
+pub use model::{
+    AppSpec, DEFAULT_GRACE_PERIOD, DEFAULT_INITIAL_BACKOFF, DEFAULT_INSTANCES, DEFAULT_LIVE_PATH,
+    DEFAULT_MAX_BACKOFF, DEFAULT_MAX_RAPID_CRASHES, DEFAULT_RAPID_CRASH_WINDOW, DEFAULT_READY_PATH,
+    DEFAULT_STARTUP_TIMEOUT, HealthSpec, MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT,
+    Manifest, RESERVED_ENV_KEYS, RESERVED_ENV_PREFIX, RestartPolicy, ServiceSpec,
+};

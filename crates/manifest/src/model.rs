@@ -1,0 +1,307 @@
+//! The typed, validated manifest: what the rest of mortar consumes.
+//!
+//! Every value here has passed validation and every default is applied, so
+//! consumers read fields directly instead of re-checking them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+/// Instances started per service when `instances` is absent: one process is
+/// the least surprising default for a service that never asked for more.
+pub const DEFAULT_INSTANCES: u32 = 1;
+
+/// Upper bound for `instances`, so a typo (`instances = 200`) cannot fork a
+/// machine to its knees.
+pub const MAX_INSTANCES: u32 = 64;
+
+/// Time between SIGTERM and SIGKILL when `grace_period` is absent; long
+/// enough for a service to drain in-flight requests.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+
+/// Time an instance gets to report ready when `startup_timeout` is absent.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Upper bound for `grace_period` and `startup_timeout`: beyond an hour the
+/// value is almost certainly a unit mistake (`"10h"` for `"10s"`).
+pub const MAX_SERVICE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Readiness path probed when `health.ready` is absent; the SDK serves it.
+pub const DEFAULT_READY_PATH: &str = "/health/ready";
+
+/// Liveness path probed when `health.live` is absent; the SDK serves it.
+pub const DEFAULT_LIVE_PATH: &str = "/health/live";
+
+/// First restart delay after a crash when `restart.initial_backoff` is absent.
+pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Cap of the restart delay when `restart.max_backoff` is absent.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Consecutive rapid crashes after which a service is marked failed, when
+/// `restart.max_rapid_crashes` is absent.
+pub const DEFAULT_MAX_RAPID_CRASHES: u32 = 5;
+
+/// Upper bound for `restart.max_rapid_crashes`.
+pub const MAX_RAPID_CRASHES: u32 = 1000;
+
+/// A crash this soon after an instance started counts as rapid, when
+/// `restart.rapid_crash_window` is absent.
+pub const DEFAULT_RAPID_CRASH_WINDOW: Duration = Duration::from_secs(10);
+
+/// Prefix of environment variables mortar sets itself (`MORTAR_APP`, …); a
+/// manifest may not set them, or it would break the service's contract with
+/// the node.
+pub const RESERVED_ENV_PREFIX: &str = "MORTAR_";
+
+/// Environment variables mortar sets itself besides the `MORTAR_` ones.
+pub const RESERVED_ENV_KEYS: &[&str] = &["PORT"];
+
+/// A validated `mortar.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Manifest {
+    /// The manifest file, for messages and for finding the data directory.
+    pub path: PathBuf,
+    /// The manifest's directory: relative commands are resolved and `build`
+    /// commands run here, so a manifest works from any working directory.
+    pub dir: PathBuf,
+    /// The `[app]` table.
+    pub app: AppSpec,
+    /// The services, in declaration order (the order users expect in output).
+    pub services: Vec<ServiceSpec>,
+}
+
+/// The `[app]` table: what the whole application is called.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppSpec {
+    /// The app's name, a DNS label; given to services as `MORTAR_APP`.
+    pub name: String,
+}
+
+/// One `[services.<name>]` table: how to run one service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceSpec {
+    /// The service's name, a DNS label, unique in the manifest.
+    pub name: String,
+    /// Program and arguments; see [`Manifest::resolve_program`] for how the
+    /// program is found.
+    pub command: Vec<String>,
+    /// What `mortar build` runs in the manifest's directory, if anything.
+    pub build: Option<Vec<String>>,
+    /// How many processes to run, `1..=`[`MAX_INSTANCES`].
+    pub instances: u32,
+    /// Services that must be ready before this one starts (and that stop
+    /// after it).
+    pub depends_on: Vec<String>,
+    /// Extra environment for every instance; never overrides what mortar sets.
+    pub env: BTreeMap<String, String>,
+    /// Time between SIGTERM and SIGKILL when stopping an instance.
+    #[serde(serialize_with = "human_duration")]
+    pub grace_period: Duration,
+    /// Time an instance gets to become ready before it is killed.
+    #[serde(serialize_with = "human_duration")]
+    pub startup_timeout: Duration,
+    /// Where the service answers health probes.
+    pub health: HealthSpec,
+    /// How crashed instances are restarted.
+    pub restart: RestartPolicy,
+}
+
+/// The `[services.<name>.health]` table: the HTTP paths mortar probes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthSpec {
+    /// Answers 200 when the instance can take traffic.
+    pub ready: String,
+    /// Answers 200 while the instance is not wedged; failure means restart.
+    pub live: String,
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        Self {
+            ready: DEFAULT_READY_PATH.to_owned(),
+            live: DEFAULT_LIVE_PATH.to_owned(),
+        }
+    }
+}
+
+/// The `[services.<name>.restart]` table: exponential backoff, and when to
+/// give up on a service that keeps crashing right after it starts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RestartPolicy {
+    /// Delay before the first restart.
+    #[serde(serialize_with = "human_duration")]
+    pub initial_backoff: Duration,
+    /// The delay never grows beyond this; at least `initial_backoff`.
+    #[serde(serialize_with = "human_duration")]
+    pub max_backoff: Duration,
+    /// The service is marked failed after this many consecutive crashes that
+    /// each happened within `rapid_crash_window` of the instance starting.
+    pub max_rapid_crashes: u32,
+    /// A crash this soon after start counts as rapid.
+    #[serde(serialize_with = "human_duration")]
+    pub rapid_crash_window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            initial_backoff: DEFAULT_INITIAL_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+            max_rapid_crashes: DEFAULT_MAX_RAPID_CRASHES,
+            rapid_crash_window: DEFAULT_RAPID_CRASH_WINDOW,
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The delay before restarting after the `consecutive_crashes`-th crash
+    /// in a row: `initial_backoff * 2^(n-1)`, capped at `max_backoff`, so a
+    /// crash loop backs off instead of burning CPU. `0` is treated as `1`.
+    pub fn backoff(&self, consecutive_crashes: u32) -> Duration {
+        let doublings = consecutive_crashes.saturating_sub(1);
+        let delay = 1u32
+            .checked_shl(doublings)
+            .and_then(|factor| self.initial_backoff.checked_mul(factor))
+            .unwrap_or(self.max_backoff);
+        delay.min(self.max_backoff)
+    }
+}
+
+impl Manifest {
+    /// The service called `name`, for commands that address one service.
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The program to execute for `service` (its `command[0]`).
+    ///
+    /// A program containing a `/` is a path: a relative one is resolved
+    /// against the manifest's directory so the manifest works from any
+    /// working directory; an absolute one is kept. A bare name (`python3`)
+    /// is returned as-is for the OS to look up on `PATH`.
+    pub fn resolve_program(&self, service: &ServiceSpec) -> PathBuf {
+        let program = service
+            .command
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default();
+        if program.contains('/') {
+            // `join` keeps an absolute `program` as it is.
+            self.dir.join(program)
+        } else {
+            PathBuf::from(program)
+        }
+    }
+}
+
+/// Serializes a duration the way the manifest spells it (`"10s"`), so the
+/// admin API shows what the user wrote rather than `{secs, nanos}`.
+fn human_duration<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_duration(*duration))
+}
+
+/// The directory holding the manifest at `path`; `.` for a bare file name, so
+/// joining relative paths onto it always works.
+pub(crate) fn manifest_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(initial_ms: u64, max_ms: u64) -> RestartPolicy {
+        RestartPolicy {
+            initial_backoff: Duration::from_millis(initial_ms),
+            max_backoff: Duration::from_millis(max_ms),
+            ..RestartPolicy::default()
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_initial_delay() {
+        let p = policy(100, 30_000);
+        let delays: Vec<u128> = (1..=6).map(|n| p.backoff(n).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200]);
+        assert_eq!(p.backoff(0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn backoff_is_capped_at_max_backoff_even_for_huge_counts() {
+        let p = policy(100, 30_000);
+        assert_eq!(p.backoff(9), Duration::from_millis(25_600));
+        assert_eq!(p.backoff(10), Duration::from_secs(30));
+        assert_eq!(p.backoff(33), Duration::from_secs(30));
+        assert_eq!(p.backoff(u32::MAX), Duration::from_secs(30));
+        let huge = RestartPolicy {
+            initial_backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+            ..RestartPolicy::default()
+        };
+        assert_eq!(huge.backoff(2), Duration::MAX);
+    }
+
+    fn manifest_with_command(dir: &str, program: &str) -> (Manifest, ServiceSpec) {
+        let service = ServiceSpec {
+            name: "svc".into(),
+            command: vec![program.into(), "--flag".into()],
+            build: None,
+            instances: DEFAULT_INSTANCES,
+            depends_on: vec![],
+            env: BTreeMap::new(),
+            grace_period: DEFAULT_GRACE_PERIOD,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            health: HealthSpec::default(),
+            restart: RestartPolicy::default(),
+        };
+        let manifest = Manifest {
+            path: Path::new(dir).join("mortar.toml"),
+            dir: PathBuf::from(dir),
+            app: AppSpec { name: "app".into() },
+            services: vec![service.clone()],
+        };
+        (manifest, service)
+    }
+
+    #[test]
+    fn resolve_program_joins_relative_paths_onto_the_manifest_dir() {
+        let (m, s) = manifest_with_command("/srv/shop", "../../target/release/catalog");
+        assert_eq!(
+            m.resolve_program(&s),
+            PathBuf::from("/srv/shop/../../target/release/catalog")
+        );
+        let (m, s) = manifest_with_command("/srv/shop", "./bin/run");
+        assert_eq!(m.resolve_program(&s), PathBuf::from("/srv/shop/./bin/run"));
+    }
+
+    #[test]
+    fn resolve_program_keeps_absolute_paths_and_bare_names() {
+        let (m, s) = manifest_with_command("/srv/shop", "/usr/bin/env");
+        assert_eq!(m.resolve_program(&s), PathBuf::from("/usr/bin/env"));
+        let (m, s) = manifest_with_command("/srv/shop", "python3");
+        assert_eq!(m.resolve_program(&s), PathBuf::from("python3"));
+    }
+
+    #[test]
+    fn service_finds_by_name() {
+        let (m, _) = manifest_with_command("/srv", "x");
+        assert_eq!(m.service("svc").map(|s| s.name.as_str()), Some("svc"));
+        assert!(m.service("nope").is_none());
+    }
+
+    #[test]
+    fn manifest_dir_of_a_bare_file_name_is_dot() {
+        assert_eq!(manifest_dir(Path::new("mortar.toml")), PathBuf::from("."));
+        assert_eq!(
+            manifest_dir(Path::new("a/b/mortar.toml")),
+            PathBuf::from("a/b")
+        );
+        assert_eq!(manifest_dir(Path::new("/mortar.toml")), PathBuf::from("/"));
+    }
+}

@@ -1,0 +1,80 @@
+//! One module per subcommand.
+
+mod bench;
+mod build;
+mod check;
+mod logs;
+mod status;
+mod up;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use mortar_manifest::{LoadError, Manifest};
+use mortar_node::client::AdminClient;
+
+use crate::cli::{BenchCommand, Command, NodeArgs};
+
+/// The exit code for an invalid manifest or configuration (sysexits' EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up(args) => up::run(args),
+        Command::Build(args) => build::run(&args.file),
+        Command::Check(args) => check::run(&args.file),
+        Command::Status(args) => runtime()?.block_on(status::run(args)),
+        Command::Logs(args) => runtime()?.block_on(logs::run(args)),
+        Command::Bench(BenchCommand::Start(args)) => runtime()?.block_on(bench::start(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Loads the manifest, or prints every problem with it and returns the exit code.
+fn load_manifest(path: &Path) -> Result<Manifest, ExitCode> {
+    match Manifest::load(path) {
+        Ok(manifest) => Ok(manifest),
+        Err(LoadError::Invalid(errors)) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} error(s); nothing was started",
+                path.display(),
+                errors.errors.len()
+            );
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+        Err(other) => {
+            eprintln!("error: {other}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+/// The data directory of the manifest at `file`, unless one is given.
+fn data_dir(file: &Path, explicit: Option<&PathBuf>) -> PathBuf {
+    explicit.cloned().unwrap_or_else(|| {
+        let dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        dir.join(mortar_node::datadir::DEFAULT_DIR)
+    })
+}
+
+/// A client for the node named by the arguments.
+fn admin_client(file: &Path, node: &NodeArgs) -> anyhow::Result<AdminClient> {
+    if let Some(url) = &node.admin_url {
+        return Ok(AdminClient::new(url));
+    }
+    Ok(AdminClient::for_data_dir(&data_dir(
+        file,
+        node.data_dir.as_ref(),
+    ))?)
+}

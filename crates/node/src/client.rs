@@ -1,0 +1,135 @@
+//! A client of the admin API, for one-off commands such as `mortar status`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mortar_sdk::Problem;
+
+use crate::admin::StatusDoc;
+use crate::datadir::{DataDirError, read_node_info};
+
+/// Why an admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The data directory names no running node.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// Nothing answers at the admin URL.
+    #[error("no mortar node answers at {url}: {source}; is `mortar up` running?")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// The node answered with a problem document.
+    #[error("{0}")]
+    Problem(Box<Problem>),
+    /// The node answered something this client does not understand.
+    #[error("unexpected answer from {url}: {message}")]
+    Protocol {
+        /// The URL called.
+        url: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Talks to a node's admin API.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    /// A client for the admin API at `base` (e.g. `http://127.0.0.1:4300`).
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        AdminClient {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    /// A client for the node that runs with this data directory.
+    pub fn for_data_dir(dir: &Path) -> Result<Self, ClientError> {
+        Ok(Self::new(&read_node_info(dir)?.admin_url))
+    }
+
+    /// The admin API's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn get(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<Problem>(&text) {
+            Ok(problem) => ClientError::Problem(Box::new(problem)),
+            Err(_) => ClientError::Protocol {
+                url,
+                message: format!("{status}: {text}"),
+            },
+        })
+    }
+
+    /// The node's status document.
+    pub async fn status(&self) -> Result<StatusDoc, ClientError> {
+        let resp = self.get("/v1/status").await?;
+        let url = resp.url().to_string();
+        resp.json().await.map_err(|e| ClientError::Protocol {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// Streams log lines to `on_line`: the last `tail` lines, then, with
+    /// `follow`, new lines until the node stops.
+    pub async fn logs(
+        &self,
+        service: Option<&str>,
+        tail: usize,
+        follow: bool,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<(), ClientError> {
+        let mut path = format!("/v1/logs?tail={tail}&follow={follow}");
+        if let Some(service) = service {
+            path.push_str("&service=");
+            path.push_str(service);
+        }
+        let resp = self.get(&path).await?;
+        let url = resp.url().to_string();
+        let mut body = resp.bytes_stream();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ClientError::Protocol {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+            pending.extend_from_slice(&chunk);
+            while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=pos).collect();
+                on_line(String::from_utf8_lossy(&line[..line.len() - 1]).as_ref());
+            }
+        }
+        Ok(())
+    }
+}

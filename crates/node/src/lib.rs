@@ -1,0 +1,13 @@
+//! The mortar node: what `mortar up` runs.
+//!
+//! It owns the data directory, serves the admin API on loopback (status,
+//! logs, instance endpoint reports; OpenAPI at `/v1/openapi.json`) and runs
+//! the supervisor. One-off admin commands (`mortar status`, `mortar logs`)
+//! reach it through [`client::AdminClient`].
+
+pub mod admin;
+pub mod client;
+pub mod datadir;
+mod node;
+
+pub use node::{Node, NodeError, NodeOptions};

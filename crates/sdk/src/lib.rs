@@ -1,0 +1,32 @@
+//! The mortar SDK: what every Rust service links so it gets the twelve-factor
+//! basics without writing them.
+//!
+//! A service's `main` is one call to [`run`]: it reads typed configuration from
+//! the environment (exit code 78 on a bad variable), logs JSON lines on stdout,
+//! binds the port named by `PORT` (0 = ephemeral) and reports it to the node,
+//! serves `/health/live` and `/health/ready`, and drains gracefully on SIGTERM
+//! or SIGINT.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//!
+//! fn main() -> std::process::ExitCode {
+//!     mortar_sdk::run("hello", |_ctx| async move {
+//!         Ok(Router::new().route("/", get(|| async { "hello" })))
+//!     })
+//! }
+//! ```
+
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod logging;
+pub mod problem;
+mod report;
+mod service;
+pub mod shutdown;
+
+pub use config::{ConfigError, Env, FromEnv, ServiceConfig};
+pub use health::Readiness;
+pub use problem::Problem;
+pub use service::{BoxError, Context, EXIT_CONFIG, run};

@@ -1,0 +1,214 @@
+//! The service harness: the one call a service makes in `main`.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Env, FromEnv, ServiceConfig};
+use crate::health::Readiness;
+use crate::{http, logging, report, shutdown};
+
+/// The exit code for a configuration error (`EX_CONFIG` from sysexits.h), so
+/// a supervisor can tell "fix the config" from "crashed".
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Any error a service's setup may return. A [`ConfigError`] inside it makes
+/// the process exit with [`EXIT_CONFIG`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a service's setup gets: its environment, common settings, readiness
+/// and the shutdown signal.
+#[derive(Debug, Clone)]
+pub struct Context {
+    env: Env,
+    service: ServiceConfig,
+    local_addr: SocketAddr,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+}
+
+impl Context {
+    /// The environment snapshot taken at start.
+    pub fn env(&self) -> &Env {
+        &self.env
+    }
+
+    /// Reads the service's own typed configuration.
+    pub fn config<T: FromEnv>(&self) -> Result<T, ConfigError> {
+        T::from_env(&self.env)
+    }
+
+    /// The settings every service has (name, instance, port, grace period…).
+    pub fn service(&self) -> &ServiceConfig {
+        &self.service
+    }
+
+    /// The address the listener is bound to (with the OS-chosen port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Readiness: add a check per dependency the service cannot work without.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Cancelled when shutdown begins; background tasks stop taking new work
+    /// when it fires.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Runs a service: configuration, logging, port binding, health, graceful
+/// shutdown. Returns the process exit code.
+///
+/// `default_name` is the service's name when `MORTAR_SERVICE` is unset.
+/// `setup` builds the service's routes; an error from it stops the process
+/// before it ever reports ready.
+pub fn run<F, Fut>(default_name: &str, setup: F) -> ExitCode
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: Future<Output = Result<Router, BoxError>>,
+{
+    let started = Instant::now();
+    let env = Env::from_process();
+    let service = match ServiceConfig::from_env(&env, default_name) {
+        Ok(service) => service,
+        Err(e) => return config_failure(&e),
+    };
+    logging::init(&service.service, &service.instance, &service.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(env, service, setup, started))
+}
+
+/// Prints a configuration error as one line on stderr and picks the exit code.
+fn config_failure(error: &ConfigError) -> ExitCode {
+    eprintln!("{error}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+async fn serve<F, Fut>(env: Env, service: ServiceConfig, setup: F, started: Instant) -> ExitCode
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: Future<Output = Result<Router, BoxError>>,
+{
+    let mut signals = shutdown::Signals::install();
+    let bind = SocketAddr::new(service.bind_addr, service.port);
+    let listener = match TcpListener::bind(bind).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(address = %bind, error = %e, "cannot bind the service port; set PORT to a free port or 0");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local_addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the bound address");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = Context {
+        env,
+        service: service.clone(),
+        local_addr,
+        readiness: Readiness::default(),
+        shutdown: CancellationToken::new(),
+    };
+    let readiness = ctx.readiness.clone();
+    let token = ctx.shutdown.clone();
+    let routes = match setup(ctx).await {
+        Ok(routes) => routes,
+        Err(e) => {
+            if let Some(config) = e.downcast_ref::<ConfigError>() {
+                return config_failure(config);
+            }
+            tracing::error!(error = %e, "service setup failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = routes
+        .merge(readiness.routes())
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed);
+
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(token.clone().cancelled_owned())
+        .into_future();
+    let mut server = tokio::spawn(server);
+
+    tracing::info!(
+        address = %local_addr.ip(),
+        port = local_addr.port(),
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "listening"
+    );
+    if let Some(node_url) = &service.node_url {
+        let (node_url, name, instance) = (
+            node_url.clone(),
+            service.service.clone(),
+            service.instance.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = report::report_endpoint(&node_url, &name, &instance, local_addr).await {
+                tracing::warn!(error = %e, "could not report the bound port to the node");
+            }
+        });
+    }
+
+    let signal = tokio::select! {
+        result = &mut server => {
+            tracing::error!(result = ?result, "the HTTP server stopped on its own");
+            return ExitCode::FAILURE;
+        }
+        signal = signals.recv() => signal,
+    };
+    readiness.start_draining();
+    token.cancel();
+    let grace = service.shutdown_grace;
+    tracing::info!(
+        signal,
+        grace_ms = grace.as_millis() as u64,
+        "draining: no new connections, finishing in-flight requests"
+    );
+
+    tokio::select! {
+        result = tokio::time::timeout(grace, server) => match result {
+            Ok(Ok(Ok(()))) => {
+                tracing::info!("drained, exiting");
+                ExitCode::SUCCESS
+            }
+            Ok(Ok(Err(e))) => {
+                tracing::error!(error = %e, "the HTTP server failed while draining");
+                ExitCode::FAILURE
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the HTTP server task failed while draining");
+                ExitCode::FAILURE
+            }
+            Err(_) => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over with requests still in flight; exiting anyway");
+                ExitCode::FAILURE
+            }
+        },
+        second = signals.recv() => {
+            tracing::warn!(signal = second, "second signal: exiting without waiting for in-flight requests");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The supervisor: runs every service of a manifest as its own processes.
+//!
+//! It starts services in dependency order and waits for readiness, restarts
+//! crashed instances with exponential backoff (and gives up on a service that
+//! keeps crashing), merges every instance's output into one JSON-lines stream,
+//! and stops services in reverse dependency order, each with SIGTERM and then
+//! SIGKILL after its grace period.
+
+pub mod build;
+mod instance;
+pub mod logs;
+mod probe;
+mod slot;
+pub mod status;
+mod supervisor;
+
+pub use logs::LogHub;
+pub use status::{InstanceState, InstanceStatus, ServiceState, ServiceStatus};
+pub use supervisor::{Endpoint, EndpointError, LaunchError, Supervisor, SupervisorOptions};

@@ -1,0 +1,411 @@
+//! Orchestrates all slots: start in dependency order, stop in reverse.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mortar_manifest::{Manifest, ServiceSpec};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use utoipa::ToSchema;
+
+use crate::logs::LogHub;
+use crate::probe::Prober;
+use crate::slot::Slot;
+use crate::status::{InstanceState, InstanceStatus, ServiceState, ServiceStatus};
+
+/// Settings of the node that the supervisor passes on to instances.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    /// The admin API's URL, where instances report their port.
+    pub node_url: String,
+    /// The node's data directory; each service gets a store under it.
+    pub data_dir: PathBuf,
+    /// The log filter passed to instances, when the node has one.
+    pub log_level: Option<String>,
+}
+
+/// The address an instance reports after binding its port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Endpoint {
+    /// The bound IP address.
+    pub address: String,
+    /// The bound port.
+    pub port: u16,
+    /// The reporting process's id, to tell a restarted instance from a stale report.
+    pub pid: u32,
+    /// The service name the instance believes it has (checked against the slot).
+    #[serde(default)]
+    pub service: Option<String>,
+}
+
+impl Endpoint {
+    /// The base URL to reach the instance on.
+    pub fn base_url(&self) -> String {
+        let mut status = InstanceStatus::new("", "");
+        status.address = Some(self.address.clone());
+        status.port = Some(self.port);
+        status.url().unwrap_or_default()
+    }
+}
+
+/// Why an endpoint report was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// No slot has that id.
+    #[error("unknown instance {0:?}; see `mortar status` for the instances of this node")]
+    UnknownInstance(String),
+    /// The report came from a process the slot is not running (a stale report).
+    #[error("instance {instance} is running pid {expected:?}, not pid {got}")]
+    WrongProcess {
+        /// The slot id.
+        instance: String,
+        /// The pid the slot runs.
+        expected: Option<u32>,
+        /// The pid in the report.
+        got: u32,
+    },
+    /// The reporting process claims another service.
+    #[error("instance {instance} belongs to service {expected}, not {got}")]
+    WrongService {
+        /// The slot id.
+        instance: String,
+        /// The slot's service.
+        expected: String,
+        /// The service in the report.
+        got: String,
+    },
+}
+
+/// Why the services cannot be launched at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// Programs named by `command` do not exist; nothing was started.
+    #[error("{}", .0.join("\n"))]
+    MissingPrograms(Vec<String>),
+    /// The data directory cannot be prepared.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+struct SlotHandle {
+    id: String,
+    status: Arc<Mutex<InstanceStatus>>,
+    endpoint: watch::Sender<Option<Endpoint>>,
+}
+
+struct ServiceRuntime {
+    spec: Arc<ServiceSpec>,
+    program: PathBuf,
+    env: BTreeMap<String, String>,
+    slots: Vec<SlotHandle>,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Runs every service of a manifest.
+pub struct Supervisor {
+    manifest: Arc<Manifest>,
+    hub: LogHub,
+    prober: Prober,
+    services: Vec<ServiceRuntime>,
+    by_instance: HashMap<String, (usize, usize)>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("app", &self.manifest.app.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    /// Prepares the slots. Fails, starting nothing, when a program is missing.
+    pub fn new(
+        manifest: Manifest,
+        hub: LogHub,
+        options: SupervisorOptions,
+    ) -> Result<Self, LaunchError> {
+        let missing: Vec<String> = manifest
+            .services
+            .iter()
+            .filter_map(|s| {
+                let program = manifest.resolve_program(s);
+                let is_path = s.command.first().is_some_and(|c| c.contains('/'));
+                (is_path && !program.is_file()).then(|| {
+                    let hint = if s.build.is_some() {
+                        "; run `mortar build` first"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{}: services.{}.command: program {} does not exist{hint}",
+                        manifest.path.display(),
+                        s.name,
+                        program.display()
+                    )
+                })
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(LaunchError::MissingPrograms(missing));
+        }
+        let base_env = inherited_env();
+        let mut services = Vec::new();
+        let mut by_instance = HashMap::new();
+        for (si, spec) in manifest.services.iter().enumerate() {
+            let store_dir = options.data_dir.join("services").join(&spec.name);
+            std::fs::create_dir_all(&store_dir).map_err(|source| LaunchError::DataDir {
+                path: store_dir.clone(),
+                source,
+            })?;
+            let mut env = base_env.clone();
+            env.insert("MORTAR_APP".into(), manifest.app.name.clone());
+            env.insert("MORTAR_SERVICE".into(), spec.name.clone());
+            env.insert("PORT".into(), "0".into());
+            env.insert("MORTAR_NODE_URL".into(), options.node_url.clone());
+            env.insert(
+                "MORTAR_STORE_URL".into(),
+                format!("sqlite://{}", store_dir.join("store.db").display()),
+            );
+            env.insert(
+                "MORTAR_SHUTDOWN_GRACE".into(),
+                humantime::format_duration(spec.grace_period).to_string(),
+            );
+            if let Some(level) = &options.log_level {
+                env.insert("MORTAR_LOG_LEVEL".into(), level.clone());
+            }
+            env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let slots = (1..=spec.instances)
+                .enumerate()
+                .map(|(ii, n)| {
+                    let id = format!("{}-{n}", spec.name);
+                    by_instance.insert(id.clone(), (si, ii));
+                    SlotHandle {
+                        status: Arc::new(Mutex::new(InstanceStatus::new(&spec.name, &id))),
+                        endpoint: watch::channel(None).0,
+                        id,
+                    }
+                })
+                .collect();
+            services.push(ServiceRuntime {
+                program: manifest.resolve_program(spec),
+                spec: Arc::new(spec.clone()),
+                env,
+                slots,
+                stop: CancellationToken::new(),
+                tasks: Mutex::new(Vec::new()),
+            });
+        }
+        Ok(Supervisor {
+            manifest: Arc::new(manifest),
+            hub,
+            prober: Prober::new(),
+            services,
+            by_instance,
+        })
+    }
+
+    /// The manifest being run.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Starts every service in dependency order. A service with dependents is
+    /// waited for (up to its startup timeout) before they start. Returns once
+    /// every service is ready, failed, or out of startup time.
+    pub async fn start(&self) {
+        let started = Instant::now();
+        for spec in self.manifest.start_order() {
+            let Some(index) = self.index_of(&spec.name) else {
+                continue;
+            };
+            self.launch(index);
+            let has_dependents = self
+                .manifest
+                .services
+                .iter()
+                .any(|s| s.depends_on.contains(&spec.name));
+            if has_dependents {
+                self.wait_settled(index).await;
+            }
+        }
+        for index in 0..self.services.len() {
+            self.wait_settled(index).await;
+        }
+        let summary: Vec<String> = self
+            .status()
+            .iter()
+            .map(|s| format!("{} {}/{}", s.name, s.ready, s.desired))
+            .collect();
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            ready = %summary.join(", "),
+            "services started"
+        );
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.services.iter().position(|s| s.spec.name == name)
+    }
+
+    fn launch(&self, index: usize) {
+        let service = &self.services[index];
+        let mut tasks = match service.tasks.lock() {
+            Ok(tasks) => tasks,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for handle in &service.slots {
+            let slot = Slot {
+                spec: service.spec.clone(),
+                id: handle.id.clone(),
+                program: service.program.clone(),
+                cwd: self.manifest.dir.clone(),
+                env: {
+                    let mut env = service.env.clone();
+                    env.insert("MORTAR_INSTANCE".into(), handle.id.clone());
+                    env
+                },
+                hub: self.hub.clone(),
+                status: handle.status.clone(),
+                endpoint: handle.endpoint.subscribe(),
+                stop: service.stop.clone(),
+                prober: self.prober.clone(),
+            };
+            // The node's log lines name the instance they are about in
+            // these span fields; `service`/`instance` name the node itself.
+            let span = tracing::info_span!(
+                "slot",
+                managed_service = %service.spec.name,
+                managed_instance = %handle.id
+            );
+            tasks.push(tokio::spawn(slot.run().instrument(span)));
+        }
+    }
+
+    /// Waits until a service is running, failed, or past its startup timeout.
+    async fn wait_settled(&self, index: usize) {
+        let service = &self.services[index];
+        let deadline = Instant::now() + service.spec.startup_timeout + Duration::from_millis(200);
+        while Instant::now() < deadline {
+            let status = self.service_status(service);
+            if matches!(
+                status.state,
+                ServiceState::Running | ServiceState::Failed | ServiceState::Stopped
+            ) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops every service in reverse dependency order; each instance gets
+    /// SIGTERM, then SIGKILL after the service's grace period.
+    pub async fn stop(&self) {
+        let order: Vec<String> = self
+            .manifest
+            .start_order()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        for name in order.iter().rev() {
+            let Some(index) = self.index_of(name) else {
+                continue;
+            };
+            let service = &self.services[index];
+            tracing::info!(managed_service = %name, "stopping service");
+            service.stop.cancel();
+            let tasks: Vec<JoinHandle<()>> = match service.tasks.lock() {
+                Ok(mut tasks) => tasks.drain(..).collect(),
+                Err(poisoned) => poisoned.into_inner().drain(..).collect(),
+            };
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+        tracing::info!("all services stopped");
+    }
+
+    /// Records the port an instance bound; readiness polling starts from it.
+    pub fn report_endpoint(&self, instance: &str, endpoint: Endpoint) -> Result<(), EndpointError> {
+        let &(si, ii) = self
+            .by_instance
+            .get(instance)
+            .ok_or_else(|| EndpointError::UnknownInstance(instance.to_owned()))?;
+        let service = &self.services[si];
+        if let Some(claimed) = &endpoint.service
+            && claimed != &service.spec.name
+        {
+            return Err(EndpointError::WrongService {
+                instance: instance.to_owned(),
+                expected: service.spec.name.clone(),
+                got: claimed.clone(),
+            });
+        }
+        let slot = &service.slots[ii];
+        let mut status = match slot.status.lock() {
+            Ok(status) => status,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if status.pid != Some(endpoint.pid) {
+            return Err(EndpointError::WrongProcess {
+                instance: instance.to_owned(),
+                expected: status.pid,
+                got: endpoint.pid,
+            });
+        }
+        status.address = Some(endpoint.address.clone());
+        status.port = Some(endpoint.port);
+        drop(status);
+        slot.endpoint.send_replace(Some(endpoint));
+        Ok(())
+    }
+
+    fn service_status(&self, service: &ServiceRuntime) -> ServiceStatus {
+        let instances = service
+            .slots
+            .iter()
+            .filter_map(|slot| slot.status.lock().ok().map(|s| s.clone()))
+            .collect();
+        ServiceStatus::from_instances(&service.spec.name, service.spec.instances, instances)
+    }
+
+    /// A snapshot of every service, in manifest order.
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        self.services
+            .iter()
+            .map(|s| self.service_status(s))
+            .collect()
+    }
+
+    /// One service's status, if the manifest has it.
+    pub fn service(&self, name: &str) -> Option<ServiceStatus> {
+        self.index_of(name)
+            .map(|i| self.service_status(&self.services[i]))
+    }
+
+    /// Whether any instance is ready; used by the node's own readiness.
+    pub fn all_ready(&self) -> bool {
+        self.status()
+            .iter()
+            .all(|s| s.instances.iter().all(|i| i.state == InstanceState::Ready))
+    }
+}
+
+/// The node's environment minus mortar's own variables, which each instance
+/// gets set explicitly, so nothing of the node's leaks into an instance.
+fn inherited_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| !k.starts_with("MORTAR_") && k != "PORT")
+        .collect()
+}

@@ -1,0 +1,14 @@
+//! Helpers shared by mortar's cross-process tests.
+//!
+//! Tests run the real binaries (`mortar`, the shop's services, the fixture
+//! service) as separate processes and look at them the way a user would:
+//! through the CLI, HTTP, signals and exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+pub mod bins;
+pub mod node;
+pub mod wait;
+
+pub use bins::{binary, example};
+pub use node::RunningNode;
+pub use wait::wait_for;

@@ -1,0 +1,163 @@
+//! Running `mortar up` as a child process and asking it questions through
+//! the `mortar` CLI, as a user would.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::bins::binary;
+use crate::wait::wait_for;
+
+/// A `mortar up` process with its own temporary data directory.
+pub struct RunningNode {
+    child: Option<Child>,
+    manifest: PathBuf,
+    data_dir: PathBuf,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            into.lock().unwrap().push(line);
+        }
+    });
+}
+
+impl RunningNode {
+    /// Starts `mortar up -f manifest --data-dir data_dir`.
+    pub fn start(manifest: &Path, data_dir: &Path) -> RunningNode {
+        let mut child = Command::new(binary("mortar"))
+            .args(["up", "-f"])
+            .arg(manifest)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mortar up starts");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().unwrap(), output.clone());
+        collect(child.stderr.take().unwrap(), output.clone());
+        RunningNode {
+            child: Some(child),
+            manifest: manifest.to_owned(),
+            data_dir: data_dir.to_owned(),
+            output,
+        }
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or_default()
+    }
+
+    /// Everything the node printed so far (stdout and stderr), one entry per line.
+    pub fn output(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The output lines that are JSON objects.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.output()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(Value::is_object)
+            .collect()
+    }
+
+    /// Runs a `mortar` subcommand against this node; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(binary("mortar"))
+            .args(args)
+            .arg("--file")
+            .arg(&self.manifest)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .expect("mortar runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `mortar status --json`, parsed; `None` while the node does not answer.
+    pub fn status(&self) -> Option<Value> {
+        let (code, stdout, _) = self.cli(&["status", "--json"]);
+        if code != 0 {
+            return None;
+        }
+        serde_json::from_str(&stdout).ok()
+    }
+
+    /// The instances of a service from `mortar status`.
+    pub fn instances(&self, service: &str) -> Vec<Value> {
+        self.status()
+            .and_then(|s| {
+                s["services"]
+                    .as_array()?
+                    .iter()
+                    .find(|x| x["name"] == service)
+                    .map(|x| x["instances"].as_array().cloned().unwrap_or_default())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until `count` instances of `service` are ready; returns them.
+    pub fn wait_ready(&self, service: &str, count: usize) -> Vec<Value> {
+        wait_for(
+            &format!("{count} ready instance(s) of {service}"),
+            Duration::from_secs(60),
+            || {
+                let ready: Vec<Value> = self
+                    .instances(service)
+                    .into_iter()
+                    .filter(|i| i["state"] == "ready")
+                    .collect();
+                (ready.len() == count).then_some(ready)
+            },
+        )
+    }
+
+    /// Sends SIGTERM to the node and waits for it to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("node still running");
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        wait_for("the node to exit", Duration::from_secs(60), || {
+            child.try_wait().ok().flatten()
+        })
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            for _ in 0..500 {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A URL of an instance from its status entry.
+pub fn instance_url(instance: &Value) -> String {
+    format!(
+        "http://127.0.0.1:{}",
+        instance["port"].as_u64().expect("instance has a port")
+    )
+}

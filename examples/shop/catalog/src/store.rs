@@ -1,0 +1,338 @@
+//! Products in SQLite.
+//!
+//! Several catalog instances share one database file; WAL mode lets them read
+//! while one writes, and a busy timeout turns write contention into a short
+//! wait instead of an error.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+/// A product as the catalog publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Product {
+    pub(crate) id: i64,
+    pub(crate) sku: String,
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) price_cents: i64,
+    pub(crate) currency: String,
+}
+
+/// A product to be added.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewProduct {
+    pub(crate) sku: String,
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) description: String,
+    pub(crate) price_cents: i64,
+    #[serde(default = "default_currency")]
+    pub(crate) currency: String,
+}
+
+fn default_currency() -> String {
+    "EUR".to_owned()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("cannot create the directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("a product with SKU {0:?} already exists")]
+    DuplicateSku(String),
+    #[error("the database task failed: {0}")]
+    Task(String),
+}
+
+/// The catalog's database; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS products (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    sku         TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL,
+    price_cents INTEGER NOT NULL CHECK (price_cents > 0),
+    currency    TEXT NOT NULL
+);";
+
+const SAMPLE: &[(&str, &str, &str, i64)] = &[
+    (
+        "MUG-001",
+        "Mortar mug",
+        "A 350 ml stoneware mug that survives being dropped.",
+        1290,
+    ),
+    (
+        "TEE-001",
+        "Retry tee",
+        "Cotton T-shirt printed with an exponential backoff curve.",
+        2490,
+    ),
+    (
+        "HOOD-001",
+        "Circuit breaker hoodie",
+        "Warm when things are open, cosy when half-open.",
+        5490,
+    ),
+    (
+        "CAP-001",
+        "Idempotency cap",
+        "Wear it twice, it still counts once.",
+        1990,
+    ),
+    (
+        "BOOK-001",
+        "Queues, a field guide",
+        "How backlogs grow, and how they drain.",
+        3200,
+    ),
+    (
+        "STICK-001",
+        "Sticker pack",
+        "Twelve stickers for laptops that never go down.",
+        490,
+    ),
+];
+
+impl Store {
+    /// Opens (and creates) the database.
+    ///
+    /// Instances start together and may race to create the schema and switch
+    /// the file to WAL; SQLite answers such a race with "database is locked"
+    /// at once (its busy handler does not cover it), so the setup is retried
+    /// for a few seconds before giving up.
+    pub(crate) async fn open(path: &Path) -> Result<Store, StoreError> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+            }
+            let mut delay = Duration::from_millis(5);
+            let mut waited = Duration::ZERO;
+            loop {
+                match open_connection(&path) {
+                    Err(StoreError::Sqlite(e)) if is_busy(&e) && waited < OPEN_RETRY_LIMIT => {
+                        std::thread::sleep(delay);
+                        waited += delay;
+                        delay = (delay * 2).min(Duration::from_millis(200));
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Task("connection lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Adds the sample products that are missing; returns how many were added.
+    pub(crate) async fn seed(&self) -> Result<usize, StoreError> {
+        self.with(|conn| {
+            // IMMEDIATE takes the write lock up front, so a concurrent seed
+            // waits in the busy handler instead of failing on lock upgrade.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut added = 0;
+            for (sku, name, description, price) in SAMPLE {
+                added += tx.execute(
+                    "INSERT OR IGNORE INTO products (sku, name, description, price_cents, currency) VALUES (?1, ?2, ?3, ?4, 'EUR')",
+                    params![sku, name, description, price],
+                )?;
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+        .await
+    }
+
+    /// A cheap query proving the database is usable.
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    /// Products with id greater than `after`, in id order (keyset pagination:
+    /// stable while products are added, and cheap at any depth).
+    pub(crate) async fn list(&self, after: i64, limit: u32) -> Result<Vec<Product>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, sku, name, description, price_cents, currency FROM products WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], row_to_product)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// One product by id.
+    pub(crate) async fn get(&self, id: i64) -> Result<Option<Product>, StoreError> {
+        self.with(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT id, sku, name, description, price_cents, currency FROM products WHERE id = ?1",
+                    [id],
+                    row_to_product,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Adds a product; the SKU must be new.
+    pub(crate) async fn insert(&self, new: NewProduct) -> Result<Product, StoreError> {
+        self.with(move |conn| {
+            let result = conn.execute(
+                "INSERT INTO products (sku, name, description, price_cents, currency) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![new.sku, new.name, new.description, new.price_cents, new.currency],
+            );
+            match result {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+                {
+                    return Err(StoreError::DuplicateSku(new.sku));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let id = conn.last_insert_rowid();
+            Ok(Product {
+                id,
+                sku: new.sku,
+                name: new.name,
+                description: new.description,
+                price_cents: new.price_cents,
+                currency: new.currency,
+            })
+        })
+        .await
+    }
+}
+
+/// How long opening the database may keep retrying a locked file.
+const OPEN_RETRY_LIMIT: Duration = Duration::from_secs(5);
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn row_to_product(row: &rusqlite::Row<'_>) -> rusqlite::Result<Product> {
+    Ok(Product {
+        id: row.get(0)?,
+        sku: row.get(1)?,
+        name: row.get(2)?,
+        description: row.get(3)?,
+        price_cents: row.get(4)?,
+        currency: row.get(5)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn seed_is_idempotent_and_pages_are_keyset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("sub/c.db")).await.unwrap();
+        assert_eq!(store.seed().await.unwrap(), SAMPLE.len());
+        assert_eq!(store.seed().await.unwrap(), 0);
+        let first = store.list(0, 4).await.unwrap();
+        assert_eq!(first.len(), 4);
+        let rest = store.list(first[3].id, 100).await.unwrap();
+        assert_eq!(rest.len(), SAMPLE.len() - 4);
+        assert!(rest[0].id > first[3].id);
+    }
+
+    #[tokio::test]
+    async fn instances_opening_and_seeding_one_file_together_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let opens = (0..8).map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move {
+                let store = Store::open(&path).await?;
+                store.seed().await?;
+                Ok::<_, StoreError>(store)
+            })
+        });
+        let stores: Vec<Store> = futures_join(opens).await;
+        assert_eq!(stores[0].list(0, 100).await.unwrap().len(), SAMPLE.len());
+    }
+
+    async fn futures_join<T>(
+        handles: impl Iterator<Item = tokio::task::JoinHandle<Result<T, StoreError>>>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap().unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn duplicate_sku_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("c.db")).await.unwrap();
+        let new = NewProduct {
+            sku: "X-1".into(),
+            name: "x".into(),
+            description: String::new(),
+            price_cents: 100,
+            currency: "EUR".into(),
+        };
+        let p = store.insert(new.clone()).await.unwrap();
+        assert_eq!(store.get(p.id).await.unwrap().unwrap(), p);
+        assert!(matches!(
+            store.insert(new).await,
+            Err(StoreError::DuplicateSku(_))
+        ));
+        assert_eq!(store.list(0, 10).await.unwrap().len(), 1);
+    }
+}
