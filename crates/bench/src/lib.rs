@@ -4,5 +4,6 @@
 //! baseline measured in the same run, because this machine is shared and
 //! absolute numbers drift.
 
+pub mod bus;
 pub mod start;
 pub mod stats;

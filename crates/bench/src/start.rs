@@ -172,16 +172,7 @@ pub async fn run(options: &StartOptions) -> Result<StartReport, BenchError> {
         shutdown_ms.push(t1.elapsed().as_secs_f64() * 1000.0);
     }
     server.abort();
-    let summary = |v: &[f64]| {
-        Summary::of(v).unwrap_or(Summary {
-            count: 0,
-            min: 0.0,
-            p50: 0.0,
-            p90: 0.0,
-            p99: 0.0,
-            max: 0.0,
-        })
-    };
+    let summary = |v: &[f64]| Summary::of(v).unwrap_or_default();
     Ok(StartReport {
         start_to_ready: summary(&ready_ms),
         shutdown: summary(&shutdown_ms),

@@ -1,7 +1,7 @@
 //! Summary statistics of a set of samples.
 
 /// Percentiles of a sample set, in the samples' unit.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Summary {
     /// How many samples.
     pub count: usize,
@@ -13,6 +13,8 @@ pub struct Summary {
     pub p90: f64,
     /// The 99th percentile.
     pub p99: f64,
+    /// The 99.9th percentile.
+    pub p999: f64,
     /// The largest.
     pub max: f64,
 }
@@ -35,6 +37,7 @@ impl Summary {
             p50: rank(50.0),
             p90: rank(90.0),
             p99: rank(99.0),
+            p999: rank(99.9),
             max: sorted[sorted.len() - 1],
         })
     }

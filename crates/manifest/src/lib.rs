@@ -8,7 +8,9 @@
 //! What comes out is a fully validated, typed [`Manifest`] with every default
 //! applied, so the rest of mortar never re-checks it.
 
+mod bus;
 mod error;
+mod gateway;
 mod location;
 mod model;
 mod order;
@@ -17,8 +19,10 @@ mod reader;
 
 pub use error::{LoadError, ManifestError, ManifestErrors};
 pub use model::{
-    AppSpec, DEFAULT_GRACE_PERIOD, DEFAULT_INITIAL_BACKOFF, DEFAULT_INSTANCES, DEFAULT_LIVE_PATH,
-    DEFAULT_MAX_BACKOFF, DEFAULT_MAX_RAPID_CRASHES, DEFAULT_RAPID_CRASH_WINDOW, DEFAULT_READY_PATH,
-    DEFAULT_STARTUP_TIMEOUT, HealthSpec, MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT,
-    Manifest, RESERVED_ENV_KEYS, RESERVED_ENV_PREFIX, RestartPolicy, ServiceSpec,
+    AppSpec, BusSpec, DEFAULT_ACK_DEADLINE, DEFAULT_GRACE_PERIOD, DEFAULT_INITIAL_BACKOFF,
+    DEFAULT_INSTANCES, DEFAULT_LIVE_PATH, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_DELIVERIES,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_RAPID_CRASHES, DEFAULT_RAPID_CRASH_WINDOW,
+    DEFAULT_READY_PATH, DEFAULT_RETENTION, DEFAULT_STARTUP_TIMEOUT, GatewaySpec, HealthSpec,
+    MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT, Manifest, RESERVED_ENV_KEYS,
+    RESERVED_ENV_PREFIX, RestartPolicy, RouteSpec, ServiceSpec,
 };

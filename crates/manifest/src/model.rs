@@ -71,6 +71,72 @@ pub struct Manifest {
     pub app: AppSpec,
     /// The services, in declaration order (the order users expect in output).
     pub services: Vec<ServiceSpec>,
+    /// The `[gateway]` table: the app's public entry point.
+    pub gateway: GatewaySpec,
+    /// The `[bus]` table: topics and delivery settings of the embedded broker.
+    pub bus: BusSpec,
+}
+
+/// The `[bus]` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BusSpec {
+    /// Topics created at start (each gets a `<topic>.dlq` dead-letter topic).
+    pub topics: Vec<String>,
+    /// How long a delivered message may stay unacknowledged before it is
+    /// delivered again.
+    #[serde(serialize_with = "human_duration")]
+    pub ack_deadline: Duration,
+    /// Deliveries after which a message moves to the dead-letter topic.
+    pub max_deliveries: u32,
+    /// The largest message accepted, in bytes (payload, key and headers).
+    pub max_message_bytes: u32,
+    /// Messages older than this may be removed once every group acked them.
+    #[serde(serialize_with = "human_duration")]
+    pub retention: Duration,
+}
+
+/// Default of `bus.ack_deadline`.
+pub const DEFAULT_ACK_DEADLINE: Duration = Duration::from_secs(30);
+/// Default of `bus.max_deliveries`.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
+/// Default of `bus.max_message_bytes`: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1 << 20;
+/// Default of `bus.retention`: 7 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl Default for BusSpec {
+    fn default() -> Self {
+        BusSpec {
+            topics: Vec::new(),
+            ack_deadline: DEFAULT_ACK_DEADLINE,
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            retention: DEFAULT_RETENTION,
+        }
+    }
+}
+
+/// The `[gateway]` table: where outside clients arrive and which service
+/// answers which path.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct GatewaySpec {
+    /// Where the gateway listens; `None` means loopback with a free port
+    /// (`MORTAR_GATEWAY_ADDR` overrides either).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The routes, in declaration order; the longest matching prefix wins.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// One `[[gateway.routes]]` entry: requests under `prefix` go to `service`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteSpec {
+    /// A path prefix starting with '/', e.g. `/v1/products`.
+    pub prefix: String,
+    /// The service that answers it.
+    pub service: String,
+    /// Public routes need no sign-in and their GET responses may be cached
+    /// at the gateway.
+    pub public: bool,
 }
 
 /// The `[app]` table: what the whole application is called.
@@ -265,6 +331,8 @@ mod tests {
             dir: PathBuf::from(dir),
             app: AppSpec { name: "app".into() },
             services: vec![service.clone()],
+            gateway: GatewaySpec::default(),
+            bus: BusSpec::default(),
         };
         (manifest, service)
     }

@@ -12,15 +12,15 @@ use toml::de::DeTable;
 
 use crate::error::{LoadError, ManifestErrors};
 use crate::model::{
-    AppSpec, DEFAULT_GRACE_PERIOD, DEFAULT_INSTANCES, DEFAULT_STARTUP_TIMEOUT, HealthSpec,
-    MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT, Manifest, RESERVED_ENV_KEYS,
-    RESERVED_ENV_PREFIX, RestartPolicy, ServiceSpec, manifest_dir,
+    AppSpec, BusSpec, DEFAULT_GRACE_PERIOD, DEFAULT_INSTANCES, DEFAULT_STARTUP_TIMEOUT,
+    GatewaySpec, HealthSpec, MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT, Manifest,
+    RESERVED_ENV_KEYS, RESERVED_ENV_PREFIX, RestartPolicy, ServiceSpec, manifest_dir,
 };
 use crate::order::cycles;
 use crate::reader::{Reader, Value, child, entries, is_probable_typo, with_article};
 
 /// Keys of the top-level table.
-const ROOT_KEYS: &[&str] = &["app", "services"];
+const ROOT_KEYS: &[&str] = &["app", "services", "gateway", "bus"];
 /// Keys of `[app]`.
 const APP_KEYS: &[&str] = &["name"];
 /// Keys of `[services.<name>]`.
@@ -73,11 +73,13 @@ impl Manifest {
         };
         let errors = reader.finish();
         match parsed {
-            Some((app, services)) if errors.is_empty() => Ok(Manifest {
+            Some((app, services, gateway, bus)) if errors.is_empty() => Ok(Manifest {
                 path: path.to_path_buf(),
                 dir: manifest_dir(path),
                 app,
                 services,
+                gateway,
+                bus,
             }),
             _ => Err(ManifestErrors {
                 path: path.to_path_buf(),
@@ -110,7 +112,7 @@ impl Manifest {
 fn read_manifest(
     r: &mut Reader<'_>,
     root: &Spanned<DeTable<'_>>,
-) -> Option<(AppSpec, Vec<ServiceSpec>)> {
+) -> Option<(AppSpec, Vec<ServiceSpec>, GatewaySpec, BusSpec)> {
     let (span, root) = (root.span(), root.get_ref());
     r.unknown_keys(root, "", ROOT_KEYS);
     let app = required(
@@ -133,7 +135,19 @@ fn read_manifest(
         "at least one service is required; add a [services.<name>] table with a command",
     )
     .and_then(|value| read_services(r, value));
-    Some((app?, services?))
+    let names: Vec<&str> = match root.get("services").and_then(|v| v.get_ref().as_table()) {
+        Some(table) => table.keys().map(|k| k.get_ref().as_ref()).collect(),
+        None => Vec::new(),
+    };
+    let gateway = match root.get("gateway") {
+        Some(value) => crate::gateway::read_gateway(r, value, &names),
+        None => Some(GatewaySpec::default()),
+    };
+    let bus = match root.get("bus") {
+        Some(value) => crate::bus::read_bus(r, value),
+        None => Some(BusSpec::default()),
+    };
+    Some((app?, services?, gateway?, bus?))
 }
 
 /// The value of the required `key` of `table` (at `span`), or an error

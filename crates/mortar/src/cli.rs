@@ -26,6 +26,13 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Print the merged JSON log lines of the running node.
     Logs(LogsArgs),
+    /// Stop one service of the running node (drained); the others keep running.
+    Stop(ServiceArgs),
+    /// Start a stopped service of the running node and wait until it is ready.
+    Start(ServiceArgs),
+    /// The message bus: run it alone, inspect it, replay dead letters.
+    #[command(subcommand)]
+    Bus(BusCommand),
     /// Run a benchmark that ships with mortar.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -54,6 +61,15 @@ pub(crate) struct UpArgs {
     /// Where the admin API listens (loopback; port 0 picks a free port).
     #[arg(long, env = "MORTAR_ADMIN_ADDR", default_value = "127.0.0.1:0")]
     pub(crate) admin_addr: SocketAddr,
+    /// Where the DNS server answers for `<service>.<app>.mortar.` (loopback; port 0 picks a free port).
+    #[arg(long, env = "MORTAR_DNS_ADDR", default_value = "127.0.0.1:0")]
+    pub(crate) dns_addr: SocketAddr,
+    /// Where the embedded bus accepts clients (loopback; port 0 picks a free port).
+    #[arg(long, env = "MORTAR_BUS_ADDR", default_value = "127.0.0.1:0")]
+    pub(crate) bus_addr: SocketAddr,
+    /// Where the gateway listens [default: the manifest's gateway.listen, else loopback with a free port].
+    #[arg(long, env = "MORTAR_GATEWAY_ADDR")]
+    pub(crate) gateway_addr: Option<SocketAddr>,
     /// Log filter for the node and its instances (error, warn, info, debug, trace).
     #[arg(long, env = "MORTAR_LOG_LEVEL")]
     pub(crate) log_level: Option<String>,
@@ -106,9 +122,124 @@ pub(crate) struct LogsArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum BusCommand {
+    /// Run only the embedded broker (TCP protocol and HTTP API) until Ctrl-C.
+    Serve(BusServeArgs),
+    /// Topics, groups, backlog and lag of the running node's bus.
+    Stats(BusStatsArgs),
+    /// Dead-letter topics.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BusServeArgs {
+    /// Where the broker keeps its log.
+    #[arg(long, env = "MORTAR_DATA_DIR", default_value = ".mortar")]
+    pub(crate) data_dir: PathBuf,
+    /// Where clients of the bus protocol connect.
+    #[arg(long, env = "MORTAR_BUS_ADDR", default_value = "127.0.0.1:0")]
+    pub(crate) addr: SocketAddr,
+    /// Where the HTTP API (`/v1/bus/...`) listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) http_addr: SocketAddr,
+    /// Topics to create at start.
+    #[arg(long = "topic")]
+    pub(crate) topics: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BusStatsArgs {
+    /// The manifest whose node to ask.
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "MORTAR_MANIFEST",
+        default_value = "mortar.toml"
+    )]
+    pub(crate) file: PathBuf,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// Move dead letters of a topic back into it, to be delivered again.
+    Replay(DlqReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DlqReplayArgs {
+    /// The topic whose dead letters (`<topic>.dlq`) to replay.
+    pub(crate) topic: String,
+    /// At most this many messages.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) max: usize,
+    /// The manifest whose node to ask.
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "MORTAR_MANIFEST",
+        default_value = "mortar.toml"
+    )]
+    pub(crate) file: PathBuf,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceArgs {
+    /// The service's name.
+    pub(crate) service: String,
+    /// The manifest whose node to ask.
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "MORTAR_MANIFEST",
+        default_value = "mortar.toml"
+    )]
+    pub(crate) file: PathBuf,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
     /// Process start to ready of a service, e.g. `mortar bench start -- target/release/examples/minimal`.
     Start(BenchStartArgs),
+    /// Bus throughput and latency of the embedded broker, and of NATS JetStream with `--url nats://…`.
+    Bus(BenchBusArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchBusArgs {
+    /// Also run the same workload against NATS JetStream at this URL (e.g. nats://127.0.0.1:4222).
+    #[arg(long)]
+    pub(crate) url: Option<String>,
+    /// Benchmark a running mortar bus instead of starting `mortar bus serve` on a temporary directory.
+    #[arg(long)]
+    pub(crate) mortar_url: Option<String>,
+    /// Concurrent publishers.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) producers: usize,
+    /// Competing consumers in one group.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) consumers: usize,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) size: usize,
+    /// Messages in the throughput phases.
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) count: usize,
+    /// Publishes each producer keeps in flight.
+    #[arg(long, default_value_t = 512)]
+    pub(crate) window: usize,
+    /// Publish rate of the latency phase (msg/s).
+    #[arg(long, default_value_t = 50_000)]
+    pub(crate) rate: u64,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) latency_secs: u64,
 }
 
 #[derive(Debug, Args)]

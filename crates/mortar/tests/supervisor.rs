@@ -322,4 +322,48 @@ fn admin_api_answers_problem_json_and_publishes_openapi() {
     let (status, doc) = get(&format!("{admin}/v1/openapi.json"));
     assert_eq!(status, 200);
     assert!(doc["paths"]["/v1/status"].is_object());
+
+    let metrics = reqwest::blocking::get(format!("{admin}/metrics")).unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().unwrap();
+    assert!(
+        text.contains(r#"mortar_instances{service="catalog",state="ready"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"mortar_instance_restarts_total{service="catalog",instance="catalog-1"} 0"#
+        ),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"));
+}
+
+#[test]
+fn one_service_can_be_stopped_and_started_while_the_node_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = shop(dir.path());
+    let node = RunningNode::start(&manifest, &dir.path().join("data"));
+    let ready = node.wait_ready("catalog", 2);
+    let pids: Vec<u64> = ready.iter().map(|i| i["pid"].as_u64().unwrap()).collect();
+
+    let (code, out, err) = node.cli(&["stop", "catalog"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("catalog: stopped (0/2 ready)"), "{out}");
+    for pid in &pids {
+        assert!(!alive(*pid), "instance {pid} is stopped");
+    }
+    assert!(
+        node.instances("catalog")
+            .iter()
+            .all(|i| i["state"] == "stopped")
+    );
+
+    let (code, out, err) = node.cli(&["start", "catalog"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("catalog: running (2/2 ready)"), "{out}");
+
+    let (code, _, err) = node.cli(&["stop", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown service \"nosuch\""), "{err}");
 }

@@ -33,6 +33,8 @@ pub struct AdminState {
     pub hub: LogHub,
     /// What the node publishes about itself.
     pub node: NodeInfo,
+    /// What `/metrics` reports.
+    pub metrics: Vec<Arc<dyn crate::metrics::Source>>,
 }
 
 /// The `/v1/status` document.
@@ -57,6 +59,12 @@ pub struct NodeDoc {
     pub manifest: String,
     /// When the node started.
     pub started_at: String,
+    /// Where the node's DNS server answers for service names.
+    pub dns_addr: Option<String>,
+    /// Where the embedded bus accepts clients.
+    pub bus_url: Option<String>,
+    /// The gateway: the application's public entry point.
+    pub gateway_url: Option<String>,
 }
 
 /// Query of `/v1/logs`.
@@ -78,7 +86,7 @@ pub struct LogsQuery {
         version = "1",
         description = "Status, logs and instance registration of a running mortar node. Errors are application/problem+json (RFC 9457)."
     ),
-    paths(status, service, logs, report_endpoint),
+    paths(status, service, stop_service, start_service, logs, report_endpoint),
     components(schemas(
         StatusDoc,
         NodeDoc,
@@ -110,7 +118,10 @@ pub fn to_pretty_json(doc: &StatusDoc) -> Result<String, serde_json::Error> {
 
 /// The OpenAPI document of the admin API, as JSON.
 pub fn openapi_json() -> String {
-    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(mortar_discovery::http::openapi());
+    doc.merge(mortar_bus_server::openapi());
+    doc.to_pretty_json().unwrap_or_default()
 }
 
 /// The admin API's routes.
@@ -118,14 +129,22 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/services/{name}", get(service))
+        .route("/v1/services/{name}/stop", post(stop_service))
+        .route("/v1/services/{name}/start", post(start_service))
         .route("/v1/logs", get(logs))
         .route("/v1/instances/{id}/endpoint", post(report_endpoint))
         .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { "live" }))
         .route("/health/ready", get(|| async { "ready" }))
         .fallback(mortar_sdk::http::not_found)
         .method_not_allowed_fallback(mortar_sdk::http::method_not_allowed)
         .with_state(state)
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let text = crate::metrics::render(state.metrics.clone());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn openapi() -> Response {
@@ -142,6 +161,9 @@ async fn status(State(state): State<AdminState>) -> Json<StatusDoc> {
             admin_url: state.node.admin_url.clone(),
             manifest: state.node.manifest.display().to_string(),
             started_at: state.node.started_at.clone(),
+            dns_addr: state.node.dns_addr.map(|a| a.to_string()),
+            bus_url: state.node.bus_url.clone(),
+            gateway_url: state.node.gateway_url.clone(),
         },
         services: state.supervisor.status(),
     })
@@ -175,6 +197,38 @@ async fn service(
         .service(&name)
         .map(Json)
         .ok_or_else(|| unknown_service(&state, &name))
+}
+
+/// Stops every instance of a service (drained); the others keep running.
+#[utoipa::path(post, path = "/v1/services/{name}/stop",
+    params(("name" = String, Path, description = "service name")),
+    responses((status = 200, body = ServiceStatus), (status = 404, body = ProblemDoc, content_type = "application/problem+json")))]
+async fn stop_service(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceStatus>, Problem> {
+    state
+        .supervisor
+        .stop_service(&name)
+        .await
+        .map(Json)
+        .map_err(|_| unknown_service(&state, &name))
+}
+
+/// Starts a stopped service and waits until it is ready (or failed).
+#[utoipa::path(post, path = "/v1/services/{name}/start",
+    params(("name" = String, Path, description = "service name")),
+    responses((status = 200, body = ServiceStatus), (status = 404, body = ProblemDoc, content_type = "application/problem+json")))]
+async fn start_service(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceStatus>, Problem> {
+    state
+        .supervisor
+        .start_service(&name)
+        .await
+        .map(Json)
+        .map_err(|_| unknown_service(&state, &name))
 }
 
 /// Recent and (with `follow=true`) live log lines as NDJSON.
@@ -264,6 +318,10 @@ mod tests {
             "/v1/services/{name}",
             "/v1/logs",
             "/v1/instances/{id}/endpoint",
+            "/v1/registry/instances",
+            "/v1/registry/services/{name}",
+            "/v1/bus/topics/{topic}/messages",
+            "/v1/bus/topics/{topic}/groups/{group}/pull",
         ] {
             assert!(paths.contains_key(route), "{route} is not documented");
         }

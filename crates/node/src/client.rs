@@ -36,6 +36,22 @@ pub enum ClientError {
     },
 }
 
+/// Passes a successful response through; turns a problem document into an error.
+async fn check(url: String, resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    Err(match serde_json::from_str::<Problem>(&text) {
+        Ok(problem) => ClientError::Problem(Box::new(problem)),
+        Err(_) => ClientError::Protocol {
+            url,
+            message: format!("{status}: {text}"),
+        },
+    })
+}
+
 /// Talks to a node's admin API.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
@@ -77,17 +93,63 @@ impl AdminClient {
                 url: url.clone(),
                 source,
             })?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        Err(match serde_json::from_str::<Problem>(&text) {
-            Ok(problem) => ClientError::Problem(Box::new(problem)),
-            Err(_) => ClientError::Protocol {
-                url,
-                message: format!("{status}: {text}"),
-            },
+        check(url, resp).await
+    }
+
+    async fn post(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp =
+            self.http
+                .post(&url)
+                .send()
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    url: url.clone(),
+                    source,
+                })?;
+        check(url, resp).await
+    }
+
+    /// Stops or starts one service (`action` is `stop` or `start`) and
+    /// returns its status afterwards.
+    pub async fn service_action(
+        &self,
+        service: &str,
+        action: &str,
+    ) -> Result<mortar_supervisor::ServiceStatus, ClientError> {
+        let resp = self
+            .post(&format!("/v1/services/{service}/{action}"))
+            .await?;
+        let url = resp.url().to_string();
+        resp.json().await.map_err(|e| ClientError::Protocol {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// Topics, groups, backlog and lag of the node's bus (`/v1/bus/stats`).
+    pub async fn bus_stats(&self) -> Result<serde_json::Value, ClientError> {
+        let resp = self.get("/v1/bus/stats").await?;
+        let url = resp.url().to_string();
+        resp.json().await.map_err(|e| ClientError::Protocol {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// Moves up to `max` dead letters of `topic` back into it; returns how many.
+    pub async fn replay_dead_letters(&self, topic: &str, max: usize) -> Result<u64, ClientError> {
+        let resp = self
+            .post(&format!("/v1/bus/topics/{topic}/dlq/replay?max={max}"))
+            .await?;
+        let url = resp.url().to_string();
+        let body: serde_json::Value = resp.json().await.map_err(|e| ClientError::Protocol {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        body["moved"].as_u64().ok_or_else(|| ClientError::Protocol {
+            url,
+            message: format!("expected {{\"moved\": n}}, got {body}"),
         })
     }
 

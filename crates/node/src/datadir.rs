@@ -2,6 +2,7 @@
 //! tells one-off commands where the running node's admin API is.
 
 use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,15 @@ pub struct NodeInfo {
     pub manifest: PathBuf,
     /// When the node started (RFC 3339).
     pub started_at: String,
+    /// Where the node's DNS server answers for service names (UDP and TCP).
+    #[serde(default)]
+    pub dns_addr: Option<SocketAddr>,
+    /// Where the embedded bus accepts clients (`mortar://…`).
+    #[serde(default)]
+    pub bus_url: Option<String>,
+    /// The gateway: the application's public entry point.
+    #[serde(default)]
+    pub gateway_url: Option<String>,
 }
 
 /// Errors around the data directory.
@@ -147,6 +157,9 @@ mod tests {
             admin_url: "http://127.0.0.1:1".into(),
             manifest: "/x/mortar.toml".into(),
             started_at: "now".into(),
+            dns_addr: None,
+            bus_url: None,
+            gateway_url: None,
         };
         held.publish(&info).unwrap();
         assert_eq!(read_node_info(dir.path()).unwrap(), info);

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod client;
 pub mod datadir;
+pub mod metrics;
 mod node;
 
 pub use node::{Node, NodeError, NodeOptions};

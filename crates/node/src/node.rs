@@ -1,11 +1,18 @@
 //! Running a node: lock the data directory, serve the admin API, run the
 //! supervisor until SIGTERM or SIGINT, then stop everything in order.
 
+use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use mortar_bus::BrokerConfig;
+use mortar_bus_server::run_embedded;
+use mortar_discovery::Registry;
+use mortar_discovery::dns::DnsServer;
+use mortar_gateway::{Gateway, GatewayConfig, Route};
 use mortar_manifest::Manifest;
 use mortar_supervisor::{LaunchError, LogHub, Supervisor, SupervisorOptions};
 use tokio::net::TcpListener;
@@ -21,6 +28,12 @@ pub struct NodeOptions {
     pub data_dir: Option<PathBuf>,
     /// Where the admin API listens; loopback with a free port by default.
     pub admin_addr: SocketAddr,
+    /// Where the DNS server answers for service names; loopback, free port by default.
+    pub dns_addr: SocketAddr,
+    /// Where the embedded bus accepts clients; loopback, free port by default.
+    pub bus_addr: SocketAddr,
+    /// Where the gateway listens; overrides the manifest's `gateway.listen`.
+    pub gateway_addr: Option<SocketAddr>,
     /// The log filter passed on to instances.
     pub log_level: Option<String>,
 }
@@ -34,6 +47,30 @@ pub enum NodeError {
     /// The services cannot be launched (e.g. a program is missing).
     #[error(transparent)]
     Launch(#[from] LaunchError),
+    /// The embedded bus cannot start.
+    #[error(transparent)]
+    Bus(#[from] mortar_bus_server::ServerError),
+    /// A topic of the manifest cannot be created.
+    #[error("cannot create bus topic {topic:?}: {source}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// Why.
+        source: mortar_bus::BusError,
+    },
+    /// The DNS server cannot start.
+    #[error(transparent)]
+    Dns(#[from] mortar_discovery::dns::DnsError),
+    /// The gateway cannot listen.
+    #[error(
+        "cannot listen on {addr} for the gateway: {source}; set gateway.listen in the manifest or MORTAR_GATEWAY_ADDR to a free address"
+    )]
+    GatewayBind {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The admin API cannot listen.
     #[error(
         "cannot listen on {addr} for the admin API: {source}; set MORTAR_ADMIN_ADDR to a free address"
@@ -77,6 +114,69 @@ impl Node {
             source,
         })?;
         let admin_url = format!("http://{admin_addr}");
+        let stop_admin = CancellationToken::new();
+        let registry = Registry::new();
+        let reaper = registry.spawn_reaper(Duration::from_secs(1), stop_admin.clone());
+        let dns = DnsServer::start(registry.clone(), &manifest.app.name, options.dns_addr).await?;
+        let dns_addr = dns.local_addr();
+        let dns_task = tokio::spawn(dns.run(stop_admin.clone()));
+        let bus_config = BrokerConfig {
+            data_dir: data_dir.path().join("bus"),
+            max_message_bytes: manifest.bus.max_message_bytes as usize,
+            ack_deadline: manifest.bus.ack_deadline,
+            max_deliveries: manifest.bus.max_deliveries,
+            retention_age: Some(manifest.bus.retention),
+            ..BrokerConfig::default()
+        };
+        let (_, bus) = run_embedded(bus_config, options.bus_addr).await?;
+        let broker = bus.broker().clone();
+        for topic in &manifest.bus.topics {
+            broker
+                .create_topic(topic)
+                .await
+                .map_err(|source| NodeError::Topic {
+                    topic: topic.clone(),
+                    source,
+                })?;
+        }
+        let gateway_addr = options
+            .gateway_addr
+            .or(manifest.gateway.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let gateway_listener =
+            TcpListener::bind(gateway_addr)
+                .await
+                .map_err(|source| NodeError::GatewayBind {
+                    addr: gateway_addr,
+                    source,
+                })?;
+        let gateway_url = format!(
+            "http://{}",
+            gateway_listener
+                .local_addr()
+                .map_err(|source| NodeError::GatewayBind {
+                    addr: gateway_addr,
+                    source
+                })?
+        );
+        let gateway = Gateway::new(
+            Arc::new(registry.clone()),
+            GatewayConfig {
+                routes: manifest
+                    .gateway
+                    .routes
+                    .iter()
+                    .map(|r| Route::new(&r.prefix, &r.service, r.public))
+                    .collect(),
+                ..GatewayConfig::default()
+            },
+        );
+        let stop_gateway = CancellationToken::new();
+        let gateway_task = tokio::spawn(
+            gateway
+                .clone()
+                .serve(gateway_listener, stop_gateway.clone()),
+        );
         let supervisor = Arc::new(Supervisor::new(
             manifest.clone(),
             hub.clone(),
@@ -84,6 +184,11 @@ impl Node {
                 node_url: admin_url.clone(),
                 data_dir: data_dir.path().to_owned(),
                 log_level: options.log_level.clone(),
+                registry: Some(registry.clone()),
+                extra_env: BTreeMap::from([
+                    ("MORTAR_DNS_ADDR".to_owned(), dns_addr.to_string()),
+                    ("MORTAR_BUS_URL".to_owned(), bus.url()),
+                ]),
             },
         )?);
         let info = NodeInfo {
@@ -91,15 +196,24 @@ impl Node {
             admin_url: admin_url.clone(),
             manifest: manifest.path.clone(),
             started_at: mortar_sdk::logging::now_rfc3339(),
+            dns_addr: Some(dns_addr),
+            bus_url: Some(bus.url()),
+            gateway_url: Some(gateway_url.clone()),
         };
         data_dir.publish(&info)?;
 
-        let stop_admin = CancellationToken::new();
         let app = admin::router(AdminState {
             supervisor: supervisor.clone(),
             hub,
             node: info,
-        });
+            metrics: vec![
+                Arc::new(crate::metrics::SupervisorSource(supervisor.clone())),
+                Arc::new(crate::metrics::BusSource(broker.clone())),
+                Arc::new(crate::metrics::GatewaySource(gateway.metrics().clone())),
+            ],
+        })
+        .merge(mortar_discovery::http::router(registry))
+        .merge(mortar_bus_server::http_router(broker.clone()));
         let server = tokio::spawn(
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
@@ -108,6 +222,9 @@ impl Node {
         tracing::info!(
             app = %manifest.app.name, admin_url = %admin_url,
             data_dir = %data_dir.path().display(),
+            dns_addr = %dns_addr,
+            bus_url = %bus.url(),
+            gateway_url = %gateway_url,
             "node started; admin API on loopback"
         );
 
@@ -115,12 +232,21 @@ impl Node {
             () = supervisor.start() => signals.recv().await,
             signal = signals.recv() => signal,
         };
-        tracing::info!(signal, "stopping services in reverse dependency order");
+        tracing::info!(
+            signal,
+            "stopping: gateway first (finishing its requests), then services in reverse dependency order"
+        );
+        stop_gateway.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), gateway_task).await;
         supervisor.stop().await;
+        // After the services: they may publish while they drain.
+        bus.shutdown().await;
         stop_admin.cancel();
         // Followers of `mortar logs -f` hold the admin server open; do not
         // wait on them forever.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), dns_task).await;
+        let _ = reaper.await;
         data_dir.unpublish();
         tracing::info!("node stopped");
         Ok(())

@@ -5,7 +5,8 @@
 //! the environment (exit code 78 on a bad variable), logs JSON lines on stdout,
 //! binds the port named by `PORT` (0 = ephemeral) and reports it to the node,
 //! serves `/health/live` and `/health/ready`, and drains gracefully on SIGTERM
-//! or SIGINT.
+//! or SIGINT. From the [`Context`] it gets the bus (with an offline outbox)
+//! and a resilient client that calls other services by name.
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
@@ -17,11 +18,14 @@
 //! }
 //! ```
 
+pub mod bus;
+pub mod call;
 pub mod config;
 pub mod health;
 pub mod http;
 pub mod logging;
 pub mod problem;
+mod registry;
 mod report;
 mod service;
 pub mod shutdown;
@@ -29,4 +33,5 @@ pub mod shutdown;
 pub use config::{ConfigError, Env, FromEnv, ServiceConfig};
 pub use health::Readiness;
 pub use problem::Problem;
+pub use registry::RemoteRegistry;
 pub use service::{BoxError, Context, EXIT_CONFIG, run};

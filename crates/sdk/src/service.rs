@@ -58,6 +58,43 @@ impl Context {
         &self.readiness
     }
 
+    /// Connects to the node's bus (`MORTAR_BUS_URL`) with this instance's
+    /// outbox (`MORTAR_BUS_OUTBOX`): while the bus is unreachable, publishes
+    /// are kept durably on local disk and relayed in order later.
+    ///
+    /// A missing or malformed `MORTAR_BUS_URL` is a [`ConfigError`] (exit 78).
+    pub async fn bus(&self) -> Result<crate::bus::Client, BoxError> {
+        if self.env.raw(mortar_bus_client::BUS_URL_ENV).is_none() {
+            return Err(Box::new(ConfigError::Missing {
+                name: mortar_bus_client::BUS_URL_ENV.into(),
+                expected: "a bus URL such as mortar://127.0.0.1:4222 (mortar up sets it)".into(),
+            }));
+        }
+        let config = crate::bus::ClientConfig::from_lookup(&self.service.instance, |key| {
+            self.env.raw(key).map(str::to_owned)
+        })?;
+        Ok(crate::bus::Client::connect_with(config).await?)
+    }
+
+    /// A resilient HTTP client that calls other services by name, resolving
+    /// them through the node's registry (`MORTAR_NODE_URL`) and following
+    /// instances as they come and go.
+    pub fn client(
+        &self,
+        config: crate::call::ClientConfig,
+    ) -> Result<crate::call::Client, ConfigError> {
+        let node = self
+            .service
+            .node_url
+            .clone()
+            .ok_or_else(|| ConfigError::Missing {
+                name: "MORTAR_NODE_URL".into(),
+                expected: "the node's URL such as http://127.0.0.1:4300 (mortar up sets it)".into(),
+            })?;
+        let resolver = std::sync::Arc::new(crate::registry::RemoteRegistry::new(&node));
+        Ok(crate::call::Client::new(resolver, config))
+    }
+
     /// Cancelled when shutdown begins; background tasks stop taking new work
     /// when it fires.
     pub fn shutdown_token(&self) -> CancellationToken {

@@ -16,4 +16,6 @@ mod supervisor;
 
 pub use logs::LogHub;
 pub use status::{InstanceState, InstanceStatus, ServiceState, ServiceStatus};
-pub use supervisor::{Endpoint, EndpointError, LaunchError, Supervisor, SupervisorOptions};
+pub use supervisor::{
+    Endpoint, EndpointError, LaunchError, Supervisor, SupervisorOptions, UnknownService,
+};

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mortar_discovery::{Instance, Registry};
 use mortar_manifest::ServiceSpec;
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
@@ -40,6 +41,7 @@ pub(crate) struct Slot {
     pub(crate) endpoint: watch::Receiver<Option<Endpoint>>,
     pub(crate) stop: CancellationToken,
     pub(crate) prober: Prober,
+    pub(crate) registry: Option<Registry>,
 }
 
 /// Why a running process stopped being watched.
@@ -74,7 +76,11 @@ impl Slot {
             }
             let started = Instant::now();
             let outcome = match self.launch() {
-                Ok(process) => self.supervise(process, started).await,
+                Ok(process) => {
+                    let outcome = self.supervise(process, started).await;
+                    self.deregister();
+                    outcome
+                }
                 Err(e) => Outcome::Exited(format!("could not start: {e}"), None),
             };
             let (reason, code) = match outcome {
@@ -193,6 +199,7 @@ impl Slot {
         let Some(base) = base else {
             return self.terminate(process).await;
         };
+        self.register();
         let mut live_failures = 0;
         loop {
             tokio::select! {
@@ -221,8 +228,49 @@ impl Slot {
             };
             if was != Some(now) && was != Some(InstanceState::Stopping) {
                 self.set(|s| s.state = now);
+                if let Some(registry) = &self.registry {
+                    let _ = registry.set_ready(&self.id, is_ready);
+                }
                 tracing::warn!(state = ?now, "instance readiness changed");
             }
+        }
+    }
+
+    /// Registers the ready instance for discovery (no lease: the supervisor
+    /// deregisters it itself when it stops or dies).
+    fn register(&self) {
+        let Some(registry) = &self.registry else {
+            return;
+        };
+        let Some((address, port)) = self
+            .status
+            .lock()
+            .ok()
+            .and_then(|s| Some((s.address.clone()?, s.port?)))
+        else {
+            return;
+        };
+        let ip = match address.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+            Ok(ip) => ip,
+            Err(_) => return,
+        };
+        let instance = Instance {
+            id: self.id.clone(),
+            service: self.spec.name.clone(),
+            version: "0".to_owned(),
+            address: std::net::SocketAddr::new(ip, port),
+            labels: Default::default(),
+            ready: true,
+        };
+        if let Err(e) = registry.register(instance, None) {
+            tracing::error!(error = %e, "could not register the instance for discovery");
+        }
+    }
+
+    fn deregister(&self) {
+        if let Some(registry) = &self.registry {
+            registry.deregister(&self.id);
         }
     }
 
@@ -232,6 +280,9 @@ impl Slot {
 
     /// SIGTERM, then SIGKILL if the grace period runs out.
     async fn terminate(&self, mut process: Process) -> Outcome {
+        // Out of discovery first, so no new traffic is sent its way while
+        // it drains.
+        self.deregister();
         self.set(|s| s.state = InstanceState::Stopping);
         let grace = self.spec.grace_period;
         process.signal(Signal::SIGTERM);

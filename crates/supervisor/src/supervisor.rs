@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mortar_discovery::Registry;
 use mortar_manifest::{Manifest, ServiceSpec};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -27,6 +28,10 @@ pub struct SupervisorOptions {
     pub data_dir: PathBuf,
     /// The log filter passed to instances, when the node has one.
     pub log_level: Option<String>,
+    /// Where ready instances are registered for discovery, if anywhere.
+    pub registry: Option<Registry>,
+    /// Extra variables every instance gets (the node's DNS address, …).
+    pub extra_env: BTreeMap<String, String>,
 }
 
 /// The address an instance reports after binding its port.
@@ -81,6 +86,16 @@ pub enum EndpointError {
     },
 }
 
+/// A service name the manifest does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown service {name:?}; this node runs: {}", known.join(", "))]
+pub struct UnknownService {
+    /// The name asked for.
+    pub name: String,
+    /// The services the node runs.
+    pub known: Vec<String>,
+}
+
 /// Why the services cannot be launched at all.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -107,8 +122,10 @@ struct ServiceRuntime {
     spec: Arc<ServiceSpec>,
     program: PathBuf,
     env: BTreeMap<String, String>,
+    outbox_dir: PathBuf,
     slots: Vec<SlotHandle>,
-    stop: CancellationToken,
+    /// Cancelled to stop the service's slots; replaced when it is started again.
+    stop: Mutex<CancellationToken>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -119,6 +136,7 @@ pub struct Supervisor {
     prober: Prober,
     services: Vec<ServiceRuntime>,
     by_instance: HashMap<String, (usize, usize)>,
+    registry: Option<Registry>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -182,6 +200,12 @@ impl Supervisor {
                 "MORTAR_SHUTDOWN_GRACE".into(),
                 humantime::format_duration(spec.grace_period).to_string(),
             );
+            env.extend(
+                options
+                    .extra_env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
             if let Some(level) = &options.log_level {
                 env.insert("MORTAR_LOG_LEVEL".into(), level.clone());
             }
@@ -198,12 +222,18 @@ impl Supervisor {
                     }
                 })
                 .collect();
+            let outbox_dir = store_dir.join("outbox");
+            std::fs::create_dir_all(&outbox_dir).map_err(|source| LaunchError::DataDir {
+                path: outbox_dir.clone(),
+                source,
+            })?;
             services.push(ServiceRuntime {
+                outbox_dir,
                 program: manifest.resolve_program(spec),
                 spec: Arc::new(spec.clone()),
                 env,
                 slots,
-                stop: CancellationToken::new(),
+                stop: Mutex::new(CancellationToken::new()),
                 tasks: Mutex::new(Vec::new()),
             });
         }
@@ -213,6 +243,7 @@ impl Supervisor {
             prober: Prober::new(),
             services,
             by_instance,
+            registry: options.registry,
         })
     }
 
@@ -261,10 +292,8 @@ impl Supervisor {
 
     fn launch(&self, index: usize) {
         let service = &self.services[index];
-        let mut tasks = match service.tasks.lock() {
-            Ok(tasks) => tasks,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut tasks = lock(&service.tasks);
+        let stop = lock(&service.stop).clone();
         for handle in &service.slots {
             let slot = Slot {
                 spec: service.spec.clone(),
@@ -274,13 +303,18 @@ impl Supervisor {
                 env: {
                     let mut env = service.env.clone();
                     env.insert("MORTAR_INSTANCE".into(), handle.id.clone());
+                    // One outbox per slot: a restarted instance finds and
+                    // relays what its predecessor buffered.
+                    let outbox = service.outbox_dir.join(format!("{}.outbox", handle.id));
+                    env.insert("MORTAR_BUS_OUTBOX".into(), outbox.display().to_string());
                     env
                 },
                 hub: self.hub.clone(),
                 status: handle.status.clone(),
                 endpoint: handle.endpoint.subscribe(),
-                stop: service.stop.clone(),
+                stop: stop.clone(),
                 prober: self.prober.clone(),
+                registry: self.registry.clone(),
             };
             // The node's log lines name the instance they are about in
             // these span fields; `service`/`instance` name the node itself.
@@ -319,21 +353,59 @@ impl Supervisor {
             .map(|s| s.name.clone())
             .collect();
         for name in order.iter().rev() {
-            let Some(index) = self.index_of(name) else {
-                continue;
-            };
-            let service = &self.services[index];
-            tracing::info!(managed_service = %name, "stopping service");
-            service.stop.cancel();
-            let tasks: Vec<JoinHandle<()>> = match service.tasks.lock() {
-                Ok(mut tasks) => tasks.drain(..).collect(),
-                Err(poisoned) => poisoned.into_inner().drain(..).collect(),
-            };
-            for task in tasks {
-                let _ = task.await;
+            if let Some(index) = self.index_of(name) {
+                self.stop_index(index).await;
             }
         }
         tracing::info!("all services stopped");
+    }
+
+    async fn stop_index(&self, index: usize) {
+        let service = &self.services[index];
+        tracing::info!(managed_service = %service.spec.name, "stopping service");
+        lock(&service.stop).cancel();
+        let tasks: Vec<JoinHandle<()>> = lock(&service.tasks).drain(..).collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops one service (all its instances, drained), leaving the others
+    /// running; an operator's `mortar stop <service>`.
+    pub async fn stop_service(&self, name: &str) -> Result<ServiceStatus, UnknownService> {
+        let index = self.index_of(name).ok_or_else(|| self.unknown(name))?;
+        self.stop_index(index).await;
+        Ok(self.service_status(&self.services[index]))
+    }
+
+    /// Starts a stopped service again and waits until it settles; a running
+    /// service is left as it is.
+    pub async fn start_service(&self, name: &str) -> Result<ServiceStatus, UnknownService> {
+        let index = self.index_of(name).ok_or_else(|| self.unknown(name))?;
+        let service = &self.services[index];
+        let running = !lock(&service.tasks).is_empty();
+        if !running {
+            tracing::info!(managed_service = %name, "starting service");
+            *lock(&service.stop) = CancellationToken::new();
+            for slot in &service.slots {
+                let mut status = lock(&slot.status);
+                *status = InstanceStatus {
+                    restarts: status.restarts,
+                    last_exit: status.last_exit.take(),
+                    ..InstanceStatus::new(&service.spec.name, &slot.id)
+                };
+            }
+            self.launch(index);
+            self.wait_settled(index).await;
+        }
+        Ok(self.service_status(service))
+    }
+
+    fn unknown(&self, name: &str) -> UnknownService {
+        UnknownService {
+            name: name.to_owned(),
+            known: self.services.iter().map(|s| s.spec.name.clone()).collect(),
+        }
     }
 
     /// Records the port an instance bound; readiness polling starts from it.
@@ -399,6 +471,15 @@ impl Supervisor {
         self.status()
             .iter()
             .all(|s| s.instances.iter().all(|i| i.state == InstanceState::Ready))
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it:
+/// every critical section here leaves the data consistent.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod bins;
+pub mod dns;
 pub mod node;
 pub mod wait;
 

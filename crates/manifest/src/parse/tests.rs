@@ -120,6 +120,8 @@ fn the_full_example_parses_to_the_expected_model() {
                 name: "shop".into()
             },
             services: vec![catalog, identity],
+            gateway: crate::GatewaySpec::default(),
+            bus: crate::BusSpec::default(),
         }
     );
     let order: Vec<&str> = manifest
@@ -301,7 +303,7 @@ fn unknown_keys_are_caught_at_every_level() {
                 1,
                 1,
                 "color",
-                r#"unknown key "color"; expected one of: app, services"#
+                r#"unknown key "color"; expected one of: app, services, gateway, bus"#
             ),
             e(
                 6,

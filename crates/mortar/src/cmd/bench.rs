@@ -3,10 +3,13 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
+use mortar_bench::bus::{BusBenchOptions, BusBenchReport, run_mortar, run_nats};
 use mortar_bench::start::{StartOptions, run};
 use mortar_bench::stats::Summary;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cli::BenchStartArgs;
+use crate::cli::{BenchBusArgs, BenchStartArgs};
 
 pub(crate) async fn start(args: BenchStartArgs) -> anyhow::Result<ExitCode> {
     let options = StartOptions {
@@ -39,4 +42,113 @@ fn row(name: &str, s: &Summary) {
         "{name:<34} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
         s.min, s.p50, s.p90, s.p99, s.max
     );
+}
+
+pub(crate) async fn bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
+    let mut options = BusBenchOptions {
+        url: String::new(),
+        producers: args.producers,
+        consumers: args.consumers,
+        size: args.size,
+        count: args.count,
+        window: args.window,
+        rate: args.rate,
+        latency_duration: Duration::from_secs(args.latency_secs),
+    };
+    options.validate()?;
+    // A broker of our own in a scratch directory, as its own process, like
+    // the NATS server it is compared with.
+    let scratch =
+        tempfile::tempdir().context("cannot create a scratch directory for the broker")?;
+    let mut child = None;
+    options.url = match args.mortar_url {
+        Some(url) => url,
+        None => {
+            let (process, url) = spawn_broker(scratch.path()).await?;
+            child = Some(process);
+            url
+        }
+    };
+    println!(
+        "bus bench: {} producers (window {}), {} consumers, {} × {} B; latency at {} msg/s for {} s",
+        options.producers,
+        options.window,
+        options.consumers,
+        options.count,
+        options.size,
+        options.rate,
+        args.latency_secs
+    );
+    let mut reports = vec![run_mortar(&options).await?];
+    if let Some(mut c) = child {
+        let _ = c.kill().await;
+    }
+    if let Some(nats) = args.url {
+        options.url = nats;
+        reports.push(run_nats(&options).await?);
+    }
+    print_bus(&reports);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn spawn_broker(dir: &std::path::Path) -> anyhow::Result<(tokio::process::Child, String)> {
+    let exe = std::env::current_exe().context("cannot find the mortar binary")?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["bus", "serve", "--data-dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start `mortar bus serve`")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("no stdout from `mortar bus serve`")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(url) = v["url"].as_str()
+            {
+                return Some(url.to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .context("`mortar bus serve` did not report its URL")?;
+    // Keep draining its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, url))
+}
+
+fn print_bus(reports: &[BusBenchReport]) {
+    println!(
+        "{:<62} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10}",
+        "backend", "publish/s", "consume/s", "p50 µs", "p99 µs", "p999 µs", "rate/s"
+    );
+    for r in reports {
+        let p999 = r.latency_us.p999;
+        println!(
+            "{:<62} {:>12.0} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>10.0}",
+            r.backend,
+            r.publish_per_sec,
+            r.consume_per_sec,
+            r.latency_us.p50,
+            r.latency_us.p99,
+            p999,
+            r.achieved_rate
+        );
+    }
+    if let [ours, theirs] = reports {
+        println!(
+            "mortar / JetStream: publish {:.2}×, consume+ack {:.2}×, p99 latency {:.2}×",
+            ours.publish_per_sec / theirs.publish_per_sec,
+            ours.consume_per_sec / theirs.consume_per_sec,
+            ours.latency_us.p99 / theirs.latency_us.p99
+        );
+    }
 }

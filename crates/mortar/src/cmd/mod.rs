@@ -2,8 +2,10 @@
 
 mod bench;
 mod build;
+mod bus;
 mod check;
 mod logs;
+mod service;
 mod status;
 mod up;
 
@@ -14,7 +16,7 @@ use anyhow::Context;
 use mortar_manifest::{LoadError, Manifest};
 use mortar_node::client::AdminClient;
 
-use crate::cli::{BenchCommand, Command, NodeArgs};
+use crate::cli::{BenchCommand, BusCommand, Command, DlqCommand, NodeArgs};
 
 /// The exit code for an invalid manifest or configuration (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -26,7 +28,15 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&args.file),
         Command::Status(args) => runtime()?.block_on(status::run(args)),
         Command::Logs(args) => runtime()?.block_on(logs::run(args)),
+        Command::Stop(args) => runtime()?.block_on(service::run(args, "stop")),
+        Command::Start(args) => runtime()?.block_on(service::run(args, "start")),
+        Command::Bus(BusCommand::Serve(args)) => bus::serve(args),
+        Command::Bus(BusCommand::Stats(args)) => runtime()?.block_on(bus::stats(args)),
+        Command::Bus(BusCommand::Dlq(DlqCommand::Replay(args))) => {
+            runtime()?.block_on(bus::replay(args))
+        }
         Command::Bench(BenchCommand::Start(args)) => runtime()?.block_on(bench::start(args)),
+        Command::Bench(BenchCommand::Bus(args)) => runtime()?.block_on(bench::bus(args)),
     }
 }
 

@@ -26,6 +26,9 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let options = NodeOptions {
         data_dir: args.data_dir,
         admin_addr: args.admin_addr,
+        dns_addr: args.dns_addr,
+        bus_addr: args.bus_addr,
+        gateway_addr: args.gateway_addr,
         log_level: args.log_level,
     };
     let runtime = super::runtime()?;

@@ -4,7 +4,8 @@
 //!   during shutdown);
 //! - `FIXTURE_EXIT_AT_START=<code>` makes it exit with that code before
 //!   binding (crash loops, configuration failures);
-//! - `FIXTURE_NEEDS` is a required variable when `FIXTURE_REQUIRE=1`.
+//! - `FIXTURE_NEEDS` is a required variable when `FIXTURE_REQUIRE=1`;
+//! - `GET /env/{name}` shows the environment the supervisor gave it.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -32,6 +33,14 @@ fn main() -> ExitCode {
                     format!("slept {ms} ms\n")
                 }),
             )
-            .route("/pid", get(|| async { std::process::id().to_string() })))
+            .route("/pid", get(|| async { std::process::id().to_string() }))
+            .route(
+                "/env/{name}",
+                get(
+                    |axum::extract::Path(name): axum::extract::Path<String>| async move {
+                        std::env::var(name).unwrap_or_default()
+                    },
+                ),
+            ))
     })
 }

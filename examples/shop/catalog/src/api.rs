@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mortar_sdk::Problem;
@@ -57,7 +57,48 @@ fn store_problem(error: StoreError) -> Problem {
     }
 }
 
-async fn list(State(api): State<Api>, Query(q): Query<ListQuery>) -> Result<Json<Page>, Problem> {
+/// How long clients and the gateway may reuse a product page, and how long a
+/// cached copy may stand in while the catalog is down: product data changes
+/// rarely, and a slightly old page beats an error page.
+const CACHE_CONTROL: &str = "public, max-age=5, stale-if-error=600";
+
+/// Answers a public read: JSON with `Cache-Control` and a content-derived
+/// `ETag` (the same on every instance), or 304 when the client has it.
+fn cacheable<T: Serialize>(headers: &HeaderMap, value: &T) -> Response {
+    let body = match serde_json::to_vec(value) {
+        Ok(body) => body,
+        Err(e) => {
+            return Problem::internal(format!("cannot encode the response: {e}")).into_response();
+        }
+    };
+    let etag = format!("\"{:08x}-{:x}\"", crc32c::crc32c(&body), body.len());
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag)
+        });
+    let common = [
+        (header::CACHE_CONTROL, CACHE_CONTROL.to_owned()),
+        (header::ETAG, etag),
+    ];
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (
+        common,
+        [(header::CONTENT_TYPE, "application/json".to_owned())],
+        body,
+    )
+        .into_response()
+}
+
+async fn list(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, Problem> {
     let limit = q.limit.unwrap_or(api.page_size);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
         return Err(Problem::bad_request(format!(
@@ -73,16 +114,21 @@ async fn list(State(api): State<Api>, Query(q): Query<ListQuery>) -> Result<Json
     let next = (items.len() == limit as usize)
         .then(|| items.last().map(|p| p.id))
         .flatten();
-    Ok(Json(Page { items, next }))
+    Ok(cacheable(&headers, &Page { items, next }))
 }
 
-async fn fetch(State(api): State<Api>, Path(id): Path<i64>) -> Result<Json<Product>, Problem> {
-    api.store
+async fn fetch(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, Problem> {
+    let product = api
+        .store
         .get(id)
         .await
         .map_err(store_problem)?
-        .map(Json)
-        .ok_or_else(|| Problem::not_found(format!("no product with id {id}")))
+        .ok_or_else(|| Problem::not_found(format!("no product with id {id}")))?;
+    Ok(cacheable(&headers, &product))
 }
 
 /// Checks a new product; returns every invalid field, not just the first.
@@ -193,6 +239,39 @@ mod tests {
         let (_, page, _) = call(&app, Request::get(uri).body(Body::empty()).unwrap()).await;
         assert_eq!(page["items"].as_array().unwrap().len(), 2);
         assert!(page.get("next").is_none());
+    }
+
+    #[tokio::test]
+    async fn reads_are_cacheable_with_a_stable_etag_and_304() {
+        let (app, _dir) = app().await;
+        let resp = app
+            .clone()
+            .oneshot(Request::get("/v1/products/1").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()[header::CACHE_CONTROL], CACHE_CONTROL);
+        let etag = resp.headers()[header::ETAG].clone();
+        let again = app
+            .clone()
+            .oneshot(Request::get("/v1/products/1").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            again.headers()[header::ETAG],
+            etag,
+            "same content, same ETag"
+        );
+        let cond = Request::get("/v1/products/1")
+            .header(header::IF_NONE_MATCH, etag)
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(cond).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+        let other = app
+            .oneshot(Request::get("/v1/products/2").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_ne!(other.headers()[header::ETAG], resp.headers()[header::ETAG]);
     }
 
     #[tokio::test]

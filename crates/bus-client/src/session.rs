@@ -1,0 +1,321 @@
+//! One live connection to the broker: handshake, a reader task that routes
+//! answers to their requests and deliveries to their subscriptions, and a
+//! writer task that owns the socket's write half.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::{SinkExt, StreamExt};
+use mortar_bus_proto::{
+    BusCodec, ErrorCode, Frame, Hello, Message, NewMessage, PROTOCOL_VERSION, max_frame_bytes,
+};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{Framed, FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ClientError;
+
+/// Frames queued for the writer before senders wait.
+const WRITE_QUEUE: usize = 1024;
+
+/// Frame limit before the broker has told its own (handshake frames are small).
+const HANDSHAKE_FRAME_BYTES: usize = 64 * 1024;
+
+/// What a request got back.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// `PublishOk`.
+    Published(Vec<u64>),
+    /// `CreateTopicOk` or `SubscribeOk`.
+    Done,
+    /// `Error`.
+    Refused(ErrorCode, String),
+}
+
+/// Why a request did not get a reply.
+#[derive(Debug)]
+pub(crate) enum RequestError {
+    /// The connection went away; the request may or may not have taken effect.
+    Disconnected,
+    /// The broker answered with an error, or the frame could not be sent.
+    Refused(ClientError),
+}
+
+/// A delivered message with the token of the connection it came on: once
+/// that connection is gone its credits are void (the re-subscription starts
+/// with fresh ones), so the handler must not top them up.
+pub(crate) type Delivery = (Message, CancellationToken);
+
+/// Where a subscription's deliveries go.
+pub(crate) type Deliveries = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Delivery>>>>;
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
+
+/// A connected, handshaken session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    tx: mpsc::Sender<Frame>,
+    pending: Pending,
+    closed: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Session {
+    /// Connects and handshakes.
+    pub(crate) async fn connect(
+        authority: &str,
+        name: &str,
+        token: &str,
+        deliveries: Deliveries,
+    ) -> Result<Arc<Session>, ClientError> {
+        let unavailable = |reason: String| ClientError::Unavailable {
+            url: format!("mortar://{authority}"),
+            reason,
+        };
+        let stream = TcpStream::connect(authority)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, BusCodec::new(HANDSHAKE_FRAME_BYTES));
+        framed
+            .send(Frame::Hello(Hello::new(name, token)))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let max_message_bytes = match framed.next().await {
+            Some(Ok(Frame::HelloOk {
+                version,
+                max_message_bytes,
+            })) if version == PROTOCOL_VERSION => max_message_bytes,
+            Some(Ok(Frame::HelloOk { version, .. })) => {
+                return Err(ClientError::Handshake {
+                    code: ErrorCode::UnsupportedVersion,
+                    message: format!(
+                        "the broker answered version {version}; this client speaks {PROTOCOL_VERSION}"
+                    ),
+                });
+            }
+            Some(Ok(Frame::Error { code, message, .. })) => {
+                return Err(ClientError::Handshake { code, message });
+            }
+            Some(Ok(other)) => {
+                return Err(ClientError::Handshake {
+                    code: ErrorCode::BadHandshake,
+                    message: format!("expected HelloOk, got {:?}", other.frame_type()),
+                });
+            }
+            Some(Err(e)) => return Err(unavailable(e.to_string())),
+            None => return Err(unavailable("the broker closed the connection".to_owned())),
+        };
+        let codec = BusCodec::new(max_frame_bytes(max_message_bytes as usize));
+        // Separate halves: a `FramedWrite` encodes at `feed`, so a frame that
+        // cannot be encoded fails its own request, not the connection.
+        let parts = framed.into_parts();
+        let (read, write) = parts.io.into_split();
+        let mut stream = FramedRead::new(read, codec.clone());
+        stream.read_buffer_mut().extend_from_slice(&parts.read_buf);
+        let sink = FramedWrite::new(write, codec);
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let pending: Pending = Arc::default();
+        let closed = CancellationToken::new();
+        tokio::spawn(write_frames(sink, rx, pending.clone(), closed.clone()));
+        tokio::spawn(read_frames(
+            stream,
+            tx.clone(),
+            pending.clone(),
+            deliveries,
+            closed.clone(),
+        ));
+        Ok(Arc::new(Session {
+            tx,
+            pending,
+            closed,
+        }))
+    }
+
+    /// Cancelled when the connection is gone.
+    pub(crate) fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    /// Sends a frame that expects no answer; false when disconnected.
+    pub(crate) async fn send(&self, frame: Frame) -> bool {
+        !self.closed.is_cancelled() && self.tx.send(frame).await.is_ok()
+    }
+
+    /// Sends a request frame whose id is `id` and waits for its answer.
+    pub(crate) async fn request(&self, id: u64, frame: Frame) -> Result<Reply, RequestError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        lock(&self.pending).insert(id, reply_tx);
+        if self.closed.is_cancelled() || self.tx.send(frame).await.is_err() {
+            lock(&self.pending).remove(&id);
+            return Err(RequestError::Disconnected);
+        }
+        tokio::select! {
+            reply = reply_rx => reply.map_err(|_| RequestError::Disconnected),
+            _ = self.closed.cancelled() => {
+                lock(&self.pending).remove(&id);
+                Err(RequestError::Disconnected)
+            }
+        }
+    }
+
+    /// Publishes a batch and waits until it is durable.
+    pub(crate) async fn publish(
+        &self,
+        request_id: u64,
+        topic: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<u64>, RequestError> {
+        let count = messages.len();
+        let frame = Frame::Publish {
+            request_id,
+            topic: topic.to_owned(),
+            messages,
+        };
+        match self.request(request_id, frame).await? {
+            Reply::Published(ids) => Ok(ids),
+            Reply::Refused(ErrorCode::FrameTooLarge, reason) => {
+                Err(RequestError::Refused(ClientError::BatchTooLarge {
+                    messages: count,
+                    reason,
+                }))
+            }
+            Reply::Refused(code, message) => {
+                Err(RequestError::Refused(ClientError::Broker { code, message }))
+            }
+            Reply::Done => Err(RequestError::Refused(ClientError::Broker {
+                code: ErrorCode::Internal,
+                message: "the broker answered a publish with the wrong frame".to_owned(),
+            })),
+        }
+    }
+}
+
+type Sink = FramedWrite<OwnedWriteHalf, BusCodec>;
+type Stream = FramedRead<OwnedReadHalf, BusCodec>;
+
+/// The id a request frame carries, to fail it if it cannot be encoded.
+fn request_id(frame: &Frame) -> Option<u64> {
+    match frame {
+        Frame::Publish { request_id, .. } | Frame::CreateTopic { request_id, .. } => {
+            Some(*request_id)
+        }
+        Frame::Subscribe { sub_id, .. } => Some(*sub_id),
+        _ => None,
+    }
+}
+
+async fn write_frames(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Frame>,
+    pending: Pending,
+    closed: CancellationToken,
+) {
+    loop {
+        let frame = tokio::select! {
+            _ = closed.cancelled() => break,
+            f = rx.recv() => match f { Some(f) => f, None => break },
+        };
+        let id = request_id(&frame);
+        match sink.feed(frame).await {
+            Ok(()) => {}
+            Err(mortar_bus_proto::CodecError::Io(e)) => {
+                tracing::debug!(error = %e, "bus client: write failed");
+                break;
+            }
+            Err(e) => {
+                // This frame cannot be sent (too large): fail its request only.
+                if let Some(reply) = id.and_then(|id| lock(&pending).remove(&id)) {
+                    let _ = reply.send(Reply::Refused(ErrorCode::FrameTooLarge, e.to_string()));
+                }
+                continue;
+            }
+        }
+        if rx.is_empty() && SinkExt::<Frame>::flush(&mut sink).await.is_err() {
+            break;
+        }
+    }
+    closed.cancel();
+    let _ = SinkExt::<Frame>::close(&mut sink).await;
+}
+
+async fn read_frames(
+    mut stream: Stream,
+    tx: mpsc::Sender<Frame>,
+    pending: Pending,
+    deliveries: Deliveries,
+    closed: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = closed.cancelled() => break,
+            n = stream.next() => n,
+        };
+        let frame = match next {
+            None => break,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "bus client: bad frame from the broker; reconnecting");
+                break;
+            }
+            Some(Ok(f)) => f,
+        };
+        let answer = |id: u64, reply: Reply| {
+            if let Some(waiter) = lock(&pending).remove(&id) {
+                let _ = waiter.send(reply);
+                true
+            } else {
+                false
+            }
+        };
+        match frame {
+            Frame::PublishOk { request_id, ids } => {
+                answer(request_id, Reply::Published(ids));
+            }
+            Frame::CreateTopicOk { request_id } => {
+                answer(request_id, Reply::Done);
+            }
+            Frame::SubscribeOk { sub_id } => {
+                answer(sub_id, Reply::Done);
+            }
+            Frame::Error {
+                request_id,
+                code,
+                message,
+            } => {
+                if !answer(request_id, Reply::Refused(code, message.clone())) {
+                    tracing::warn!(request_id, %code, message, "bus client: the broker reported an error");
+                }
+                if request_id == 0
+                    && matches!(code, ErrorCode::MalformedFrame | ErrorCode::FrameTooLarge)
+                {
+                    break;
+                }
+            }
+            Frame::Deliver { sub_id, messages } => {
+                let target = lock(&deliveries).get(&sub_id).cloned();
+                match target {
+                    Some(target) => {
+                        for m in messages {
+                            let _ = target.send((m, closed.clone()));
+                        }
+                    }
+                    None => {
+                        tracing::debug!(sub_id, "bus client: delivery for a stopped subscription")
+                    }
+                }
+            }
+            Frame::Ping { nonce } => {
+                let _ = tx.send(Frame::Pong { nonce }).await;
+            }
+            _ => {}
+        }
+    }
+    closed.cancel();
+    // Fail every waiting request: their answers will never come.
+    lock(&pending).clear();
+}

@@ -1,0 +1,185 @@
+//! Consuming with a handler: `Ok` acks, `Err` nacks with exponential
+//! backoff, and credits keep at most `concurrency` messages in the service.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use mortar_bus_proto::{ErrorCode, Frame, Message};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Client, Inner, SubSpec, lock, nack_delay};
+use crate::error::ClientError;
+use crate::session::{Delivery, Reply, RequestError};
+
+/// A running subscription; [`Subscription::stop`] ends it. Messages it had
+/// not acked are redelivered (to another member of the group, or later).
+pub struct Subscription {
+    sub_id: u64,
+    inner: Arc<Inner>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("sub_id", &self.sub_id)
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// Stops taking messages, waits for the handlers running now (they ack
+    /// or nack), then unsubscribes so that messages delivered but not yet
+    /// handled go straight back to the group: a draining shutdown.
+    pub async fn stop(self) {
+        lock(&self.inner.subs).remove(&self.sub_id);
+        lock(&self.inner.deliveries).remove(&self.sub_id);
+        self.stop.cancel();
+        let _ = self.task.await;
+        if let Some(session) = self.inner.current() {
+            session
+                .send(Frame::Unsubscribe {
+                    sub_id: self.sub_id,
+                })
+                .await;
+        }
+    }
+}
+
+impl Client {
+    /// Consumes `topic` as a member of `group`, running `handler` on up to
+    /// `concurrency` messages at once. Survives reconnects. Fails at once if
+    /// the broker refuses (e.g. unknown topic) while connected.
+    pub async fn subscribe<F, Fut, E>(
+        &self,
+        topic: &str,
+        group: &str,
+        concurrency: usize,
+        handler: F,
+    ) -> Result<Subscription, ClientError>
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let concurrency = concurrency.clamp(1, 10_000);
+        let sub_id = inner.next_id();
+        let spec = SubSpec {
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            credits: concurrency as u32,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&inner.deliveries).insert(sub_id, tx);
+        lock(&inner.subs).insert(sub_id, spec.clone());
+        if let Some(session) = inner.current() {
+            let frame = Frame::Subscribe {
+                sub_id,
+                topic: spec.topic,
+                group: spec.group,
+                credits: spec.credits,
+            };
+            match session.request(sub_id, frame).await {
+                // The reconnect logic subscribed it first: fine.
+                Ok(Reply::Refused(ErrorCode::InvalidRequest, _)) => {}
+                Ok(Reply::Refused(code, message)) => {
+                    lock(&inner.subs).remove(&sub_id);
+                    lock(&inner.deliveries).remove(&sub_id);
+                    return Err(ClientError::Broker { code, message });
+                }
+                Ok(_) | Err(RequestError::Disconnected) => {}
+                Err(RequestError::Refused(e)) => {
+                    lock(&inner.subs).remove(&sub_id);
+                    lock(&inner.deliveries).remove(&sub_id);
+                    return Err(e);
+                }
+            }
+        }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_handlers(
+            inner.clone(),
+            sub_id,
+            concurrency,
+            rx,
+            Arc::new(handler),
+            stop.clone(),
+        ));
+        Ok(Subscription {
+            sub_id,
+            inner,
+            stop,
+            task,
+        })
+    }
+}
+
+async fn run_handlers<F, Fut, E>(
+    inner: Arc<Inner>,
+    sub_id: u64,
+    concurrency: usize,
+    mut rx: mpsc::UnboundedReceiver<Delivery>,
+    handler: Arc<F>,
+    stop: CancellationToken,
+) where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(concurrency));
+    loop {
+        let (message, delivered_on) = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = inner.shutdown.cancelled() => break,
+            m = rx.recv() => match m { Some(m) => m, None => break },
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let inner = inner.clone();
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let id = message.id;
+            let attempt = message.attempt;
+            // A panicking handler counts as a failure, not a lost message.
+            let outcome = tokio::spawn(handler(message)).await;
+            let settle = match outcome {
+                Ok(Ok(())) => Frame::Ack {
+                    sub_id,
+                    ids: vec![id],
+                },
+                failed => {
+                    let reason = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "the handler panicked".to_owned(),
+                    };
+                    tracing::warn!(
+                        id,
+                        attempt,
+                        reason,
+                        "bus client: handler failed; the message will be redelivered"
+                    );
+                    Frame::Nack {
+                        sub_id,
+                        ids: vec![id],
+                        delay_ms: nack_delay(attempt).as_millis() as u64,
+                        reason,
+                    }
+                }
+            };
+            if let Some(session) = inner.current() {
+                session.send(settle).await;
+                if !delivered_on.is_cancelled() {
+                    session.send(Frame::Credit { sub_id, n: 1 }).await;
+                }
+            }
+            drop(slot);
+        });
+    }
+    // Wait for the handlers running now.
+    let _ = slots.acquire_many(concurrency as u32).await;
+}

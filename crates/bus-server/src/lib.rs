@@ -1,0 +1,18 @@
+//! Serves a [`mortar_bus::Broker`] to other processes.
+//!
+//! Why a crate apart from the broker: the broker is a library any process can
+//! embed; this crate is what makes it a *network* service — the framed TCP
+//! protocol of `mortar-bus-proto` ([`serve`]), an HTTP/JSON API for languages
+//! without a native client ([`http_router`], [`openapi`]), and the one call the
+//! node makes to run it all ([`run_embedded`]).
+
+mod connection;
+mod convert;
+mod embedded;
+pub mod http;
+mod serve;
+mod subscription;
+
+pub use embedded::{EmbeddedBus, ServerError, run_embedded};
+pub use http::{http_router, openapi};
+pub use serve::{ServerOptions, serve, serve_with};

@@ -1,0 +1,284 @@
+//! The HTTP/JSON API against a real server on 127.0.0.1:0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use serde_json::{Value, json};
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    _bus: mortar_bus_server::EmbeddedBus,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn start() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let (_url, bus) = common::start(dir.path(), 1024, &[]).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        // Mounted the way the node mounts it: merged beside routes with a fallback.
+        let router = axum::Router::new()
+            .route("/health/live", axum::routing::get(|| async { "live" }))
+            .merge(mortar_bus_server::http_router(bus.broker().clone()))
+            .fallback(mortar_sdk::http::not_found);
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Api {
+            base,
+            http: reqwest::Client::new(),
+            _bus: bus,
+            _dir: dir,
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, String, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        Self::parts(r).await
+    }
+
+    async fn parts(r: reqwest::Response) -> (u16, String, Value) {
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            ct,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+}
+
+#[tokio::test]
+async fn publish_pull_ack_and_nack_over_http() {
+    let api = Api::start().await;
+    let (status, _, body) = api.post("/v1/bus/topics/orders", json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["dead_letter_topic"], "orders.dlq");
+
+    let (status, _, body) = api
+        .post(
+            "/v1/bus/topics/orders/messages",
+            json!({"messages": [
+                {"key": "o-1", "headers": {"traceparent": "00-abc"}, "payload": {"total": 12}},
+                {"payload_base64": "AAEC"}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<u64> = serde_json::from_value(body["ids"].clone()).unwrap();
+    assert_eq!(ids.len(), 2);
+
+    let pull = json!({"consumer": "c1", "max": 10, "wait_ms": 2000});
+    let (status, _, body) = api
+        .post("/v1/bus/topics/orders/groups/billing/pull", pull.clone())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{body}");
+    assert_eq!(messages[0]["payload"], json!({"total": 12}));
+    assert_eq!(messages[0]["key"], "o-1");
+    assert_eq!(messages[0]["headers"]["traceparent"], "00-abc");
+    assert_eq!(messages[0]["headers"]["content-type"], "application/json");
+    assert_eq!(messages[0]["attempt"], 1);
+    assert_eq!(messages[1]["payload_base64"], "AAEC");
+
+    let (status, _, body) = api
+        .post(
+            "/v1/bus/topics/orders/groups/billing/ack",
+            json!({"ids": [ids[0]]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = api
+        .post(
+            "/v1/bus/topics/orders/groups/billing/nack",
+            json!({"ids": [ids[1]], "delay_ms": 0, "reason": "try again"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The nacked one comes back as attempt 2; the acked one never does.
+    let (status, _, body) = api
+        .post("/v1/bus/topics/orders/groups/billing/pull", pull)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{body}");
+    assert_eq!(messages[0]["id"], ids[1]);
+    assert_eq!(messages[0]["attempt"], 2);
+
+    let r = api
+        .http
+        .get(format!("{}/v1/bus/stats", api.base))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, body) = Api::parts(r).await;
+    assert_eq!(status, 200);
+    let orders = body["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic"] == "orders")
+        .unwrap();
+    assert_eq!(orders["groups"][0]["group"], "billing");
+    assert_eq!(orders["groups"][0]["in_flight"], 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_problem_json_naming_what_is_wrong() {
+    let api = Api::start().await;
+    api.post("/v1/bus/topics/t", json!({})).await;
+
+    let (status, ct, body) = api
+        .post(
+            "/v1/bus/topics/ghost/messages",
+            json!({"messages": [{"payload": 1}]}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(ct, "application/problem+json");
+    assert_eq!(body["topic"], "ghost");
+    assert!(body["detail"].as_str().unwrap().contains("ghost"), "{body}");
+
+    let (status, ct, body) = api
+        .post(
+            "/v1/bus/topics/t/messages",
+            json!({"messages": [{"payload_base64": "A".repeat(4000)}]}),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(ct, "application/problem+json");
+
+    let (status, _, body) = api
+        .post(
+            "/v1/bus/topics/t/messages",
+            json!({"messages": [{"key": "k"}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "messages[0]");
+
+    let (status, _, body) = api
+        .post(
+            "/v1/bus/topics/t/messages",
+            json!({"messages": [{"payload_base64": "%%%"}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "messages[0].payload_base64");
+
+    let (status, _, body) = api
+        .post(
+            "/v1/bus/topics/t/groups/g/pull",
+            json!({"consumer": "c", "max": 0}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "max");
+
+    let (status, _, body) = api.post("/v1/bus/topics/Bad%20Name", json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("invalid topic name"),
+        "{body}"
+    );
+
+    let r = api
+        .http
+        .post(format!("{}/v1/bus/topics/t/messages", api.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let (status, ct, _) = Api::parts(r).await;
+    assert_eq!(status, 400);
+    assert_eq!(ct, "application/problem+json");
+
+    // Nothing of the refused requests was stored.
+    let r = api
+        .http
+        .get(format!("{}/v1/bus/stats", api.base))
+        .send()
+        .await
+        .unwrap();
+    let (_, _, body) = Api::parts(r).await;
+    let t = body["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic"] == "t")
+        .unwrap();
+    assert_eq!(t["next_offset"], t["first_offset"]);
+}
+
+#[tokio::test]
+async fn dead_letters_can_be_replayed() {
+    let api = Api::start().await;
+    api.post("/v1/bus/topics/jobs", json!({})).await;
+    api.post(
+        "/v1/bus/topics/jobs/messages",
+        json!({"messages": [{"payload": "boom"}]}),
+    )
+    .await;
+    let pull = json!({"consumer": "c", "max": 1, "wait_ms": 5000});
+    for attempt in 1..=3 {
+        let (_, _, body) = api
+            .post("/v1/bus/topics/jobs/groups/w/pull", pull.clone())
+            .await;
+        let m = &body["messages"][0];
+        assert_eq!(m["attempt"], attempt, "{body}");
+        let (status, _, _) = api
+            .post(
+                "/v1/bus/topics/jobs/groups/w/nack",
+                json!({"ids": [m["id"]], "delay_ms": 0, "reason": "bad"}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    // Out of deliveries: dead-lettered, so the group sees nothing more.
+    let (_, _, body) = api
+        .post(
+            "/v1/bus/topics/jobs/groups/w/pull",
+            json!({"consumer": "c", "wait_ms": 200}),
+        )
+        .await;
+    assert_eq!(body["messages"], json!([]), "{body}");
+
+    let (status, _, body) = api.post("/v1/bus/topics/jobs/dlq/replay", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["moved"], 1);
+    let (_, _, body) = api.post("/v1/bus/topics/jobs/groups/w/pull", pull).await;
+    assert_eq!(body["messages"][0]["payload"], "boom", "{body}");
+}
+
+#[test]
+fn openapi_lists_every_route() {
+    let doc = serde_json::to_value(mortar_bus_server::openapi()).unwrap();
+    for path in [
+        "/v1/bus/topics/{topic}",
+        "/v1/bus/topics/{topic}/messages",
+        "/v1/bus/topics/{topic}/groups/{group}/pull",
+        "/v1/bus/topics/{topic}/groups/{group}/ack",
+        "/v1/bus/topics/{topic}/groups/{group}/nack",
+        "/v1/bus/topics/{topic}/dlq/replay",
+        "/v1/bus/stats",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "missing {path}");
+    }
+}

@@ -1,0 +1,418 @@
+//! A topic's log: an ordered list of segments, read by many and appended to by one
+//! [`LogWriter`]. Readers only ever see fsynced records.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::record::{self, Record};
+use crate::segment::{INDEX_INTERVAL_BYTES, IndexEntry, Scan, Scanner, Segment};
+use crate::{BusError, NewMessage, sync};
+
+/// The shared, read side of a topic's log.
+#[derive(Debug)]
+pub(crate) struct Log {
+    dir: PathBuf,
+    segments: RwLock<Vec<Segment>>,
+    fsyncs: AtomicU64,
+}
+
+/// Figures of a segment that retention decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentInfo {
+    pub(crate) base: u64,
+    pub(crate) next_offset: u64,
+    pub(crate) size: u64,
+    pub(crate) last_publish_ms: u64,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, recovering every segment, and returns it
+    /// with the writer that alone may append to it.
+    pub(crate) fn open(dir: &Path, segment_bytes: u64) -> Result<(Arc<Log>, LogWriter), BusError> {
+        std::fs::create_dir_all(dir).map_err(|e| BusError::io(dir, e))?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| BusError::io(dir, e))? {
+            let entry = entry.map_err(|e| BusError::io(dir, e))?;
+            if let Some(base) = entry
+                .file_name()
+                .to_str()
+                .and_then(Segment::parse_file_name)
+            {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let mut segments: Vec<Segment> = Vec::new();
+        for base in bases {
+            let segment = Segment::recover(dir.join(Segment::file_name(base)), base)?;
+            if let Some(prev) = segments.last()
+                && segment.base < prev.next_offset
+            {
+                return Err(BusError::Corrupt {
+                    path: segment.path,
+                    detail: format!(
+                        "segment starts at offset {} but the previous one already reaches {}",
+                        segment.base, prev.next_offset
+                    ),
+                });
+            }
+            segments.push(segment);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 0)?);
+            sync_dir(dir)?;
+        }
+        let active = segments.last().ok_or_else(|| BusError::Corrupt {
+            path: dir.to_owned(),
+            detail: "no segment".into(),
+        })?;
+        let file = active
+            .file
+            .try_clone()
+            .map_err(|e| BusError::io(&active.path, e))?;
+        let writer_state = ActiveSegment {
+            base: active.base,
+            path: active.path.clone(),
+            file,
+            size: active.size,
+            last_index_pos: active.index.last().map(|e| e.pos),
+        };
+        let next_offset = active.next_offset;
+        let log = Arc::new(Log {
+            dir: dir.to_owned(),
+            segments: RwLock::new(segments),
+            fsyncs: AtomicU64::new(0),
+        });
+        let writer = LogWriter {
+            log: Arc::clone(&log),
+            active: writer_state,
+            next_offset,
+            segment_bytes,
+        };
+        Ok((log, writer))
+    }
+
+    /// The oldest offset still stored.
+    pub(crate) fn first_offset(&self) -> u64 {
+        let segments = sync::read(&self.segments);
+        segments
+            .iter()
+            .find(|s| s.next_offset > s.base)
+            .or(segments.last())
+            .map_or(0, |s| s.base)
+    }
+
+    /// The offset the next published record gets (among fsynced records).
+    pub(crate) fn next_offset(&self) -> u64 {
+        sync::read(&self.segments)
+            .last()
+            .map_or(0, |s| s.next_offset)
+    }
+
+    /// Bytes of records stored.
+    pub(crate) fn bytes(&self) -> u64 {
+        sync::read(&self.segments).iter().map(|s| s.size).sum()
+    }
+
+    /// How many fsyncs the writer has done (the group-commit figure of merit).
+    pub(crate) fn fsyncs(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Per-segment figures, oldest first.
+    pub(crate) fn segment_infos(&self) -> Vec<SegmentInfo> {
+        sync::read(&self.segments)
+            .iter()
+            .map(|s| SegmentInfo {
+                base: s.base,
+                next_offset: s.next_offset,
+                size: s.size,
+                last_publish_ms: s.last_publish_ms,
+            })
+            .collect()
+    }
+
+    /// Up to `max` records with offsets in `[from, from + max)`, in order, stopping early
+    /// once `max_bytes` of messages were read (at least one record is returned). Offsets
+    /// that are no longer (or never were) stored are skipped. Blocking: call off the runtime.
+    pub(crate) fn read(
+        &self,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, BusError> {
+        let until = from.saturating_add(max as u64);
+        let plan: Vec<(Arc<File>, PathBuf, u64, u64)> = {
+            let segments = sync::read(&self.segments);
+            let first = segments.partition_point(|s| s.next_offset <= from);
+            segments[first..]
+                .iter()
+                .take_while(|s| s.base < until)
+                .filter(|s| s.size > 0)
+                .map(|s| {
+                    let start = Segment::lookup(&s.index, from.max(s.base));
+                    (Arc::clone(&s.file), s.path.clone(), start, s.size)
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (file, path, start, end) in plan {
+            let mut scanner = Scanner::new(&file, start, end);
+            loop {
+                match scanner.next().map_err(|e| BusError::io(&path, e))? {
+                    Scan::End => break,
+                    Scan::Damaged { pos, reason } => {
+                        return Err(BusError::Corrupt {
+                            path,
+                            detail: format!("{reason} at byte {pos}"),
+                        });
+                    }
+                    Scan::Record { record, .. } => {
+                        if record.offset >= until {
+                            return Ok(out);
+                        }
+                        if record.offset >= from {
+                            bytes += record.size();
+                            out.push(record);
+                            if bytes >= max_bytes {
+                                return Ok(out);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the `count` oldest segments (never the active one) and deletes their files.
+    /// Blocking: call off the runtime.
+    pub(crate) fn remove_oldest(&self, count: usize) -> Result<Vec<SegmentInfo>, BusError> {
+        let removed: Vec<Segment> = {
+            let mut segments = sync::write(&self.segments);
+            let count = count.min(segments.len().saturating_sub(1));
+            segments.drain(..count).collect()
+        };
+        let mut infos = Vec::new();
+        for segment in removed {
+            std::fs::remove_file(&segment.path).map_err(|e| BusError::io(&segment.path, e))?;
+            infos.push(SegmentInfo {
+                base: segment.base,
+                next_offset: segment.next_offset,
+                size: segment.size,
+                last_publish_ms: segment.last_publish_ms,
+            });
+        }
+        if !infos.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(infos)
+    }
+}
+
+/// The writer's handle on the segment being appended to.
+#[derive(Debug)]
+struct ActiveSegment {
+    base: u64,
+    path: PathBuf,
+    file: File,
+    /// Bytes durably written.
+    size: u64,
+    last_index_pos: Option<u64>,
+}
+
+/// The only appender of a log. It writes, fsyncs, and only then publishes the new
+/// records to readers.
+#[derive(Debug)]
+pub(crate) struct LogWriter {
+    log: Arc<Log>,
+    active: ActiveSegment,
+    next_offset: u64,
+    segment_bytes: u64,
+}
+
+/// Records written to the active segment but not yet fsynced and published.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    index: Vec<IndexEntry>,
+    count: u64,
+    last_publish_ms: u64,
+}
+
+impl LogWriter {
+    /// Appends every message of every batch with one fsync (more only when a segment
+    /// rolls), then makes them visible. Returns the first offset of each batch.
+    /// On error nothing of the failed part is visible and the file is cut back.
+    pub(crate) fn append(
+        &mut self,
+        batches: &[&[NewMessage]],
+        publish_time_ms: u64,
+    ) -> Result<Vec<u64>, BusError> {
+        let mut firsts = Vec::with_capacity(batches.len());
+        let mut pending = Pending::default();
+        for batch in batches {
+            firsts.push(self.next_offset + pending.count);
+            for message in *batch {
+                let size = self.active.size + pending.buf.len() as u64;
+                if size >= self.segment_bytes && self.next_offset + pending.count > self.active.base
+                {
+                    self.commit(&mut pending)?;
+                    self.roll()?;
+                }
+                let pos = self.active.size + pending.buf.len() as u64;
+                if self
+                    .active
+                    .last_index_pos
+                    .is_none_or(|last| pos - last >= INDEX_INTERVAL_BYTES)
+                {
+                    pending.index.push(IndexEntry {
+                        offset: self.next_offset + pending.count,
+                        pos,
+                    });
+                    self.active.last_index_pos = Some(pos);
+                }
+                record::encode(
+                    self.next_offset + pending.count,
+                    publish_time_ms,
+                    message,
+                    &mut pending.buf,
+                );
+                pending.count += 1;
+                pending.last_publish_ms = publish_time_ms;
+            }
+        }
+        self.commit(&mut pending)?;
+        Ok(firsts)
+    }
+
+    /// Writes and fsyncs the pending records, then publishes them to readers.
+    fn commit(&mut self, pending: &mut Pending) -> Result<(), BusError> {
+        if pending.count == 0 {
+            return Ok(());
+        }
+        let written = self
+            .active
+            .file
+            .write_all_at(&pending.buf, self.active.size)
+            .and_then(|()| self.active.file.sync_data());
+        if let Err(error) = written {
+            let _ = self.active.file.set_len(self.active.size);
+            self.active.last_index_pos = {
+                let segments = sync::read(&self.log.segments);
+                segments.last().and_then(|s| s.index.last()).map(|e| e.pos)
+            };
+            return Err(BusError::io(&self.active.path, error));
+        }
+        self.log.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.active.size += pending.buf.len() as u64;
+        self.next_offset += pending.count;
+        {
+            let mut segments = sync::write(&self.log.segments);
+            if let Some(segment) = segments.last_mut() {
+                segment.index.append(&mut pending.index);
+                segment.size = self.active.size;
+                segment.next_offset = self.next_offset;
+                segment.last_publish_ms = segment.last_publish_ms.max(pending.last_publish_ms);
+            }
+        }
+        *pending = Pending::default();
+        Ok(())
+    }
+
+    /// Starts a new segment at the next offset.
+    fn roll(&mut self) -> Result<(), BusError> {
+        let segment = Segment::create(&self.log.dir, self.next_offset)?;
+        sync_dir(&self.log.dir)?;
+        let file = segment
+            .file
+            .try_clone()
+            .map_err(|e| BusError::io(&segment.path, e))?;
+        self.active = ActiveSegment {
+            base: segment.base,
+            path: segment.path.clone(),
+            file,
+            size: 0,
+            last_index_pos: None,
+        };
+        sync::write(&self.log.segments).push(segment);
+        Ok(())
+    }
+}
+
+/// Fsyncs a directory so created, renamed or removed entries survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), BusError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BusError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(count: usize, size: usize) -> Vec<NewMessage> {
+        (0..count)
+            .map(|i| NewMessage::new(vec![i as u8; size]))
+            .collect()
+    }
+
+    #[test]
+    fn rolls_to_a_new_segment_past_segment_bytes_and_reads_across_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 1000).unwrap();
+        let batch = messages(30, 200);
+        let firsts = writer.append(&[&batch[..10], &batch[10..]], 1).unwrap();
+        assert_eq!(firsts, vec![0, 10]);
+        let infos = log.segment_infos();
+        assert!(infos.len() >= 5, "expected several segments, got {infos:?}");
+        assert!(infos.windows(2).all(|w| w[0].next_offset == w[1].base));
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names[0], "00000000000000000000.log");
+        assert_eq!(names.len(), infos.len());
+        let read = log.read(3, 20, usize::MAX).unwrap();
+        assert_eq!(
+            read.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            (3..23).collect::<Vec<_>>()
+        );
+        assert_eq!(read[0].payload, batch[3].payload);
+        assert_eq!(
+            log.read(3, 20, 300).unwrap().len(),
+            2,
+            "stops once the byte budget is reached"
+        );
+
+        drop(writer);
+        let (reopened, mut writer) = Log::open(dir.path(), 1000).unwrap();
+        assert_eq!(reopened.next_offset(), 30);
+        assert_eq!(writer.append(&[&batch[..1]], 2).unwrap(), vec![30]);
+        assert_eq!(reopened.read(29, 5, usize::MAX).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn removing_old_segments_keeps_the_active_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 500).unwrap();
+        let batch = messages(10, 200);
+        writer.append(&[&batch], 1).unwrap();
+        let before = log.segment_infos().len();
+        log.remove_oldest(usize::MAX).unwrap();
+        assert_eq!(log.segment_infos().len(), 1);
+        assert!(before > 1);
+        assert_eq!(log.first_offset(), log.segment_infos()[0].base);
+        assert!(
+            log.read(0, 100, usize::MAX)
+                .unwrap()
+                .iter()
+                .all(|r| r.offset >= log.first_offset())
+        );
+    }
+}

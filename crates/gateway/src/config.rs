@@ -1,0 +1,92 @@
+//! What the gateway is told: routes and limits, from the manifest.
+
+use std::time::Duration;
+
+use mortar_resilience::ClientConfig;
+
+/// One public path prefix and the service behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Path prefix, e.g. `/v1/products`; matched on whole segments, the
+    /// longest wins, nothing is stripped.
+    pub prefix: String,
+    /// The service name to resolve.
+    pub service: String,
+    /// Whether GET answers may be cached and shared between clients.
+    pub public: bool,
+}
+
+impl Route {
+    /// A route; `public` enables the shared cache for its GETs.
+    pub fn new(prefix: impl Into<String>, service: impl Into<String>, public: bool) -> Self {
+        Self {
+            prefix: prefix.into(),
+            service: service.into(),
+            public,
+        }
+    }
+}
+
+/// Per-client-IP token bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per client IP.
+    pub per_second: f64,
+    /// Requests a client may burst above the sustained rate.
+    pub burst: f64,
+}
+
+/// Response cache bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Most cached responses; the oldest is dropped beyond it.
+    pub max_entries: usize,
+    /// Largest cached body; bigger responses pass through uncached.
+    pub max_entry_bytes: usize,
+    /// How long past freshness a cached page may stand in for a failing
+    /// upstream, unless the response says `stale-if-error=N` itself.
+    pub stale_if_error: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_entry_bytes: 1024 * 1024,
+            stale_if_error: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Everything the gateway needs.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Routing table.
+    pub routes: Vec<Route>,
+    /// The resilient client's settings for forwarded calls.
+    pub client: ClientConfig,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Per-client rate limit; `None` disables it.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Response cache bounds.
+    pub cache: CacheConfig,
+    /// Most sub-requests in one `POST /v1/batch`.
+    pub batch_max: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            routes: Vec::new(),
+            client: ClientConfig::default(),
+            max_body_bytes: 1024 * 1024,
+            rate_limit: Some(RateLimitConfig {
+                per_second: 1000.0,
+                burst: 2000.0,
+            }),
+            cache: CacheConfig::default(),
+            batch_max: 50,
+        }
+    }
+}

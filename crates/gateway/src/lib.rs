@@ -1,0 +1,23 @@
+//! The node's edge: the application's one public port.
+//!
+//! A request is rate-limited per client IP, size-limited, given a W3C trace
+//! context, routed by longest path prefix to a service, optionally sent to a
+//! version by a weighted split, answered from the response cache for public
+//! GETs, and otherwise forwarded with the resilient
+//! [`Client`](mortar_resilience::Client). Every gateway error is
+//! problem+json. `POST /v1/batch` runs many sub-requests in one round trip.
+
+mod batch;
+mod cache;
+mod config;
+mod gateway;
+mod problems;
+mod proxy;
+mod rate_limit;
+mod routes;
+mod split;
+mod trace;
+
+pub use config::{CacheConfig, GatewayConfig, RateLimitConfig, Route};
+pub use gateway::Gateway;
+pub use trace::TRACEPARENT;

@@ -1,0 +1,173 @@
+//! The node's embedded bus as a service sees it: `MORTAR_BUS_URL`, the HTTP
+//! API under `/v1/bus`, backlog in `/metrics`, dead-letter replay.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use mortar_test_support::node::instance_url;
+use mortar_test_support::{RunningNode, binary, wait_for};
+use serde_json::{Value, json};
+
+fn start(dir: &Path) -> RunningNode {
+    let manifest = dir.join("mortar.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+[app]
+name = "bustest"
+
+[services.worker]
+command = ["{}"]
+
+[bus]
+topics = ["orders"]
+max_deliveries = 2
+ack_deadline = "30s"
+"#,
+            binary("fixture-service").display()
+        ),
+    )
+    .unwrap();
+    RunningNode::start(&manifest, &dir.join("data"))
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn metric(admin: &str, series: &str) -> Option<f64> {
+    let text = http()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .ok()?
+        .text()
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn services_get_the_bus_url_and_the_http_api_delivers_acks_and_reports_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let worker = node.wait_ready("worker", 1).remove(0);
+    let status = node.status().unwrap();
+    let admin = status["node"]["admin_url"].as_str().unwrap().to_owned();
+    let bus_url = status["node"]["bus_url"].as_str().unwrap().to_owned();
+    assert!(bus_url.starts_with("mortar://127.0.0.1:"), "{bus_url}");
+    let seen = http()
+        .get(format!("{}/env/MORTAR_BUS_URL", instance_url(&worker)))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(seen, bus_url, "the instance was given the node's bus");
+
+    let published: Value = http()
+        .post(format!("{admin}/v1/bus/topics/orders/messages"))
+        .json(&json!({"messages": [
+            {"key": "o-1", "payload": {"order": 1}},
+            {"key": "o-2", "payload": {"order": 2}},
+            {"key": "o-3", "payload": {"order": 3}}
+        ]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(published["ids"].as_array().unwrap().len(), 3, "{published}");
+
+    let pulled: Value = http()
+        .post(format!("{admin}/v1/bus/topics/orders/groups/billing/pull"))
+        .json(&json!({"consumer": "test", "max": 10, "wait_ms": 5000}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let messages = pulled["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "{pulled}");
+    assert_eq!(messages[0]["payload"]["order"], 1);
+    let backlog = r#"mortar_bus_backlog{topic="orders",group="billing"}"#;
+    assert_eq!(metric(&admin, backlog), Some(3.0));
+
+    let ids: Vec<Value> = messages.iter().map(|m| m["id"].clone()).collect();
+    let resp = http()
+        .post(format!("{admin}/v1/bus/topics/orders/groups/billing/ack"))
+        .json(&json!({"ids": ids}))
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().unwrap());
+    wait_for("the backlog to drain", Duration::from_secs(10), || {
+        (metric(&admin, backlog) == Some(0.0)).then_some(())
+    });
+
+    // Bad input is a problem document and changes nothing.
+    let resp = http()
+        .post(format!("{admin}/v1/bus/topics/nosuch/messages"))
+        .json(&json!({"messages": [{"payload": 1}]}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+}
+
+#[test]
+fn dead_letters_can_be_replayed_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    node.wait_ready("worker", 1);
+    let admin = node.status().unwrap()["node"]["admin_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    http()
+        .post(format!("{admin}/v1/bus/topics/orders/messages"))
+        .json(&json!({"messages": [{"payload": "poison"}]}))
+        .send()
+        .unwrap();
+    // Two deliveries, both refused: the message goes to orders.dlq.
+    for _ in 0..2 {
+        let pulled: Value = http()
+            .post(format!("{admin}/v1/bus/topics/orders/groups/g/pull"))
+            .json(&json!({"consumer": "c", "max": 1, "wait_ms": 5000}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let id = pulled["messages"][0]["id"].clone();
+        assert!(!id.is_null(), "{pulled}");
+        http()
+            .post(format!("{admin}/v1/bus/topics/orders/groups/g/nack"))
+            .json(&json!({"ids": [id], "delay_ms": 0, "reason": "cannot parse"}))
+            .send()
+            .unwrap();
+    }
+    let dead = r#"mortar_bus_dead_lettered_total{topic="orders",group="g"}"#;
+    wait_for(
+        "the message to be dead-lettered",
+        Duration::from_secs(10),
+        || (metric(&admin, dead) == Some(1.0)).then_some(()),
+    );
+
+    let (code, out, err) = node.cli(&["bus", "dlq", "replay", "orders"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 dead letter(s) moved back"), "{out}");
+    let pulled: Value = http()
+        .post(format!("{admin}/v1/bus/topics/orders/groups/g/pull"))
+        .json(&json!({"consumer": "c", "max": 1, "wait_ms": 5000}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(pulled["messages"][0]["payload"], "poison");
+
+    let (code, out, _) = node.cli(&["bus", "stats"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("orders"), "{out}");
+}

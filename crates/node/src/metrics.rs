@@ -1,0 +1,298 @@
+//! `/metrics`: the node's state in the Prometheus (OpenMetrics) text format,
+//! read from the live components at scrape time rather than mirrored into
+//! counters that could drift.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use mortar_supervisor::{InstanceState, Supervisor};
+
+/// The media type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A source of metric families, asked on every scrape.
+pub trait Source: Send + Sync + 'static {
+    /// Encodes this source's families.
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error>;
+}
+
+/// Every source of the node, as one collector.
+struct Sources(Vec<Arc<dyn Source>>);
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Sources").field(&self.0.len()).finish()
+    }
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for source in &self.0 {
+            source.encode(&mut encoder)?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders the exposition text of `sources`.
+pub fn render(sources: Vec<Arc<dyn Source>>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Sources(sources)));
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    text
+}
+
+/// Label pairs of one series.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Writes one gauge family: `(labels, value)` per series.
+pub fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+    for (labels, value) in series {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// Writes one counter family (the exposition adds `_total`).
+pub fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+    for (labels, value) in series {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// Instances per service and state, and restarts per instance.
+pub struct SupervisorSource(pub Arc<Supervisor>);
+
+impl Source for SupervisorSource {
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let services = self.0.status();
+        let states = [
+            InstanceState::Starting,
+            InstanceState::Ready,
+            InstanceState::NotReady,
+            InstanceState::Backoff,
+            InstanceState::Stopping,
+            InstanceState::Stopped,
+            InstanceState::Failed,
+        ];
+        let mut instances = Vec::new();
+        let mut restarts = Vec::new();
+        for service in &services {
+            for state in states {
+                let count = service
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == state)
+                    .count() as i64;
+                let state_name = serde_json::to_value(state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                instances.push((
+                    vec![("service", service.name.clone()), ("state", state_name)],
+                    count,
+                ));
+            }
+            for i in &service.instances {
+                restarts.push((
+                    vec![
+                        ("service", service.name.clone()),
+                        ("instance", i.id.clone()),
+                    ],
+                    u64::from(i.restarts),
+                ));
+            }
+        }
+        gauge(
+            encoder,
+            "mortar_instances",
+            "Instances per service and life-cycle state.",
+            &instances,
+        )?;
+        counter(
+            encoder,
+            "mortar_instance_restarts",
+            "Restarts of an instance after it exited unexpectedly.",
+            &restarts,
+        )
+    }
+}
+
+/// Backlog, lag and delivery counters per topic and consumer group: the
+/// numbers the autoscaler and an operator watch.
+pub struct BusSource(pub mortar_bus::Broker);
+
+impl Source for BusSource {
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let topics = self.0.stats();
+        let per_topic = |f: &dyn Fn(&mortar_bus::TopicStats) -> u64| -> Vec<(Labels, u64)> {
+            topics
+                .iter()
+                .map(|t| (vec![("topic", t.topic.clone())], f(t)))
+                .collect()
+        };
+        let per_group = |f: &dyn Fn(&mortar_bus::GroupStats) -> u64| -> Vec<(Labels, u64)> {
+            topics
+                .iter()
+                .flat_map(|t| {
+                    t.groups.iter().map(move |g| {
+                        (
+                            vec![("topic", t.topic.clone()), ("group", g.group.clone())],
+                            f(g),
+                        )
+                    })
+                })
+                .collect()
+        };
+        counter(
+            encoder,
+            "mortar_bus_published",
+            "Messages appended to a topic (its next offset).",
+            &per_topic(&|t| t.next_offset),
+        )?;
+        gauge(
+            encoder,
+            "mortar_bus_topic_bytes",
+            "Bytes a topic's log holds on disk.",
+            &as_gauge(per_topic(&|t| t.bytes)),
+        )?;
+        gauge(
+            encoder,
+            "mortar_bus_backlog",
+            "Messages of a group not yet acknowledged (undelivered plus in flight).",
+            &as_gauge(per_group(&|g| g.backlog)),
+        )?;
+        gauge(
+            encoder,
+            "mortar_bus_lag",
+            "Offsets between a group's oldest unacknowledged message and the end of the topic.",
+            &as_gauge(per_group(&|g| g.lag)),
+        )?;
+        gauge(
+            encoder,
+            "mortar_bus_in_flight",
+            "Messages delivered to a group and not yet acknowledged.",
+            &as_gauge(per_group(&|g| g.in_flight)),
+        )?;
+        counter(
+            encoder,
+            "mortar_bus_dead_lettered",
+            "Messages a group moved to the dead-letter topic.",
+            &per_group(&|g| g.dead_lettered),
+        )?;
+        counter(
+            encoder,
+            "mortar_bus_redelivered",
+            "Messages delivered to a group again (deadline, nack or release).",
+            &per_group(&|g| g.redelivered),
+        )
+    }
+}
+
+fn as_gauge(series: Vec<(Labels, u64)>) -> Vec<(Labels, i64)> {
+    series
+        .into_iter()
+        .map(|(labels, n)| (labels, i64::try_from(n).unwrap_or(i64::MAX)))
+        .collect()
+}
+
+/// The gateway's resilience decisions: calls, retries, timeouts, ejections
+/// and breaker transitions.
+pub struct GatewaySource(pub Arc<mortar_resilience::Metrics>);
+
+impl Source for GatewaySource {
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = self.0.snapshot();
+        let one = |v: u64| vec![(vec![("component", "gateway".to_owned())], v)];
+        let families: [(&str, &str, u64); 14] = [
+            ("mortar_client_calls", "Calls made to services.", m.calls),
+            (
+                "mortar_client_failures",
+                "Calls that ended in an error.",
+                m.failures,
+            ),
+            (
+                "mortar_client_attempts",
+                "Attempts sent to instances (first tries and retries).",
+                m.attempts,
+            ),
+            ("mortar_client_retries", "Retries issued.", m.retries),
+            (
+                "mortar_client_retries_denied",
+                "Retries refused by the retry budget.",
+                m.retries_denied_by_budget,
+            ),
+            (
+                "mortar_client_timeouts",
+                "Attempts that hit the per-try timeout.",
+                m.timeouts,
+            ),
+            (
+                "mortar_client_deadlines_exceeded",
+                "Calls that ran out of their overall deadline.",
+                m.deadlines_exceeded,
+            ),
+            (
+                "mortar_client_no_instances",
+                "Calls refused because no instance was ready.",
+                m.no_instances,
+            ),
+            (
+                "mortar_client_ejections",
+                "Instances taken out of rotation after consecutive failures.",
+                m.ejections,
+            ),
+            (
+                "mortar_client_readmissions",
+                "Ejected instances put back.",
+                m.readmissions,
+            ),
+            (
+                "mortar_client_breaker_opened",
+                "Circuit breaker transitions to open.",
+                m.breaker_opened,
+            ),
+            (
+                "mortar_client_breaker_half_opened",
+                "Circuit breaker transitions to half-open.",
+                m.breaker_half_opened,
+            ),
+            (
+                "mortar_client_breaker_closed",
+                "Circuit breaker transitions to closed.",
+                m.breaker_closed,
+            ),
+            (
+                "mortar_client_breaker_rejected",
+                "Calls shed by an open circuit breaker.",
+                m.breaker_rejected,
+            ),
+        ];
+        for (name, help, value) in families {
+            counter(encoder, name, help, &one(value))?;
+        }
+        Ok(())
+    }
+}

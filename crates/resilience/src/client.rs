@@ -1,0 +1,328 @@
+//! [`Client`]: call a service by name through the resilient stack.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tower::ServiceBuilder;
+use tower::ServiceExt;
+use tower::balance::p2c::Balance;
+use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
+use tower::util::BoxCloneSyncService;
+
+use crate::breaker::{BreakerLayer, BreakerOpen, BreakerState};
+use crate::deadline::{self, Deadline};
+use crate::discovery::{self, Setup};
+use crate::endpoint::Http;
+use crate::metrics::{Metrics, inc};
+use crate::retry::{self, RetryPolicy};
+use crate::shared_balance::SharedBalance;
+use crate::{BoxError, CallError, ClientConfig, EndpointError, Resolve};
+
+/// The body of responses the client returns.
+pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// Graceful degradation: given the service and the error, may answer in the
+/// failed call's place (e.g. a cached or default response).
+pub type Fallback =
+    Arc<dyn Fn(&str, &CallError) -> Option<Response<ResponseBody>> + Send + Sync + 'static>;
+
+/// `service`, or `service` NUL `version` for a version-filtered stack.
+type StackKey = String;
+
+type Stack = BoxCloneSyncService<Request<Bytes>, Response<ResponseBody>, BoxError>;
+
+/// The stack of one (service, version).
+struct ServiceStack {
+    stack: Stack,
+    live: Arc<AtomicUsize>,
+    _stop: DropGuard,
+}
+
+/// Calls services by name: discovery, p2c/peak-EWMA balancing, per-try
+/// timeout, deadline, budgeted retries, outlier ejection and a per-service
+/// circuit breaker. Cheap to clone; clones share pools, stacks and metrics.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    resolver: Arc<dyn Resolve>,
+    config: ClientConfig,
+    http: Http,
+    metrics: Arc<Metrics>,
+    fallback: Option<Fallback>,
+    stacks: Mutex<HashMap<StackKey, Arc<ServiceStack>>>,
+    breakers: Mutex<HashMap<String, BreakerLayer>>,
+    retries: Mutex<HashMap<String, Arc<retry::Shared>>>,
+}
+
+impl Client {
+    /// A client resolving names through `resolver`. Must be used inside a
+    /// tokio runtime (stacks spawn their discovery tasks on first use).
+    pub fn new(resolver: Arc<dyn Resolve>, config: ClientConfig) -> Client {
+        Self::build(resolver, config, None)
+    }
+
+    /// Like [`Client::new`], with a fallback consulted when a call fails.
+    pub fn with_fallback(
+        resolver: Arc<dyn Resolve>,
+        config: ClientConfig,
+        fallback: Fallback,
+    ) -> Client {
+        Self::build(resolver, config, Some(fallback))
+    }
+
+    fn build(
+        resolver: Arc<dyn Resolve>,
+        config: ClientConfig,
+        fallback: Option<Fallback>,
+    ) -> Client {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.per_try_timeout));
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Client {
+            inner: Arc::new(Inner {
+                resolver,
+                config,
+                http,
+                metrics: Arc::default(),
+                fallback,
+                stacks: Mutex::default(),
+                breakers: Mutex::default(),
+                retries: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The client's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The breaker state of `service` (closed if never called).
+    pub fn breaker_state(&self, service: &str) -> BreakerState {
+        self.breaker(service).state()
+    }
+
+    /// Calls any instance of `service`.
+    pub async fn call(
+        &self,
+        service: &str,
+        req: Request<Bytes>,
+    ) -> Result<Response<ResponseBody>, CallError> {
+        self.call_version(service, None, req).await
+    }
+
+    /// Calls an instance of `service` whose version is `version` (any when
+    /// `None`); the gateway's traffic split uses this.
+    pub async fn call_version(
+        &self,
+        service: &str,
+        version: Option<&str>,
+        mut req: Request<Bytes>,
+    ) -> Result<Response<ResponseBody>, CallError> {
+        let inner = &self.inner;
+        inc(&inner.metrics.calls);
+        let stack = self.stack(service, version);
+        let mut budget = inner.config.deadline;
+        if let Some(asked) = deadline::from_headers(req.headers()) {
+            budget = budget.min(asked);
+        }
+        let result = if stack.live.load(Ordering::Relaxed) == 0 {
+            inc(&inner.metrics.no_instances);
+            Err(CallError::NoInstances {
+                service: service.to_owned(),
+            })
+        } else {
+            let deadline = Instant::now() + budget;
+            req.extensions_mut().insert(Deadline(deadline));
+            match tokio::time::timeout_at(deadline, stack.stack.clone().oneshot(req)).await {
+                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Err(e)) => Err(self.classify(service, e)),
+                Err(_) => {
+                    inc(&inner.metrics.deadlines_exceeded);
+                    Err(CallError::Deadline {
+                        service: service.to_owned(),
+                        deadline: budget,
+                    })
+                }
+            }
+        };
+        let error = match result {
+            Ok(resp) => return Ok(resp),
+            Err(e) => e,
+        };
+        inc(&inner.metrics.failures);
+        tracing::debug!(service, error = %error, "call failed");
+        if let Some(fallback) = &inner.fallback
+            && let Some(resp) = fallback(service, &error)
+        {
+            inc(&inner.metrics.fallbacks);
+            tracing::info!(service, reason = %error, "answered by fallback");
+            return Ok(resp);
+        }
+        Err(error)
+    }
+
+    fn classify(&self, service: &str, error: BoxError) -> CallError {
+        let service = service.to_owned();
+        if error.is::<BreakerOpen>() {
+            return CallError::BreakerOpen { service };
+        }
+        if error.is::<tower::timeout::error::Elapsed>() {
+            return CallError::Timeout {
+                service,
+                timeout: self.inner.config.per_try_timeout,
+            };
+        }
+        if error.is::<EndpointError>() {
+            return CallError::Upstream {
+                service,
+                source: error,
+            };
+        }
+        CallError::Upstream {
+            service,
+            source: error,
+        }
+    }
+
+    fn breaker(&self, service: &str) -> BreakerLayer {
+        let mut breakers = self
+            .inner
+            .breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        breakers
+            .entry(service.to_owned())
+            .or_insert_with(|| {
+                BreakerLayer::new(
+                    service,
+                    self.inner.config.breaker.clone(),
+                    self.inner.metrics.clone(),
+                )
+            })
+            .clone()
+    }
+
+    fn retry_shared(&self, service: &str) -> Arc<retry::Shared> {
+        let mut retries = self.inner.retries.lock().unwrap_or_else(|p| p.into_inner());
+        retries
+            .entry(service.to_owned())
+            .or_insert_with(|| {
+                Arc::new(retry::Shared::new(
+                    service,
+                    self.inner.config.retry.clone(),
+                    self.inner.metrics.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    fn stack(&self, service: &str, version: Option<&str>) -> Arc<ServiceStack> {
+        let key: std::borrow::Cow<'_, str> = match version {
+            None => service.into(),
+            Some(v) => format!("{service}\0{v}").into(),
+        };
+        if let Some(s) = self
+            .inner
+            .stacks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key.as_ref())
+        {
+            return s.clone();
+        }
+        let built = Arc::new(self.build_stack(service, version));
+        let mut stacks = self.inner.stacks.lock().unwrap_or_else(|p| p.into_inner());
+        stacks.entry(key.into_owned()).or_insert(built).clone()
+    }
+
+    fn build_stack(&self, service: &str, version: Option<&str>) -> ServiceStack {
+        let inner = &self.inner;
+        let cfg = &inner.config;
+        let cancel = CancellationToken::new();
+        let (changes, live) = discovery::spawn(
+            Setup {
+                service: service.to_owned(),
+                version: version.map(str::to_owned),
+                http: inner.http.clone(),
+                outlier: cfg.outlier.clone(),
+                metrics: inner.metrics.clone(),
+                cancel: cancel.clone(),
+            },
+            inner.resolver.watch(service),
+        );
+        let discover = PeakEwmaDiscover::new::<Request<Bytes>>(
+            changes,
+            cfg.default_rtt,
+            cfg.ewma_decay,
+            CompleteOnResponse::default(),
+        );
+        let balance = SharedBalance::new(Balance::new(discover));
+        let metrics = inner.metrics.clone();
+        let per_try = cfg.per_try_timeout;
+        let stack = ServiceBuilder::new()
+            .retry(RetryPolicy {
+                shared: self.retry_shared(service),
+                attempt: 0,
+            })
+            .layer(self.breaker(service))
+            .timeout(per_try)
+            .map_request(deadline::stamp(per_try))
+            .map_request(move |req: Request<Bytes>| {
+                inc(&metrics.attempts);
+                req
+            })
+            .service(balance);
+        ServiceStack {
+            stack: BoxCloneSyncService::new(stack),
+            live,
+            _stop: cancel.drop_guard(),
+        }
+    }
+}
+
+/// Reads a request body into memory, up to `limit` bytes, so the request can
+/// be replayed by retries.
+pub async fn buffer_request<B>(
+    service: &str,
+    req: Request<B>,
+    limit: usize,
+) -> Result<Request<Bytes>, CallError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    let bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|source| {
+            if source.is::<http_body_util::LengthLimitError>() {
+                CallError::BodyTooLarge {
+                    service: service.to_owned(),
+                    limit,
+                }
+            } else {
+                CallError::Body {
+                    service: service.to_owned(),
+                    source,
+                }
+            }
+        })?;
+    Ok(Request::from_parts(parts, bytes.to_bytes()))
+}

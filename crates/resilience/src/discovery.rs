@@ -1,0 +1,231 @@
+//! Turns a resolver watch into the `tower::discover` change stream the
+//! balancer consumes, and takes ejected outliers out of it for a while.
+//!
+//! One task per (service, version) owns the membership: it diffs every new
+//! endpoint list against what the balancer has, and handles ejection and
+//! readmission events sent by endpoints.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tower::discover::Change;
+
+use crate::endpoint::{EndpointService, Http, Tracker};
+use crate::metrics::{Metrics, inc};
+use crate::{Endpoint, OutlierConfig, backoff};
+
+/// Messages to the membership task.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// An instance reached its failure streak.
+    Eject(Arc<str>),
+    /// An ejection ran out (instance id, membership generation).
+    Readmit(Arc<str>, u64),
+}
+
+/// The stream of balancer changes.
+pub(crate) type Changes =
+    UnboundedReceiverStream<Result<Change<Arc<str>, EndpointService>, Infallible>>;
+
+/// What the task needs to build endpoints.
+pub(crate) struct Setup {
+    pub(crate) service: String,
+    pub(crate) version: Option<String>,
+    pub(crate) http: Http,
+    pub(crate) outlier: OutlierConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) cancel: CancellationToken,
+}
+
+struct Member {
+    endpoint: Endpoint,
+    authority: http::uri::Authority,
+    tracker: Arc<Tracker>,
+    generation: u64,
+    ejected: bool,
+}
+
+struct Task {
+    setup: Setup,
+    members: HashMap<Arc<str>, Member>,
+    changes: mpsc::UnboundedSender<Result<Change<Arc<str>, EndpointService>, Infallible>>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    live: Arc<AtomicUsize>,
+    generation: u64,
+}
+
+/// Starts the membership task; returns the change stream and the number of
+/// instances currently in rotation.
+pub(crate) fn spawn(
+    setup: Setup,
+    mut endpoints: watch::Receiver<Vec<Endpoint>>,
+) -> (Changes, Arc<AtomicUsize>) {
+    let (changes, rx) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let live = Arc::new(AtomicUsize::new(0));
+    let mut task = Task {
+        setup,
+        members: HashMap::new(),
+        changes,
+        events_tx,
+        live: live.clone(),
+        generation: 0,
+    };
+    let first = endpoints.borrow_and_update().clone();
+    task.update(first);
+    tokio::spawn(async move {
+        let cancel = task.setup.cancel.clone();
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                changed = endpoints.changed(), if watching => {
+                    if changed.is_err() {
+                        watching = false;
+                        continue;
+                    }
+                    let list = endpoints.borrow_and_update().clone();
+                    task.update(list);
+                }
+                Some(event) = events.recv() => task.handle(event),
+            }
+        }
+    });
+    (UnboundedReceiverStream::new(rx), live)
+}
+
+impl Task {
+    fn endpoint_service(&self, id: &Arc<str>, member: &Member) -> EndpointService {
+        EndpointService {
+            http: self.setup.http.clone(),
+            id: id.clone(),
+            address: member.endpoint.address,
+            authority: member.authority.clone(),
+            tracker: member.tracker.clone(),
+            events: self.events_tx.clone(),
+            eject_after: self.setup.outlier.consecutive_failures,
+        }
+    }
+
+    fn send(&self, change: Change<Arc<str>, EndpointService>) {
+        let _ = self.changes.send(Ok(change));
+    }
+
+    fn count_live(&self) {
+        let live = self.members.values().filter(|m| !m.ejected).count();
+        self.live.store(live, Ordering::Relaxed);
+    }
+
+    fn update(&mut self, list: Vec<Endpoint>) {
+        let wanted: HashMap<Arc<str>, Endpoint> = list
+            .into_iter()
+            .filter(|e| self.setup.version.as_ref().is_none_or(|v| *v == e.version))
+            .map(|e| (Arc::from(e.id.as_str()), e))
+            .collect();
+        let gone: Vec<Arc<str>> = self
+            .members
+            .iter()
+            .filter(|(id, m)| {
+                wanted
+                    .get(*id)
+                    .is_none_or(|e| e.address != m.endpoint.address)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(m) = self.members.remove(&id) {
+                if !m.ejected {
+                    self.send(Change::Remove(id.clone()));
+                }
+                tracing::debug!(service = %self.setup.service, instance = %id, reason = "left registry", "instance removed");
+            }
+        }
+        for (id, endpoint) in wanted {
+            if self.members.contains_key(&id) {
+                continue;
+            }
+            self.generation += 1;
+            let Ok(authority) = http::uri::Authority::try_from(endpoint.address.to_string()) else {
+                continue;
+            };
+            let member = Member {
+                authority,
+                endpoint,
+                tracker: Arc::default(),
+                generation: self.generation,
+                ejected: false,
+            };
+            let svc = self.endpoint_service(&id, &member);
+            tracing::debug!(service = %self.setup.service, instance = %id, address = %member.endpoint.address, "instance added");
+            self.members.insert(id.clone(), member);
+            self.send(Change::Insert(id, svc));
+        }
+        self.count_live();
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Eject(id) => self.eject(id),
+            Event::Readmit(id, generation) => {
+                let Some(member) = self.members.get_mut(&id) else {
+                    return;
+                };
+                if member.generation != generation || !member.ejected {
+                    return;
+                }
+                member.ejected = false;
+                member.tracker.consecutive.store(0, Ordering::Relaxed);
+                let svc = {
+                    let member = &self.members[&id];
+                    self.endpoint_service(&id, member)
+                };
+                inc(&self.setup.metrics.readmissions);
+                tracing::info!(service = %self.setup.service, instance = %id, reason = "ejection elapsed", "instance readmitted");
+                self.send(Change::Insert(id, svc));
+                self.count_live();
+            }
+        }
+    }
+
+    fn eject(&mut self, id: Arc<str>) {
+        let total = self.members.len();
+        let ejected = self.members.values().filter(|m| m.ejected).count();
+        let cfg = &self.setup.outlier;
+        let allowed =
+            (ejected + 1) as f64 <= cfg.max_ejected_ratio * total as f64 && total > ejected + 1;
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        if member.ejected {
+            return;
+        }
+        if !allowed {
+            member.tracker.consecutive.store(0, Ordering::Relaxed);
+            tracing::warn!(service = %self.setup.service, instance = %id, reason = "consecutive failures", "not ejecting: too many instances already out");
+            return;
+        }
+        let n = member.tracker.ejections.fetch_add(1, Ordering::Relaxed);
+        let duration = backoff::ceiling(cfg.base_ejection, cfg.max_ejection, n);
+        member.ejected = true;
+        let generation = member.generation;
+        inc(&self.setup.metrics.ejections);
+        tracing::warn!(service = %self.setup.service, instance = %id, reason = "consecutive failures", ejected_for_ms = duration.as_millis() as u64, "instance ejected");
+        self.send(Change::Remove(id.clone()));
+        self.count_live();
+        let events = self.events_tx.clone();
+        let cancel = self.setup.cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep(duration) => {
+                    let _ = events.send(Event::Readmit(id, generation));
+                }
+            }
+        });
+    }
+}
