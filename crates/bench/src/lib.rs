@@ -5,5 +5,6 @@
 //! absolute numbers drift.
 
 pub mod bus;
+pub mod http;
 pub mod start;
 pub mod stats;

@@ -202,17 +202,6 @@ pub struct StatsDoc {
     pub topics: Vec<TopicStatsDoc>,
 }
 
-/// The RFC 9457 problem document, as published in the OpenAPI schema.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct ProblemDoc {
-    #[schema(rename = "type")]
-    kind: String,
-    title: String,
-    status: u16,
-    detail: Option<String>,
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -235,7 +224,7 @@ struct ProblemDoc {
         StatsDoc,
         TopicStatsDoc,
         GroupStatsDoc,
-        ProblemDoc
+        mortar_sdk::Problem
     ))
 )]
 struct ApiDoc;
@@ -316,7 +305,7 @@ fn invalid(field: &str, detail: impl Into<String>) -> Problem {
 #[utoipa::path(post, path = "/v1/bus/topics/{topic}",
     params(("topic" = String, Path, description = "topic name")),
     responses((status = 201, body = TopicCreated),
-              (status = 400, body = ProblemDoc, content_type = "application/problem+json")))]
+              (status = 400, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn create_topic(
     State(broker): State<Broker>,
     Path(topic): Path<String>,
@@ -389,9 +378,9 @@ fn to_new_message(i: usize, m: PublishMessage) -> Result<mortar_bus::NewMessage,
 #[utoipa::path(post, path = "/v1/bus/topics/{topic}/messages", request_body = PublishRequest,
     params(("topic" = String, Path, description = "topic name")),
     responses((status = 200, body = PublishResponse),
-              (status = 404, body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 413, body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 422, body = ProblemDoc, content_type = "application/problem+json")))]
+              (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json"),
+              (status = 413, body = mortar_sdk::Problem, content_type = "application/problem+json"),
+              (status = 422, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn publish(
     State(broker): State<Broker>,
     Path(topic): Path<String>,
@@ -439,8 +428,8 @@ fn to_pulled(m: mortar_bus::Message) -> PulledMessage {
 #[utoipa::path(post, path = "/v1/bus/topics/{topic}/groups/{group}/pull", request_body = PullRequest,
     params(("topic" = String, Path, description = "topic name"), ("group" = String, Path, description = "consumer group")),
     responses((status = 200, body = PullResponse),
-              (status = 404, body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 422, body = ProblemDoc, content_type = "application/problem+json")))]
+              (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json"),
+              (status = 422, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn pull(
     State(broker): State<Broker>,
     Path((topic, group)): Path<(String, String)>,
@@ -486,7 +475,7 @@ async fn pull(
 #[utoipa::path(post, path = "/v1/bus/topics/{topic}/groups/{group}/ack", request_body = AckRequest,
     params(("topic" = String, Path, description = "topic name"), ("group" = String, Path, description = "consumer group")),
     responses((status = 200, body = Settled),
-              (status = 404, body = ProblemDoc, content_type = "application/problem+json")))]
+              (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn ack(
     State(broker): State<Broker>,
     Path((topic, group)): Path<(String, String)>,
@@ -505,7 +494,7 @@ async fn ack(
 #[utoipa::path(post, path = "/v1/bus/topics/{topic}/groups/{group}/nack", request_body = NackRequest,
     params(("topic" = String, Path, description = "topic name"), ("group" = String, Path, description = "consumer group")),
     responses((status = 200, body = Settled),
-              (status = 404, body = ProblemDoc, content_type = "application/problem+json")))]
+              (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn nack(
     State(broker): State<Broker>,
     Path((topic, group)): Path<(String, String)>,
@@ -526,8 +515,8 @@ async fn nack(
 /// after the cause of their failure is fixed.
 #[utoipa::path(post, path = "/v1/bus/topics/{topic}/dlq/replay", params(("topic" = String, Path, description = "topic name"), ReplayQuery),
     responses((status = 200, body = Replayed),
-              (status = 404, body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 422, body = ProblemDoc, content_type = "application/problem+json")))]
+              (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json"),
+              (status = 422, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn replay_dead_letters(
     State(broker): State<Broker>,
     Path(topic): Path<String>,

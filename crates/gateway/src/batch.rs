@@ -82,8 +82,8 @@ fn build(sub: SubRequest, parent: &http::HeaderMap) -> Result<Request<Bytes>, St
         .body(body)
         .map_err(|e| format!("invalid sub-request: {e}"))?;
     req.headers_mut().insert(
-        trace::TRACEPARENT,
-        trace::next_hop(parent.get(trace::TRACEPARENT)),
+        trace::TRACEPARENT_NAME,
+        trace::next_hop(parent.get(trace::TRACEPARENT_NAME)),
     );
     Ok(req)
 }

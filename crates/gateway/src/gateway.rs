@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
@@ -73,6 +74,13 @@ impl Gateway {
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
+        // Responses are written whole; Nagle would only hold back the last
+        // segment of one waiting for the client's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted socket");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
@@ -118,19 +126,21 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             }
         }
     };
-    let traceparent = trace::next_hop(parts.headers.get(trace::TRACEPARENT));
+    let traceparent = trace::next_hop(parts.headers.get(trace::TRACEPARENT_NAME));
     if parts.method == Method::POST && path == batch::PATH {
         let mut resp = batch::run(&shared, &parts.headers, &body, client_ip).await;
-        resp.headers_mut().insert(trace::TRACEPARENT, traceparent);
+        resp.headers_mut()
+            .insert(trace::TRACEPARENT_NAME, traceparent);
         return resp;
     }
     parts
         .headers
-        .insert(trace::TRACEPARENT, traceparent.clone());
+        .insert(trace::TRACEPARENT_NAME, traceparent.clone());
     parts.extensions = http::Extensions::new();
     let mut resp = shared
         .forward(http::Request::from_parts(parts, body), client_ip)
         .await;
-    resp.headers_mut().insert(trace::TRACEPARENT, traceparent);
+    resp.headers_mut()
+        .insert(trace::TRACEPARENT_NAME, traceparent);
     resp
 }

@@ -25,6 +25,9 @@ pub(crate) struct Shared {
     pub(crate) limiter: Option<RateLimiter>,
 }
 
+/// Parsed once, not per request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -80,14 +83,14 @@ impl Shared {
         if let Some(ip) = client_ip {
             let forwarded = match req
                 .headers()
-                .get("x-forwarded-for")
+                .get(&X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
             {
                 Some(prev) => format!("{prev}, {ip}"),
                 None => ip.to_string(),
             };
             if let Ok(v) = HeaderValue::from_str(&forwarded) {
-                req.headers_mut().insert("x-forwarded-for", v);
+                req.headers_mut().insert(X_FORWARDED_FOR, v);
             }
         }
         let version = self.splits.pick(&service);

@@ -7,6 +7,9 @@ use rand::Rng;
 /// The W3C trace context header.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// [`TRACEPARENT`] as a header name, so the hot path never parses it.
+pub(crate) const TRACEPARENT_NAME: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+
 /// The `traceparent` to send upstream for a request that came with
 /// `incoming` (kept trace id and flags, new parent id), or a new trace.
 pub(crate) fn next_hop(incoming: Option<&HeaderValue>) -> HeaderValue {

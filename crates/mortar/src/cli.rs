@@ -209,6 +209,30 @@ pub(crate) enum BenchCommand {
     Start(BenchStartArgs),
     /// Bus throughput and latency of the embedded broker, and of NATS JetStream with `--url nats://…`.
     Bus(BenchBusArgs),
+    /// Gateway throughput and added latency against a direct call and nginx, and the SDK client's overhead.
+    Http(BenchHttpArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchHttpArgs {
+    /// Upstream instances behind the gateway and nginx.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) instances: usize,
+    /// Concurrent requests in the closed-loop runs.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) concurrency: usize,
+    /// Seconds of each run.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) duration_secs: u64,
+    /// Request rate of the light-load runs (req/s).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) rate: u64,
+    /// Worker threads of the gateway's runtime.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) gateway_threads: usize,
+    /// Skip the nginx comparison.
+    #[arg(long)]
+    pub(crate) no_nginx: bool,
 }
 
 #[derive(Debug, Args)]

@@ -95,21 +95,10 @@ pub struct LogsQuery {
         mortar_supervisor::InstanceStatus,
         mortar_supervisor::ServiceState,
         mortar_supervisor::InstanceState,
-        ProblemDoc
+        mortar_sdk::Problem
     ))
 )]
 struct ApiDoc;
-
-/// The RFC 9457 problem document, as published in the OpenAPI schema.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct ProblemDoc {
-    #[schema(rename = "type")]
-    kind: String,
-    title: String,
-    status: u16,
-    detail: Option<String>,
-}
 
 /// Renders a status document as indented JSON, for `mortar status --json`.
 pub fn to_pretty_json(doc: &StatusDoc) -> Result<String, serde_json::Error> {
@@ -187,7 +176,7 @@ fn unknown_service(state: &AdminState, name: &str) -> Problem {
 /// One service and its instances.
 #[utoipa::path(get, path = "/v1/services/{name}",
     params(("name" = String, Path, description = "service name")),
-    responses((status = 200, body = ServiceStatus), (status = 404, body = ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = ServiceStatus), (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn service(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -202,7 +191,7 @@ async fn service(
 /// Stops every instance of a service (drained); the others keep running.
 #[utoipa::path(post, path = "/v1/services/{name}/stop",
     params(("name" = String, Path, description = "service name")),
-    responses((status = 200, body = ServiceStatus), (status = 404, body = ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = ServiceStatus), (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn stop_service(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -218,7 +207,7 @@ async fn stop_service(
 /// Starts a stopped service and waits until it is ready (or failed).
 #[utoipa::path(post, path = "/v1/services/{name}/start",
     params(("name" = String, Path, description = "service name")),
-    responses((status = 200, body = ServiceStatus), (status = 404, body = ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = ServiceStatus), (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn start_service(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -234,7 +223,7 @@ async fn start_service(
 /// Recent and (with `follow=true`) live log lines as NDJSON.
 #[utoipa::path(get, path = "/v1/logs", params(LogsQuery),
     responses((status = 200, description = "one JSON log line per line", content_type = "application/x-ndjson"),
-              (status = 404, body = ProblemDoc, content_type = "application/problem+json")))]
+              (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn logs(
     State(state): State<AdminState>,
     Query(query): Query<LogsQuery>,
@@ -287,8 +276,8 @@ fn line_bytes(json: &str) -> bytes::Bytes {
     params(("id" = String, Path, description = "the instance id from MORTAR_INSTANCE")),
     request_body = Endpoint,
     responses((status = 204, description = "recorded"),
-              (status = 404, body = ProblemDoc, content_type = "application/problem+json"),
-              (status = 409, body = ProblemDoc, content_type = "application/problem+json")))]
+              (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json"),
+              (status = 409, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn report_endpoint(
     State(state): State<AdminState>,
     Path(id): Path<String>,

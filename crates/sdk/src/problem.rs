@@ -12,7 +12,9 @@ use serde_json::{Map, Value};
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
 /// A problem document: what went wrong, for a human and for a program.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// It is also the schema every mortar OpenAPI document refers to for errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem; `about:blank` when the status says it all.
     #[serde(rename = "type", default = "about_blank")]
@@ -29,6 +31,7 @@ pub struct Problem {
     pub instance: Option<String>,
     /// Extra members, such as the list of invalid fields.
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub extensions: Map<String, Value>,
 }
 

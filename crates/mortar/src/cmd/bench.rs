@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mortar_bench::bus::{BusBenchOptions, BusBenchReport, run_mortar, run_nats};
+use mortar_bench::http::{HttpBenchOptions, HttpBenchReport, RunReport};
 use mortar_bench::start::{StartOptions, run};
 use mortar_bench::stats::Summary;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cli::{BenchBusArgs, BenchStartArgs};
+use crate::cli::{BenchBusArgs, BenchHttpArgs, BenchStartArgs};
 
 pub(crate) async fn start(args: BenchStartArgs) -> anyhow::Result<ExitCode> {
     let options = StartOptions {
@@ -81,6 +82,14 @@ pub(crate) async fn bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
     );
     let mut reports = vec![run_mortar(&options).await?];
     if let Some(mut c) = child {
+        if let Some(pid) = c.id() {
+            let data = options.count as f64 * options.size as f64 / (1 << 20) as f64;
+            println!(
+                "broker process memory: peak RSS {} (VmHWM), now {} (VmRSS), after {data:.0} MiB of payloads",
+                proc_status(pid, "VmHWM").unwrap_or_else(|| "?".into()),
+                proc_status(pid, "VmRSS").unwrap_or_else(|| "?".into()),
+            );
+        }
         let _ = c.kill().await;
     }
     if let Some(nats) = args.url {
@@ -125,6 +134,14 @@ async fn spawn_broker(dir: &std::path::Path) -> anyhow::Result<(tokio::process::
     Ok((child, url))
 }
 
+/// One field of `/proc/<pid>/status`, such as `VmRSS`.
+fn proc_status(pid: u32, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
 fn print_bus(reports: &[BusBenchReport]) {
     println!(
         "{:<62} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10}",
@@ -151,4 +168,99 @@ fn print_bus(reports: &[BusBenchReport]) {
             ours.latency_us.p99 / theirs.latency_us.p99
         );
     }
+}
+
+/// Blocking: the bench builds its own runtimes (load and gateway apart).
+pub(crate) fn http(args: BenchHttpArgs) -> anyhow::Result<ExitCode> {
+    let options = HttpBenchOptions {
+        instances: args.instances,
+        concurrency: args.concurrency,
+        duration: Duration::from_secs(args.duration_secs),
+        rate: args.rate,
+        nginx: !args.no_nginx,
+        gateway_threads: args.gateway_threads,
+    };
+    options.validate()?;
+    println!(
+        "http bench: {} instances, concurrency {}, {} s per run, light load {} req/s, gateway {} threads",
+        options.instances,
+        options.concurrency,
+        args.duration_secs,
+        options.rate,
+        options.gateway_threads
+    );
+    let report = mortar_bench::http::run(&options)?;
+    print_http(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_http(r: &HttpBenchReport) {
+    if let Some(why) = &r.nginx_skipped {
+        println!("nginx skipped: {why}");
+    }
+    let header = |title: &str| {
+        println!(
+            "{title:<24} {:>10} {:>9} {:>9} {:>12} {:>12} {:>7}",
+            "req/s", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "errors"
+        );
+    };
+    let table = |runs: &[RunReport]| {
+        let direct = HttpBenchReport::find(runs, "direct");
+        for run in runs {
+            let added = |f: fn(&RunReport) -> f64| match direct {
+                Some(d) if run.name != "direct" => format!("{:>12.0}", f(run) - f(d)),
+                _ => format!("{:>12}", "-"),
+            };
+            println!(
+                "{:<24} {:>10.0} {:>9.0} {:>9.0} {} {} {:>7}",
+                run.name,
+                run.per_sec,
+                run.latency_us.p50,
+                run.latency_us.p99,
+                added(|r| r.latency_us.p50),
+                added(|r| r.latency_us.p99),
+                run.errors
+            );
+        }
+    };
+    header("closed loop");
+    table(&r.closed);
+    header("light load (paced)");
+    table(&r.paced);
+    println!("(+p50/+p99: added latency over calling the instance directly)");
+    let ratios = |runs: &[RunReport], label: &str| {
+        let pick = |n| HttpBenchReport::find(runs, n);
+        if let (Some(d), Some(g), Some(n)) = (pick("direct"), pick("gateway"), pick("nginx")) {
+            let added = |x: &RunReport, f: fn(&Summary) -> f64| f(&x.latency_us) - f(&d.latency_us);
+            println!(
+                "gateway / nginx, {label}: throughput {:.2}×, added p50 {:.0} vs {:.0} µs, added p99 {:.0} vs {:.0} µs",
+                g.per_sec / n.per_sec,
+                added(g, |s| s.p50),
+                added(n, |s| s.p50),
+                added(g, |s| s.p99),
+                added(n, |s| s.p99)
+            );
+        }
+    };
+    ratios(&r.closed, "closed loop");
+    ratios(&r.paced, "light load");
+    println!(
+        "{:<24} {:>10.0} {:>9.0} {:>9.0}",
+        r.bare_client.name,
+        r.bare_client.per_sec,
+        r.bare_client.latency_us.p50,
+        r.bare_client.latency_us.p99
+    );
+    println!(
+        "{:<24} {:>10.0} {:>9.0} {:>9.0}",
+        r.sdk_client.name,
+        r.sdk_client.per_sec,
+        r.sdk_client.latency_us.p50,
+        r.sdk_client.latency_us.p99
+    );
+    println!(
+        "SDK client / bare hyper client throughput: {:.2}× ({:.1}% overhead)",
+        r.sdk_client.per_sec / r.bare_client.per_sec,
+        (1.0 - r.sdk_client.per_sec / r.bare_client.per_sec) * 100.0
+    );
 }

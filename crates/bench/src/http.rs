@@ -1,0 +1,528 @@
+//! `mortar bench http`: the gateway against a direct call and against nginx,
+//! and the SDK client against a bare hyper client, in one run.
+//!
+//! Starts `instances` local upstream HTTP servers (small JSON answer), a
+//! gateway in front of them and — when nginx is installed — nginx as a
+//! keep-alive reverse proxy over the same instances. Then:
+//! 1. closed loop: `concurrency` tasks send requests back to back for
+//!    `duration` at one instance directly, through the gateway and through
+//!    nginx (throughput and latency);
+//! 2. paced: `rate` req/s for `duration` at each (added latency at light
+//!    load);
+//! 3. the resilient [`Client`] against a bare hyper client, closed loop on
+//!    one instance (the SDK's throughput overhead).
+//!
+//! Upstreams, gateway and load generator each get their own tokio runtime,
+//! so the load generator never steals the gateway's worker threads.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mortar_gateway::{Gateway, GatewayConfig, Route};
+use mortar_resilience::{Client, ClientConfig, Endpoint, StaticResolver};
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::Summary;
+
+/// The path every upstream answers and the gateway routes.
+const PATH: &str = "/v1/item";
+/// The service name the gateway and the SDK client resolve.
+const SERVICE: &str = "bench";
+/// Requests sent before each measured run, to open connections.
+const WARM_UP: usize = 200;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct HttpBenchOptions {
+    /// Upstream instances behind the gateway and nginx.
+    pub instances: usize,
+    /// Concurrent requests in the closed-loop runs.
+    pub concurrency: usize,
+    /// Length of each run.
+    pub duration: Duration,
+    /// Request rate of the paced (light-load) runs, req/s.
+    pub rate: u64,
+    /// Whether to compare with nginx (when it is installed).
+    pub nginx: bool,
+    /// Worker threads of the gateway's runtime.
+    pub gateway_threads: usize,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// What was measured (`direct`, `gateway`, `nginx`, ...).
+    pub name: String,
+    /// Successful requests per second.
+    pub per_sec: f64,
+    /// Latency of successful requests in microseconds.
+    pub latency_us: Summary,
+    /// Requests that failed or answered non-2xx.
+    pub errors: usize,
+}
+
+/// Everything one `mortar bench http` measured.
+#[derive(Debug, Clone)]
+pub struct HttpBenchReport {
+    /// Closed-loop runs: direct, gateway, then nginx if it ran.
+    pub closed: Vec<RunReport>,
+    /// Paced runs, same order.
+    pub paced: Vec<RunReport>,
+    /// Why nginx did not run, when it did not.
+    pub nginx_skipped: Option<String>,
+    /// A bare hyper client on one instance.
+    pub bare_client: RunReport,
+    /// The resilient SDK client on the same instance.
+    pub sdk_client: RunReport,
+}
+
+impl HttpBenchReport {
+    /// The run named `name` in `runs`.
+    pub fn find<'a>(runs: &'a [RunReport], name: &str) -> Option<&'a RunReport> {
+        runs.iter().find(|r| r.name == name)
+    }
+}
+
+/// Why the bench could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpBenchError {
+    /// Bad options.
+    #[error("{0}")]
+    Usage(String),
+    /// A runtime, socket or server could not be set up.
+    #[error("{what}: {source}")]
+    Setup {
+        /// What was being set up.
+        what: &'static str,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A run finished without one successful request.
+    #[error("{0}: no request succeeded; is the target up?")]
+    NoSamples(String),
+}
+
+fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> HttpBenchError {
+    move |source| HttpBenchError::Setup { what, source }
+}
+
+impl HttpBenchOptions {
+    /// Checks the options before anything starts.
+    pub fn validate(&self) -> Result<(), HttpBenchError> {
+        let bad = |m: &str| Err(HttpBenchError::Usage(m.to_owned()));
+        if self.instances == 0 {
+            return bad("--instances must be at least 1");
+        }
+        if self.concurrency == 0 {
+            return bad("--concurrency must be at least 1");
+        }
+        if self.duration.is_zero() {
+            return bad("--duration-secs must be at least 1");
+        }
+        if self.rate == 0 {
+            return bad("--rate must be at least 1 req/s");
+        }
+        if self.gateway_threads == 0 {
+            return bad("the gateway needs at least 1 worker thread");
+        }
+        Ok(())
+    }
+}
+
+/// Runs the whole bench. Blocking: builds its own runtimes, so call it
+/// outside any tokio runtime.
+pub fn run(options: &HttpBenchOptions) -> Result<HttpBenchReport, HttpBenchError> {
+    options.validate()?;
+    let upstream_rt = runtime("upstream", 1)?;
+    let gateway_rt = runtime("gateway", options.gateway_threads)?;
+    let load_rt = runtime("load", 2)?;
+
+    let addrs = upstream_rt.block_on(start_upstreams(options.instances))?;
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.set(
+        SERVICE,
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Endpoint::new(format!("{SERVICE}-{i}"), *a))
+            .collect(),
+    );
+    let stop = CancellationToken::new();
+    let gateway = gateway_rt.block_on(start_gateway(resolver, stop.clone()))?;
+
+    let (nginx, nginx_skipped) = if options.nginx {
+        match Nginx::start(&addrs) {
+            Ok(n) => (Some(n), None),
+            Err(why) => (None, Some(why)),
+        }
+    } else {
+        (None, Some("--no-nginx given".to_owned()))
+    };
+
+    let first = addrs[0];
+    let result = load_rt.block_on(async {
+        let bare = bare_client();
+        let url = |addr: SocketAddr| Target::Url(Box::new(bare.clone()), uri(addr));
+        let mut targets = vec![("direct", url(first)), ("gateway", url(gateway))];
+        if let Some(n) = &nginx {
+            targets.push(("nginx", url(n.addr)));
+        }
+        let mut closed = Vec::new();
+        for (name, t) in &targets {
+            closed.push(closed_loop(name, t, options.concurrency, options.duration).await?);
+        }
+        let mut paced_runs = Vec::new();
+        for (name, t) in &targets {
+            paced_runs.push(paced(name, t, options.rate, options.duration).await?);
+        }
+        let bare_client = closed_loop(
+            "bare hyper client",
+            &url(first),
+            options.concurrency,
+            options.duration,
+        )
+        .await?;
+        let single = Arc::new(StaticResolver::new());
+        single.set(SERVICE, vec![Endpoint::new(format!("{SERVICE}-0"), first)]);
+        let sdk = Target::Sdk(Client::new(single, ClientConfig::default()));
+        let sdk_client =
+            closed_loop("mortar Client", &sdk, options.concurrency, options.duration).await?;
+        Ok(HttpBenchReport {
+            closed,
+            paced: paced_runs,
+            nginx_skipped,
+            bare_client,
+            sdk_client,
+        })
+    });
+    drop(nginx);
+    stop.cancel();
+    result
+}
+
+fn runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime, HttpBenchError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(setup("cannot build a tokio runtime"))
+}
+
+fn uri(addr: SocketAddr) -> http::Uri {
+    let parts = http::uri::Builder::new()
+        .scheme("http")
+        .authority(addr.to_string())
+        .path_and_query(PATH)
+        .build();
+    // Built from a socket address and a constant path: always valid.
+    parts.unwrap_or_default()
+}
+
+/// Upstream instances: small JSON answers, TCP_NODELAY like any tuned server.
+async fn start_upstreams(n: usize) -> Result<Vec<SocketAddr>, HttpBenchError> {
+    use axum::serve::ListenerExt;
+    let mut addrs = Vec::new();
+    for i in 0..n {
+        let body = format!(r#"{{"id":1,"name":"widget","instance":{i}}}"#);
+        let app = axum::Router::new().route(
+            PATH,
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { ([(http::header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(setup("cannot bind an upstream instance"))?;
+        addrs.push(l.local_addr().map_err(setup("upstream address"))?);
+        let l = l.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tokio::spawn(async move { axum::serve(l, app).await });
+    }
+    Ok(addrs)
+}
+
+async fn start_gateway(
+    resolver: Arc<StaticResolver>,
+    stop: CancellationToken,
+) -> Result<SocketAddr, HttpBenchError> {
+    let gw = Gateway::new(
+        resolver,
+        GatewayConfig {
+            routes: vec![Route::new("/v1", SERVICE, false)],
+            rate_limit: None,
+            ..GatewayConfig::default()
+        },
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(setup("cannot bind the gateway"))?;
+    let addr = l.local_addr().map_err(setup("gateway address"))?;
+    tokio::spawn(gw.serve(l, stop));
+    Ok(addr)
+}
+
+type Bare = HyperClient<HttpConnector, Full<Bytes>>;
+
+fn bare_client() -> Bare {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    HyperClient::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build(c)
+}
+
+/// One way of sending the request being measured.
+#[derive(Clone)]
+enum Target {
+    Url(Box<Bare>, http::Uri),
+    Sdk(Client),
+}
+
+impl Target {
+    /// Sends one request and reads the whole answer; true on a 2xx.
+    async fn once(&self) -> bool {
+        match self {
+            Target::Url(c, uri) => {
+                let Ok(req) = http::Request::get(uri.clone()).body(Full::new(Bytes::new())) else {
+                    return false;
+                };
+                match c.request(req).await {
+                    Ok(r) => r.status().is_success() && r.into_body().collect().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+            Target::Sdk(c) => {
+                let Ok(req) = http::Request::get(PATH).body(Bytes::new()) else {
+                    return false;
+                };
+                match c.call(SERVICE, req).await {
+                    Ok(r) => r.status().is_success() && r.into_body().collect().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        }
+    }
+}
+
+fn report(
+    name: &str,
+    latencies_us: &[f64],
+    errors: usize,
+    elapsed: Duration,
+) -> Result<RunReport, HttpBenchError> {
+    let latency_us =
+        Summary::of(latencies_us).ok_or_else(|| HttpBenchError::NoSamples(name.to_owned()))?;
+    Ok(RunReport {
+        name: name.to_owned(),
+        per_sec: latencies_us.len() as f64 / elapsed.as_secs_f64(),
+        latency_us,
+        errors,
+    })
+}
+
+async fn closed_loop(
+    name: &str,
+    target: &Target,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<RunReport, HttpBenchError> {
+    for _ in 0..WARM_UP {
+        target.once().await;
+    }
+    let start = Instant::now();
+    let end = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let t = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            let mut errors = 0;
+            while Instant::now() < end {
+                let s = Instant::now();
+                if t.once().await {
+                    lat.push(s.elapsed().as_secs_f64() * 1e6);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        // A load task only panics if the runtime is going away.
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    report(name, &all, errors, start.elapsed())
+}
+
+async fn paced(
+    name: &str,
+    target: &Target,
+    rate: u64,
+    duration: Duration,
+) -> Result<RunReport, HttpBenchError> {
+    for _ in 0..WARM_UP {
+        target.once().await;
+    }
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    while start.elapsed() < duration {
+        tick.tick().await;
+        let t = target.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let s = Instant::now();
+            let ok = t.once().await;
+            let _ = tx.send((ok, s.elapsed()));
+        });
+    }
+    drop(tx);
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    while let Some((ok, l)) = rx.recv().await {
+        if ok {
+            lat.push(l.as_secs_f64() * 1e6);
+        } else {
+            errors += 1;
+        }
+    }
+    report(name, &lat, errors, start.elapsed())
+}
+
+/// nginx as a keep-alive reverse proxy over the upstreams, as its own
+/// process in a scratch directory; stopped (QUIT) on drop.
+struct Nginx {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+fn find_nginx() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).find(|d| d.join("nginx").is_file()))
+        .map(|d| d.join("nginx"));
+    on_path.or_else(|| {
+        let sbin = Path::new("/usr/sbin/nginx");
+        sbin.is_file().then(|| sbin.to_path_buf())
+    })
+}
+
+impl Nginx {
+    /// Starts nginx, or says why it did not.
+    fn start(upstreams: &[SocketAddr]) -> Result<Nginx, String> {
+        let nginx = find_nginx().ok_or("nginx is not on PATH (nor /usr/sbin/nginx)")?;
+        let dir = tempfile::tempdir().map_err(|e| format!("no scratch directory: {e}"))?;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?;
+        let d = dir.path().display();
+        let servers: String = upstreams
+            .iter()
+            .map(|a| format!("    server {a};\n"))
+            .collect();
+        let conf = format!(
+            "worker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               keepalive_requests 100000;\n  tcp_nodelay on;\n\
+               upstream bench {{\n{servers}    keepalive 256;\n  }}\n\
+               server {{\n    listen {addr} reuseport;\n    location / {{\n      proxy_pass http://bench;\n\
+                   proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).map_err(|e| format!("cannot write nginx.conf: {e}"))?;
+        let child = std::process::Command::new(&nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .args(["-g", "daemon off;"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", nginx.display()))?;
+        let mut nginx = Nginx {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                return Err("nginx did not listen within 10 s".to_owned());
+            }
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                return Err(format!("nginx exited: {status}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT).is_err() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> HttpBenchOptions {
+        HttpBenchOptions {
+            instances: 2,
+            concurrency: 2,
+            duration: Duration::from_millis(300),
+            rate: 200,
+            nginx: false,
+            gateway_threads: 1,
+        }
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        let o = HttpBenchOptions {
+            instances: 0,
+            ..options()
+        };
+        let e = o.validate().unwrap_err().to_string();
+        assert!(e.contains("--instances"), "{e}");
+    }
+
+    #[test]
+    fn a_short_run_measures_every_path_without_errors() {
+        let r = run(&options()).unwrap();
+        let names: Vec<&str> = r.closed.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["direct", "gateway"]);
+        assert_eq!(r.nginx_skipped.as_deref(), Some("--no-nginx given"));
+        for run in r.closed.iter().chain(&r.paced) {
+            assert!(run.latency_us.count > 0, "{run:?}");
+            assert_eq!(run.errors, 0, "{run:?}");
+        }
+        assert_eq!(r.sdk_client.errors, 0);
+        assert_eq!(r.bare_client.errors, 0);
+    }
+}
