@@ -87,18 +87,20 @@ pub(crate) struct NodeArgs {
     pub(crate) admin_url: Option<String>,
 }
 
+/// Which running node a one-off command talks to: the node of the manifest
+/// (`-f`), unless a data directory or admin URL says otherwise.
 #[derive(Debug, Args)]
-pub(crate) struct StatusArgs {
-    /// The manifest whose node to ask.
-    #[arg(
-        short = 'f',
-        long = "file",
-        env = "MORTAR_MANIFEST",
-        default_value = "mortar.toml"
-    )]
-    pub(crate) file: PathBuf,
+pub(crate) struct TargetArgs {
+    #[command(flatten)]
+    pub(crate) manifest: ManifestArgs,
     #[command(flatten)]
     pub(crate) node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
     /// Print the status document as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -150,16 +152,8 @@ pub(crate) struct BusServeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct BusStatsArgs {
-    /// The manifest whose node to ask.
-    #[arg(
-        short = 'f',
-        long = "file",
-        env = "MORTAR_MANIFEST",
-        default_value = "mortar.toml"
-    )]
-    pub(crate) file: PathBuf,
     #[command(flatten)]
-    pub(crate) node: NodeArgs,
+    pub(crate) target: TargetArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,32 +169,16 @@ pub(crate) struct DlqReplayArgs {
     /// At most this many messages.
     #[arg(long, default_value_t = 1000)]
     pub(crate) max: usize,
-    /// The manifest whose node to ask.
-    #[arg(
-        short = 'f',
-        long = "file",
-        env = "MORTAR_MANIFEST",
-        default_value = "mortar.toml"
-    )]
-    pub(crate) file: PathBuf,
     #[command(flatten)]
-    pub(crate) node: NodeArgs,
+    pub(crate) target: TargetArgs,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ServiceArgs {
     /// The service's name.
     pub(crate) service: String,
-    /// The manifest whose node to ask.
-    #[arg(
-        short = 'f',
-        long = "file",
-        env = "MORTAR_MANIFEST",
-        default_value = "mortar.toml"
-    )]
-    pub(crate) file: PathBuf,
     #[command(flatten)]
-    pub(crate) node: NodeArgs,
+    pub(crate) target: TargetArgs,
 }
 
 #[derive(Debug, Subcommand)]

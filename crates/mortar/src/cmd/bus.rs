@@ -48,7 +48,7 @@ pub(crate) fn serve(args: BusServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn stats(args: BusStatsArgs) -> anyhow::Result<ExitCode> {
-    let client = super::admin_client(&args.file, &args.node)?;
+    let client = super::admin_client(&args.target.manifest.file, &args.target.node)?;
     let stats = client.bus_stats().await?;
     println!(
         "{:<28} {:<20} {:>10} {:>10} {:>10} {:>8}",
@@ -75,7 +75,7 @@ pub(crate) async fn stats(args: BusStatsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
-    let client = super::admin_client(&args.file, &args.node)?;
+    let client = super::admin_client(&args.target.manifest.file, &args.target.node)?;
     let moved = client.replay_dead_letters(&args.topic, args.max).await?;
     println!(
         "{}: {moved} dead letter(s) moved back from {}.dlq",

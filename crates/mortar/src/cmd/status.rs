@@ -7,15 +7,20 @@ use anyhow::Context;
 use crate::cli::StatusArgs;
 
 pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let client = super::admin_client(&args.file, &args.node)?;
+    let client = super::admin_client(&args.target.manifest.file, &args.target.node)?;
     let doc = client.status().await?;
     if args.json {
         println!("{}", serde_json_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "app {}  node pid {}  admin {}",
-        doc.app, doc.node.pid, doc.node.admin_url
+        "app {}  node pid {}  gateway {}  admin {}  dns {}  bus {}",
+        doc.app,
+        doc.node.pid,
+        doc.node.gateway_url.as_deref().unwrap_or("-"),
+        doc.node.admin_url,
+        doc.node.dns_addr.as_deref().unwrap_or("-"),
+        doc.node.bus_url.as_deref().unwrap_or("-")
     );
     println!("{:<20} {:<10} {:>7}", "SERVICE", "STATE", "READY");
     for service in &doc.services {
