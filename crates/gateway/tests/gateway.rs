@@ -76,23 +76,7 @@ async fn upstream(name: &'static str) -> Upstream {
             name,
             hits: hits.clone(),
         });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                break;
-            };
-            let app = app.clone();
-            conns.spawn(async move {
-                let svc = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    let (addr, server) = mortar_test_support::http::serve_killable(app).await;
     Upstream { addr, hits, server }
 }
 

@@ -40,6 +40,17 @@ fn http() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// Long-polls up to `max` messages of `orders` for `group`.
+fn pull(admin: &str, group: &str, max: usize) -> Value {
+    http()
+        .post(format!("{admin}/v1/bus/topics/orders/groups/{group}/pull"))
+        .json(&json!({"consumer": "test", "max": max, "wait_ms": 5000}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 fn metric(admin: &str, series: &str) -> Option<f64> {
     let text = http()
         .get(format!("{admin}/metrics"))
@@ -83,13 +94,7 @@ fn services_get_the_bus_url_and_the_http_api_delivers_acks_and_reports_backlog()
         .unwrap();
     assert_eq!(published["ids"].as_array().unwrap().len(), 3, "{published}");
 
-    let pulled: Value = http()
-        .post(format!("{admin}/v1/bus/topics/orders/groups/billing/pull"))
-        .json(&json!({"consumer": "test", "max": 10, "wait_ms": 5000}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let pulled: Value = pull(&admin, "billing", 10);
     let messages = pulled["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 3, "{pulled}");
     assert_eq!(messages[0]["payload"]["order"], 1);
@@ -133,13 +138,7 @@ fn dead_letters_can_be_replayed_from_the_cli() {
         .unwrap();
     // Two deliveries, both refused: the message goes to orders.dlq.
     for _ in 0..2 {
-        let pulled: Value = http()
-            .post(format!("{admin}/v1/bus/topics/orders/groups/g/pull"))
-            .json(&json!({"consumer": "c", "max": 1, "wait_ms": 5000}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let pulled: Value = pull(&admin, "g", 1);
         let id = pulled["messages"][0]["id"].clone();
         assert!(!id.is_null(), "{pulled}");
         http()
@@ -158,13 +157,7 @@ fn dead_letters_can_be_replayed_from_the_cli() {
     let (code, out, err) = node.cli(&["bus", "dlq", "replay", "orders"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("1 dead letter(s) moved back"), "{out}");
-    let pulled: Value = http()
-        .post(format!("{admin}/v1/bus/topics/orders/groups/g/pull"))
-        .json(&json!({"consumer": "c", "max": 1, "wait_ms": 5000}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let pulled: Value = pull(&admin, "g", 1);
     assert_eq!(pulled["messages"][0]["payload"], "poison");
 
     let (code, out, _) = node.cli(&["bus", "stats"]);

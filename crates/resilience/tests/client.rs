@@ -18,7 +18,6 @@ use mortar_resilience::{
     BreakerConfig, BreakerState, CallError, Client, ClientConfig, Endpoint, OutlierConfig,
     RetryConfig, StaticResolver,
 };
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 /// A local instance whose behaviour tests can change, and which can be
@@ -63,23 +62,7 @@ async fn start(delay: Duration) -> Instance {
             failing: failing.clone(),
             delay,
         });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                break;
-            };
-            let app = app.clone();
-            conns.spawn(async move {
-                let svc = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    let (addr, server) = mortar_test_support::http::serve_killable(app).await;
     Instance {
         addr,
         hits,

@@ -7,6 +7,7 @@
 
 pub mod bins;
 pub mod dns;
+pub mod http;
 pub mod node;
 pub mod wait;
 
