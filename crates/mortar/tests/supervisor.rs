@@ -367,3 +367,25 @@ fn one_service_can_be_stopped_and_started_while_the_node_runs() {
     assert_eq!(code, 1);
     assert!(err.contains("unknown service \"nosuch\""), "{err}");
 }
+
+#[test]
+fn instances_drain_and_exit_when_the_node_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = shop(dir.path());
+    let mut node = RunningNode::start(&manifest, &dir.path().join("data"));
+    let pids: Vec<u64> = node
+        .wait_ready("catalog", 2)
+        .iter()
+        .map(|i| i["pid"].as_u64().unwrap())
+        .collect();
+    // SIGKILL: the node gets no chance to stop anything itself.
+    kill(Pid::from_raw(node.pid() as i32), Signal::SIGKILL).unwrap();
+    node.forget();
+    for pid in pids {
+        wait_for(
+            &format!("orphaned instance {pid} to exit"),
+            Duration::from_secs(30),
+            || (!alive(pid)).then_some(()),
+        );
+    }
+}

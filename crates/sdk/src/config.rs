@@ -200,6 +200,10 @@ pub struct ServiceConfig {
     pub log_level: String,
     /// `MORTAR_NODE_URL`: the node's admin API, to which the bound port is reported.
     pub node_url: Option<String>,
+    /// `MORTAR_EXIT_WITH_NODE=stdin`: drain and exit when stdin reaches
+    /// end-of-file, which happens when the supervising node dies; so a node
+    /// killed with SIGKILL leaves no orphaned instances holding ports.
+    pub exit_with_node: bool,
 }
 
 /// The default grace period for draining in-flight requests.
@@ -258,6 +262,17 @@ impl ServiceConfig {
                 Err(e) => Err(e.to_string()),
             },
         )?;
+        let exit_with_node = env
+            .parse_with(
+                "MORTAR_EXIT_WITH_NODE",
+                "stdin (drain when stdin closes) or never",
+                |s| match s {
+                    "stdin" => Ok(true),
+                    "never" => Ok(false),
+                    other => Err(format!("unknown mode {other:?}")),
+                },
+            )?
+            .unwrap_or(false);
         Ok(ServiceConfig {
             service,
             instance,
@@ -266,6 +281,7 @@ impl ServiceConfig {
             shutdown_grace,
             log_level,
             node_url,
+            exit_with_node,
         })
     }
 }
@@ -293,6 +309,10 @@ mod tests {
         assert_eq!(cfg.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(cfg.log_level, "info");
         assert_eq!(cfg.node_url, None);
+        assert!(!cfg.exit_with_node);
+        let env = Env::from_pairs([("MORTAR_EXIT_WITH_NODE", "sometimes")]);
+        let err = ServiceConfig::from_env(&env, "x").unwrap_err();
+        assert_eq!(err.variable(), "MORTAR_EXIT_WITH_NODE");
     }
 
     #[test]

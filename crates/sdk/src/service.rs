@@ -130,7 +130,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(env, service, setup, started))
+    let code = runtime.block_on(serve(env, service, setup, started));
+    // A blocking read of stdin (the node lifeline) never returns while the
+    // node lives; do not let it hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }
 
 /// Prints a configuration error as one line on stderr and picks the exit code.
@@ -208,12 +212,20 @@ where
         });
     }
 
+    let node_gone = async {
+        if service.exit_with_node {
+            shutdown::node_gone().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     let signal = tokio::select! {
         result = &mut server => {
             tracing::error!(result = ?result, "the HTTP server stopped on its own");
             return ExitCode::FAILURE;
         }
         signal = signals.recv() => signal,
+        () = node_gone => "node gone (stdin closed)",
     };
     readiness.start_draining();
     token.cancel();

@@ -46,3 +46,17 @@ impl Signals {
         }
     }
 }
+
+/// Resolves when stdin reaches end-of-file (or fails): the supervising node
+/// holds the other end and the OS closes it when the node dies.
+pub async fn node_gone() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}

@@ -23,6 +23,10 @@ pub(crate) struct Process {
     pub(crate) child: Child,
     pub(crate) pid: u32,
     pumps: Vec<JoinHandle<()>>,
+    /// The write end of the instance's stdin, never written: when the node
+    /// dies, even by SIGKILL, the OS closes it, the instance reads EOF and
+    /// drains (see `MORTAR_EXIT_WITH_NODE` in the SDK) instead of lingering.
+    _lifeline: Option<tokio::process::ChildStdin>,
 }
 
 /// What to launch.
@@ -45,13 +49,14 @@ impl Process {
             .current_dir(spec.cwd)
             .env_clear()
             .envs(spec.env)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
         let mut child = command.spawn()?;
         let pid = child.id().unwrap_or_default();
+        let lifeline = child.stdin.take();
         let mut pumps = Vec::with_capacity(2);
         if let Some(out) = child.stdout.take() {
             pumps.push(pump(out, Stream::Stdout, hub, spec));
@@ -59,7 +64,12 @@ impl Process {
         if let Some(err) = child.stderr.take() {
             pumps.push(pump(err, Stream::Stderr, hub, spec));
         }
-        Ok(Process { child, pid, pumps })
+        Ok(Process {
+            child,
+            pid,
+            pumps,
+            _lifeline: lifeline,
+        })
     }
 
     /// Sends a signal to the instance's whole process group.

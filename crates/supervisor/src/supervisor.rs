@@ -191,6 +191,7 @@ impl Supervisor {
             env.insert("MORTAR_APP".into(), manifest.app.name.clone());
             env.insert("MORTAR_SERVICE".into(), spec.name.clone());
             env.insert("PORT".into(), "0".into());
+            env.insert("MORTAR_EXIT_WITH_NODE".into(), "stdin".into());
             env.insert("MORTAR_NODE_URL".into(), options.node_url.clone());
             env.insert(
                 "MORTAR_STORE_URL".into(),
