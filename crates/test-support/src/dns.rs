@@ -63,10 +63,9 @@ pub fn query(server: SocketAddr, name: &str, kind: RecordType) -> Answer {
     }
 }
 
+/// A fresh message id per query, so a late answer to an earlier query is
+/// never taken for this one's.
 fn rand_id() -> u16 {
-    (std::process::id() as u16)
-        ^ (std::time::SystemTime::now()
-            .elapsed()
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(7) as u16)
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
