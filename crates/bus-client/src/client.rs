@@ -74,6 +74,12 @@ impl Inner {
 
     /// The current session, waiting for one until `deadline`.
     async fn session_until(&self, deadline: Instant) -> Result<Arc<Session>, ClientError> {
+        if self.shutdown.is_cancelled() {
+            return Err(ClientError::Closed);
+        }
+        if let Some(session) = self.current() {
+            return Ok(session);
+        }
         let mut rx = self.session.subscribe();
         let waited = tokio::select! {
             _ = self.shutdown.cancelled() => return Err(ClientError::Closed),

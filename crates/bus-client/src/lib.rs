@@ -27,6 +27,7 @@
 //! ```
 
 mod client;
+mod coalesce;
 mod config;
 mod error;
 mod outbox;

@@ -15,10 +15,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
+use crate::coalesce::{MergedPublish, coalesce};
 use crate::error::ClientError;
 
 /// Frames queued for the writer before senders wait.
 const WRITE_QUEUE: usize = 1024;
+
+/// Most queued frames the writer takes at once to merge and write together.
+const MAX_FRAMES_PER_WRITE: usize = 512;
 
 /// Frame limit before the broker has told its own (handshake frames are small).
 const HANDSHAKE_FRAME_BYTES: usize = 64 * 1024;
@@ -51,7 +55,63 @@ pub(crate) type Delivery = (Message, CancellationToken);
 /// Where a subscription's deliveries go.
 pub(crate) type Deliveries = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Delivery>>>>;
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
+/// Requests waiting for an answer, and the publishes the writer merged
+/// (whose answer is split among their parts).
+#[derive(Debug, Default)]
+struct Waiting {
+    replies: HashMap<u64, oneshot::Sender<Reply>>,
+    merged: HashMap<u64, MergedPublish>,
+}
+
+impl Waiting {
+    /// Hands `reply` to the request `id` — or, for a merged publish, to each
+    /// of its parts. False if nobody waits for `id`.
+    fn answer(&mut self, id: u64, reply: Reply) -> bool {
+        let Some(parts) = self.merged.remove(&id) else {
+            return match self.replies.remove(&id) {
+                Some(waiter) => {
+                    let _ = waiter.send(reply);
+                    true
+                }
+                None => false,
+            };
+        };
+        let total: usize = parts.iter().map(|(_, n)| n).sum();
+        let mut ids = match reply {
+            Reply::Published(ids) if ids.len() == total => Some(ids.into_iter()),
+            Reply::Published(ids) => {
+                let message = format!(
+                    "the broker acknowledged {} ids for a publish of {total} messages",
+                    ids.len()
+                );
+                return self.fail_parts(&parts, ErrorCode::Internal, message);
+            }
+            Reply::Refused(code, message) => return self.fail_parts(&parts, code, message),
+            Reply::Done => None,
+        };
+        for (part, count) in parts {
+            if let Some(waiter) = self.replies.remove(&part) {
+                let reply = match ids.as_mut() {
+                    Some(ids) => Reply::Published(ids.by_ref().take(count).collect()),
+                    None => Reply::Done,
+                };
+                let _ = waiter.send(reply);
+            }
+        }
+        true
+    }
+
+    fn fail_parts(&mut self, parts: &[(u64, usize)], code: ErrorCode, message: String) -> bool {
+        for (part, _) in parts {
+            if let Some(waiter) = self.replies.remove(part) {
+                let _ = waiter.send(Reply::Refused(code, message.clone()));
+            }
+        }
+        true
+    }
+}
+
+type Pending = Arc<Mutex<Waiting>>;
 
 /// A connected, handshaken session.
 #[derive(Debug)]
@@ -122,7 +182,13 @@ impl Session {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let pending: Pending = Arc::default();
         let closed = CancellationToken::new();
-        tokio::spawn(write_frames(sink, rx, pending.clone(), closed.clone()));
+        tokio::spawn(write_frames(
+            sink,
+            rx,
+            pending.clone(),
+            max_message_bytes as usize,
+            closed.clone(),
+        ));
         tokio::spawn(read_frames(
             stream,
             tx.clone(),
@@ -150,18 +216,15 @@ impl Session {
     /// Sends a request frame whose id is `id` and waits for its answer.
     pub(crate) async fn request(&self, id: u64, frame: Frame) -> Result<Reply, RequestError> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        lock(&self.pending).insert(id, reply_tx);
+        lock(&self.pending).replies.insert(id, reply_tx);
         if self.closed.is_cancelled() || self.tx.send(frame).await.is_err() {
-            lock(&self.pending).remove(&id);
+            lock(&self.pending).replies.remove(&id);
             return Err(RequestError::Disconnected);
         }
-        tokio::select! {
-            reply = reply_rx => reply.map_err(|_| RequestError::Disconnected),
-            _ = self.closed.cancelled() => {
-                lock(&self.pending).remove(&id);
-                Err(RequestError::Disconnected)
-            }
-        }
+        // When the connection goes, the reader drops every waiting sender
+        // (it cancels `closed` first, and the insert above is checked against
+        // `closed` after it), so this never waits for an answer that cannot come.
+        reply_rx.await.map_err(|_| RequestError::Disconnected)
     }
 
     /// Publishes a batch and waits until it is durable.
@@ -210,30 +273,41 @@ fn request_id(frame: &Frame) -> Option<u64> {
     }
 }
 
+/// Writes what is queued, merged (see [`coalesce`]), flushing whenever the
+/// queue runs dry.
 async fn write_frames(
     mut sink: Sink,
     mut rx: mpsc::Receiver<Frame>,
     pending: Pending,
+    max_message_bytes: usize,
     closed: CancellationToken,
 ) {
-    loop {
-        let frame = tokio::select! {
-            _ = closed.cancelled() => break,
-            f = rx.recv() => match f { Some(f) => f, None => break },
+    let mut queued = Vec::with_capacity(MAX_FRAMES_PER_WRITE);
+    'writing: loop {
+        let received = tokio::select! {
+            _ = closed.cancelled() => 0,
+            n = rx.recv_many(&mut queued, MAX_FRAMES_PER_WRITE) => n,
         };
-        let id = request_id(&frame);
-        match sink.feed(frame).await {
-            Ok(()) => {}
-            Err(mortar_bus_proto::CodecError::Io(e)) => {
-                tracing::debug!(error = %e, "bus client: write failed");
-                break;
-            }
-            Err(e) => {
-                // This frame cannot be sent (too large): fail its request only.
-                if let Some(reply) = id.and_then(|id| lock(&pending).remove(&id)) {
-                    let _ = reply.send(Reply::Refused(ErrorCode::FrameTooLarge, e.to_string()));
+        if received == 0 {
+            break;
+        }
+        let batch = coalesce(std::mem::take(&mut queued), max_message_bytes);
+        lock(&pending).merged.extend(batch.merged);
+        for frame in batch.frames {
+            let id = request_id(&frame);
+            match sink.feed(frame).await {
+                Ok(()) => {}
+                Err(mortar_bus_proto::CodecError::Io(e)) => {
+                    tracing::debug!(error = %e, "bus client: write failed");
+                    break 'writing;
                 }
-                continue;
+                Err(e) => {
+                    // This frame cannot be sent (too large): fail its request only.
+                    if let Some(id) = id {
+                        lock(&pending)
+                            .answer(id, Reply::Refused(ErrorCode::FrameTooLarge, e.to_string()));
+                    }
+                }
             }
         }
         if rx.is_empty() && SinkExt::<Frame>::flush(&mut sink).await.is_err() {
@@ -264,14 +338,7 @@ async fn read_frames(
             }
             Some(Ok(f)) => f,
         };
-        let answer = |id: u64, reply: Reply| {
-            if let Some(waiter) = lock(&pending).remove(&id) {
-                let _ = waiter.send(reply);
-                true
-            } else {
-                false
-            }
-        };
+        let answer = |id: u64, reply: Reply| lock(&pending).answer(id, reply);
         match frame {
             Frame::PublishOk { request_id, ids } => {
                 answer(request_id, Reply::Published(ids));
@@ -317,5 +384,5 @@ async fn read_frames(
     }
     closed.cancel();
     // Fail every waiting request: their answers will never come.
-    lock(&pending).clear();
+    *lock(&pending) = Waiting::default();
 }

@@ -2,8 +2,10 @@
 //! backoff, and credits keep at most `concurrency` messages in the service.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use mortar_bus_proto::{ErrorCode, Frame, Message};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -146,7 +148,7 @@ async fn run_handlers<F, Fut, E>(
             let id = message.id;
             let attempt = message.attempt;
             // A panicking handler counts as a failure, not a lost message.
-            let outcome = tokio::spawn(handler(message)).await;
+            let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
             let settle = match outcome {
                 Ok(Ok(())) => Frame::Ack {
                     sub_id,

@@ -23,6 +23,18 @@ impl NewMessage {
         }
     }
 
+    /// What counts against the broker's `max_message_bytes`: payload, key
+    /// and every header name and value.
+    pub fn size(&self) -> usize {
+        self.payload.len()
+            + self.key.as_ref().map_or(0, String::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
     /// Sets the key.
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());

@@ -236,7 +236,7 @@ impl Connection {
                     None => unknown_sub(tx, sub_id).await,
                 },
                 Frame::Ack { sub_id, ids } => match subs.get(&sub_id) {
-                    Some(sub) => sub.ack(ids),
+                    Some(sub) => sub.ack(ids).await,
                     None => unknown_sub(tx, sub_id).await,
                 },
                 Frame::Nack {

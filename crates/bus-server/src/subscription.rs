@@ -81,16 +81,15 @@ impl Subscription {
         self.credits.add_permits((n as usize).min(room));
     }
 
-    /// Acks in the background; a failure is reported to the client.
-    pub(crate) fn ack(&self, ids: Vec<u64>) {
-        let (broker, topic, group, tx, sub_id) = self.parts();
-        tokio::spawn(async move {
-            if let Err(e) = broker.ack(&topic, &group, &ids).await {
-                let _ = tx
-                    .send(Frame::error(sub_id, error_code(&e), e.to_string()))
-                    .await;
-            }
-        });
+    /// Acks (an in-memory update, so it runs inline); a failure is reported
+    /// to the client.
+    pub(crate) async fn ack(&self, ids: Vec<u64>) {
+        if let Err(e) = self.broker.ack(&self.topic, &self.group, &ids).await {
+            let _ = self
+                .tx
+                .send(Frame::error(self.sub_id, error_code(&e), e.to_string()))
+                .await;
+        }
     }
 
     /// Nacks in the background; a failure is reported to the client.

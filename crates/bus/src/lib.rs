@@ -5,8 +5,9 @@
 //! a publish is acknowledged only once fsynced, and one writer task per topic folds all
 //! concurrent publishes into a single fsync (group commit). Consumer groups read the log
 //! with competing consumers, explicit acks, ack deadlines, nacks with backoff and a
-//! dead-letter topic; their acks survive restarts. Messages are read from disk on fetch,
-//! so memory stays bounded whatever the backlog.
+//! dead-letter topic; their acks survive restarts. Consumers that keep up are served
+//! from a few megabytes of the newest records kept in memory; older messages are read
+//! from disk on fetch, so memory stays bounded whatever the backlog.
 //!
 //! On disk, under [`BrokerConfig::data_dir`]:
 //!
@@ -38,6 +39,7 @@ mod retention;
 mod segment;
 mod stats;
 mod sync;
+mod tail_cache;
 mod topic;
 mod writer;
 

@@ -5,10 +5,11 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::record::{self, Record};
 use crate::segment::{INDEX_INTERVAL_BYTES, IndexEntry, Scan, Scanner, Segment};
+use crate::tail_cache::{TAIL_CACHE_BYTES, TailCache};
 use crate::{BusError, NewMessage, sync};
 
 /// The shared, read side of a topic's log.
@@ -16,6 +17,8 @@ use crate::{BusError, NewMessage, sync};
 pub(crate) struct Log {
     dir: PathBuf,
     segments: RwLock<Vec<Segment>>,
+    /// The newest committed records, so consumers that keep up never wait for a disk read.
+    tail: Mutex<TailCache>,
     fsyncs: AtomicU64,
 }
 
@@ -84,6 +87,7 @@ impl Log {
         let log = Arc::new(Log {
             dir: dir.to_owned(),
             segments: RwLock::new(segments),
+            tail: Mutex::new(TailCache::new(TAIL_CACHE_BYTES)),
             fsyncs: AtomicU64::new(0),
         });
         let writer = LogWriter {
@@ -144,6 +148,9 @@ impl Log {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<Record>, BusError> {
+        if let Some(records) = self.read_cached(from, max, max_bytes) {
+            return Ok(records);
+        }
         let until = from.saturating_add(max as u64);
         let plan: Vec<(Arc<File>, PathBuf, u64, u64)> = {
             let segments = sync::read(&self.segments);
@@ -189,14 +196,29 @@ impl Log {
         Ok(out)
     }
 
+    /// Like [`Log::read`], but only from memory: `None` when the records
+    /// starting at `from` are no longer cached. Never blocks on I/O.
+    pub(crate) fn read_cached(
+        &self,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Record>> {
+        sync::lock(&self.tail).read(from, max, max_bytes)
+    }
+
     /// Removes the `count` oldest segments (never the active one) and deletes their files.
     /// Blocking: call off the runtime.
     pub(crate) fn remove_oldest(&self, count: usize) -> Result<Vec<SegmentInfo>, BusError> {
-        let removed: Vec<Segment> = {
+        let (removed, first_kept): (Vec<Segment>, Option<u64>) = {
             let mut segments = sync::write(&self.segments);
             let count = count.min(segments.len().saturating_sub(1));
-            segments.drain(..count).collect()
+            let removed = segments.drain(..count).collect();
+            (removed, segments.first().map(|s| s.base))
         };
+        if let Some(first_kept) = first_kept {
+            sync::lock(&self.tail).drop_before(first_kept);
+        }
         let mut infos = Vec::new();
         for segment in removed {
             std::fs::remove_file(&segment.path).map_err(|e| BusError::io(&segment.path, e))?;
@@ -239,6 +261,8 @@ pub(crate) struct LogWriter {
 #[derive(Default)]
 struct Pending {
     buf: Vec<u8>,
+    /// The same records, decoded, for the tail cache.
+    records: Vec<Record>,
     index: Vec<IndexEntry>,
     count: u64,
     last_publish_ms: u64,
@@ -276,12 +300,15 @@ impl LogWriter {
                     });
                     self.active.last_index_pos = Some(pos);
                 }
-                record::encode(
-                    self.next_offset + pending.count,
+                let offset = self.next_offset + pending.count;
+                record::encode(offset, publish_time_ms, message, &mut pending.buf);
+                pending.records.push(Record {
+                    offset,
                     publish_time_ms,
-                    message,
-                    &mut pending.buf,
-                );
+                    key: message.key.clone(),
+                    headers: message.headers.clone(),
+                    payload: message.payload.clone(),
+                });
                 pending.count += 1;
                 pending.last_publish_ms = publish_time_ms;
             }
@@ -319,6 +346,9 @@ impl LogWriter {
                 segment.next_offset = self.next_offset;
                 segment.last_publish_ms = segment.last_publish_ms.max(pending.last_publish_ms);
             }
+            // Under the segments lock, so a reader never sees the log end
+            // move ahead of the cache or the other way round.
+            sync::lock(&self.log.tail).extend(std::mem::take(&mut pending.records));
         }
         *pending = Pending::default();
         Ok(())

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::consumer_group::{ACK_FILE_SUFFIX, ConsumerGroup};
 use crate::log::Log;
@@ -20,7 +19,8 @@ pub(crate) struct Topic {
     pub(crate) wakeup: Arc<Notify>,
     groups_dir: PathBuf,
     sender: Mutex<Option<mpsc::Sender<AppendRequest>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Fires when the writer thread has committed everything and ended.
+    writer: Mutex<Option<oneshot::Receiver<()>>>,
     groups: Mutex<BTreeMap<String, Arc<ConsumerGroup>>>,
     /// Serialises group creation, which does file I/O.
     creating: tokio::sync::Mutex<()>,
@@ -47,7 +47,8 @@ impl Topic {
         };
         let wakeup = Arc::new(Notify::new());
         let (sender, receiver) = mpsc::channel(writer::QUEUE_DEPTH);
-        let task = writer::spawn(log_writer, receiver, Arc::clone(&wakeup));
+        let task = writer::spawn(name, log_writer, receiver, Arc::clone(&wakeup))
+            .map_err(|e| BusError::io(data_dir.join("topics").join(name), e))?;
         Ok(Topic {
             name: name.to_owned(),
             log,
