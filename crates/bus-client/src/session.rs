@@ -213,6 +213,23 @@ impl Session {
         !self.closed.is_cancelled() && self.tx.send(frame).await.is_ok()
     }
 
+    /// Sends frames that expect no answer, queued together (one wait for
+    /// room in the queue instead of one per frame); false when disconnected.
+    pub(crate) async fn send_all(&self, frames: Vec<Frame>) -> bool {
+        if self.closed.is_cancelled() {
+            return false;
+        }
+        match self.tx.reserve_many(frames.len()).await {
+            Ok(permits) => {
+                for (permit, frame) in permits.zip(frames) {
+                    permit.send(frame);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Sends a request frame whose id is `id` and waits for its answer.
     pub(crate) async fn request(&self, id: u64, frame: Frame) -> Result<Reply, RequestError> {
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -283,9 +300,12 @@ async fn write_frames(
     closed: CancellationToken,
 ) {
     let mut queued = Vec::with_capacity(MAX_FRAMES_PER_WRITE);
+    // One cancellation future for the whole loop, not one per batch.
+    let cancelled = closed.cancelled();
+    tokio::pin!(cancelled);
     'writing: loop {
         let received = tokio::select! {
-            _ = closed.cancelled() => 0,
+            _ = &mut cancelled => 0,
             n = rx.recv_many(&mut queued, MAX_FRAMES_PER_WRITE) => n,
         };
         if received == 0 {
@@ -325,9 +345,11 @@ async fn read_frames(
     deliveries: Deliveries,
     closed: CancellationToken,
 ) {
+    let cancelled = closed.clone().cancelled_owned();
+    tokio::pin!(cancelled);
     loop {
         let next = tokio::select! {
-            _ = closed.cancelled() => break,
+            _ = &mut cancelled => break,
             n = stream.next() => n,
         };
         let frame = match next {

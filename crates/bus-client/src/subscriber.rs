@@ -132,11 +132,14 @@ async fn run_handlers<F, Fut, E>(
     E: std::fmt::Display + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(concurrency));
+    let stopped = stop.cancelled();
+    let shut_down = inner.shutdown.cancelled();
+    tokio::pin!(stopped, shut_down);
     loop {
         let (message, delivered_on) = tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
-            _ = inner.shutdown.cancelled() => break,
+            _ = &mut stopped => break,
+            _ = &mut shut_down => break,
             m = rx.recv() => match m { Some(m) => m, None => break },
         };
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -174,9 +177,12 @@ async fn run_handlers<F, Fut, E>(
                 }
             };
             if let Some(session) = inner.current() {
-                session.send(settle).await;
-                if !delivered_on.is_cancelled() {
-                    session.send(Frame::Credit { sub_id, n: 1 }).await;
+                if delivered_on.is_cancelled() {
+                    session.send(settle).await;
+                } else {
+                    session
+                        .send_all(vec![settle, Frame::Credit { sub_id, n: 1 }])
+                        .await;
                 }
             }
             drop(slot);

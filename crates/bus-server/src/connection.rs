@@ -147,9 +147,11 @@ impl Connection {
         let mut subs: HashMap<u64, Subscription> = HashMap::new();
         let consumer_prefix = consumer_prefix(client, self.id);
         let max_frame = max_frame_bytes(self.options.max_message_bytes);
+        let shutdown = self.shutdown.cancelled();
+        tokio::pin!(shutdown);
         let closing = loop {
             let next = tokio::select! {
-                _ = self.shutdown.cancelled() => break false,
+                _ = &mut shutdown => break false,
                 next = reader.next() => next,
             };
             let frame = match next {

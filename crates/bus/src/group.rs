@@ -7,6 +7,7 @@
 //! not by backlog.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -16,7 +17,8 @@ use crate::backoff::nack_delay;
 /// One delivery awaiting ack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct InFlight {
-    pub(crate) consumer: String,
+    /// Shared by every message of one fetch.
+    pub(crate) consumer: Arc<str>,
     pub(crate) deadline: Instant,
     pub(crate) attempt: u32,
 }
@@ -43,6 +45,9 @@ pub(crate) struct GroupState {
     pub(crate) acked: BTreeSet<u64>,
     pub(crate) next: u64,
     pub(crate) in_flight: HashMap<u64, InFlight>,
+    /// No in-flight deadline is earlier than this: a lower bound, exact after
+    /// each expiry scan, so fetches do not scan every delivery to find none due.
+    pub(crate) earliest_deadline: Option<Instant>,
     pub(crate) retry: BTreeMap<u64, Retry>,
     /// Acks applied but not yet written to the ack file.
     pub(crate) unsynced: Vec<u64>,
@@ -58,6 +63,7 @@ impl GroupState {
             acked,
             next: floor,
             in_flight: HashMap::new(),
+            earliest_deadline: None,
             retry: BTreeMap::new(),
             unsynced: Vec::new(),
             dead_lettered: 0,
@@ -97,17 +103,22 @@ impl GroupState {
                 out.push((id, 1));
             }
         }
+        if out.is_empty() {
+            return out;
+        }
         let deadline = now + ack_deadline;
+        let consumer: Arc<str> = Arc::from(consumer);
         for (id, attempt) in &out {
             self.in_flight.insert(
                 *id,
                 InFlight {
-                    consumer: consumer.to_owned(),
+                    consumer: Arc::clone(&consumer),
                     deadline,
                     attempt: *attempt,
                 },
             );
         }
+        self.earliest_deadline = Some(self.earliest_deadline.map_or(deadline, |d| d.min(deadline)));
         out
     }
 
@@ -168,12 +179,19 @@ impl GroupState {
 
     /// Moves deliveries past their deadline back to the queue.
     pub(crate) fn expire(&mut self, now: Instant, max_deliveries: u32) -> Vec<Exhausted> {
-        let expired: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        if self.in_flight.is_empty() || self.earliest_deadline.is_some_and(|d| d > now) {
+            return Vec::new();
+        }
+        let mut expired = Vec::new();
+        let mut earliest: Option<Instant> = None;
+        for (id, flight) in &self.in_flight {
+            if flight.deadline <= now {
+                expired.push(*id);
+            } else {
+                earliest = Some(earliest.map_or(flight.deadline, |d| d.min(flight.deadline)));
+            }
+        }
+        self.earliest_deadline = earliest;
         self.requeue_all(expired, now, max_deliveries)
     }
 
@@ -187,7 +205,7 @@ impl GroupState {
         let held: Vec<u64> = self
             .in_flight
             .iter()
-            .filter(|(_, f)| f.consumer == consumer)
+            .filter(|(_, f)| &*f.consumer == consumer)
             .map(|(id, _)| *id)
             .collect();
         self.requeue_all(held, now, max_deliveries)
@@ -226,9 +244,12 @@ impl GroupState {
     }
 
     /// The earliest moment something becomes deliverable again without a new publish.
-    pub(crate) fn next_wake(&self) -> Option<Instant> {
+    pub(crate) fn next_wake(&mut self) -> Option<Instant> {
         let retry = self.retry.values().map(|r| r.not_before).min();
+        // Exact (a scan) rather than the lower bound: this decides how long
+        // an idle fetch sleeps. It also tightens the bound for `expire`.
         let deadline = self.in_flight.values().map(|f| f.deadline).min();
+        self.earliest_deadline = deadline;
         retry.into_iter().chain(deadline).min()
     }
 
