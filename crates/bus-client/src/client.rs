@@ -14,9 +14,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;
+use crate::nats::NatsLink;
 use crate::outbox::Outbox;
 use crate::session::{Deliveries, Reply, RequestError, Session};
-use crate::url::BusUrl;
+use crate::url::{BusUrl, Scheme};
 
 /// How a publish was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,36 @@ pub(crate) struct SubSpec {
     pub(crate) credits: u32,
 }
 
+/// A live way to the bus: the embedded broker's session or JetStream.
+pub(crate) enum Route {
+    Mortar(Arc<Session>),
+    Nats(Arc<NatsLink>),
+}
+
+impl Route {
+    /// Publishes a batch; `Disconnected` means it may or may not have landed.
+    pub(crate) async fn publish(
+        &self,
+        inner: &Inner,
+        topic: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<u64>, RequestError> {
+        match self {
+            Route::Mortar(session) => session.publish(inner.next_id(), topic, messages).await,
+            Route::Nats(nats) => nats.publish(topic, messages).await,
+        }
+    }
+
+    /// Returns once this route is gone (or, for NATS, after a pause: the
+    /// NATS client reconnects on its own).
+    pub(crate) async fn lost(&self) {
+        match self {
+            Route::Mortar(session) => session.closed().cancelled().await,
+            Route::Nats(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
 /// State shared by the client's handles and background tasks.
 pub(crate) struct Inner {
     pub(crate) config: ClientConfig,
@@ -55,6 +86,8 @@ pub(crate) struct Inner {
     pub(crate) subs: Mutex<HashMap<u64, SubSpec>>,
     pub(crate) deliveries: Deliveries,
     pub(crate) outbox: Option<Arc<Outbox>>,
+    /// Set for a `nats://` URL: everything goes to JetStream instead of a session.
+    pub(crate) nats: Option<Arc<NatsLink>>,
     pub(crate) relay_wake: Notify,
     pub(crate) shutdown: CancellationToken,
 }
@@ -70,6 +103,14 @@ impl Inner {
 
     pub(crate) fn current(&self) -> Option<Arc<Session>> {
         self.session.borrow().clone()
+    }
+
+    /// Where a publish can go right now, if anywhere.
+    pub(crate) fn route(&self) -> Option<Route> {
+        match &self.nats {
+            Some(nats) => nats.is_connected().then(|| Route::Nats(nats.clone())),
+            None => self.current().map(Route::Mortar),
+        }
     }
 
     /// The current session, waiting for one until `deadline`.
@@ -141,9 +182,16 @@ impl Client {
             }
             None => None,
         };
+        let nats = match url.scheme {
+            Scheme::Nats => Some(Arc::new(
+                NatsLink::connect(&config, outbox.is_some()).await?,
+            )),
+            Scheme::Mortar => None,
+        };
         let shutdown = CancellationToken::new();
         let inner = Arc::new(Inner {
             config,
+            nats,
             authority: url.authority,
             session: watch::channel(None).0,
             next_id: AtomicU64::new(1),
@@ -153,9 +201,14 @@ impl Client {
             relay_wake: Notify::new(),
             shutdown: shutdown.clone(),
         });
-        let (first_tx, first_rx) = oneshot::channel();
-        tokio::spawn(manage_connection(inner.clone(), first_tx));
-        let first = first_rx.await.unwrap_or(Err(ClientError::Closed));
+        let first = if inner.nats.is_some() {
+            // The NATS client keeps its own connection (and reconnects).
+            Ok(())
+        } else {
+            let (first_tx, first_rx) = oneshot::channel();
+            tokio::spawn(manage_connection(inner.clone(), first_tx));
+            first_rx.await.unwrap_or(Err(ClientError::Closed))
+        };
         if let Err(e) = first {
             if outbox.is_none() {
                 shutdown.cancel();
@@ -174,7 +227,10 @@ impl Client {
 
     /// Whether a connection to the broker is up right now.
     pub fn is_connected(&self) -> bool {
-        self.inner.current().is_some()
+        match &self.inner.nats {
+            Some(nats) => nats.is_connected(),
+            None => self.inner.current().is_some(),
+        }
     }
 
     /// The outbox, when configured (e.g. to report how much is buffered).
@@ -184,6 +240,9 @@ impl Client {
 
     /// Creates a topic and its dead-letter topic; idempotent.
     pub async fn create_topic(&self, topic: &str) -> Result<(), ClientError> {
+        if let Some(nats) = &self.inner.nats {
+            return nats.create_topic(topic).await;
+        }
         let deadline = Instant::now() + self.inner.config.publish_timeout;
         loop {
             let session = self.inner.session_until(deadline).await?;
@@ -244,16 +303,24 @@ impl Client {
         if let Some(outbox) = &self.inner.outbox {
             // Older buffered publishes go first: keep the order.
             if outbox.is_empty()
-                && let Some(session) = self.inner.current()
+                && let Some(route) = self.inner.route()
             {
-                let id = self.inner.next_id();
-                match session.publish(id, topic, messages.clone()).await {
+                match route.publish(&self.inner, topic, messages.clone()).await {
                     Ok(ids) => return Ok(Published::Durable(ids)),
                     Err(RequestError::Refused(e)) => return Err(e),
                     Err(RequestError::Disconnected) => {}
                 }
             }
             return self.buffer(outbox.clone(), topic, messages).await;
+        }
+        if let Some(nats) = &self.inner.nats {
+            return match nats.publish(topic, messages).await {
+                Ok(ids) => Ok(Published::Durable(ids)),
+                Err(RequestError::Refused(e)) => Err(e),
+                Err(RequestError::Disconnected) => {
+                    Err(self.unavailable("NATS did not acknowledge the publish"))
+                }
+            };
         }
         let deadline = Instant::now() + self.inner.config.publish_timeout;
         loop {

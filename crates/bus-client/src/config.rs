@@ -12,7 +12,8 @@ pub const DEFAULT_OUTBOX_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Settings of a [`crate::Client`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `mortar://HOST:PORT`.
+    /// `mortar://HOST:PORT` (the embedded broker) or `nats://[USER:PASSWORD@]HOST:PORT`
+    /// (NATS JetStream).
     pub url: String,
     /// Who connects: shows in the broker's logs and consumer names.
     pub name: String,
@@ -28,6 +29,18 @@ pub struct ClientConfig {
     pub min_backoff: Duration,
     /// Longest delay between reconnection attempts.
     pub max_backoff: Duration,
+    /// NATS only (the embedded broker has its own setting): deliveries of a
+    /// message before it goes to the dead-letter topic.
+    pub max_deliveries: u32,
+    /// NATS only: how long a delivered message may stay unacked before it
+    /// is delivered again.
+    pub ack_deadline: Duration,
+    /// NATS only: the largest message (payload, key and headers) to accept;
+    /// the server's `max_payload` lowers it further.
+    pub max_message_bytes: usize,
+    /// NATS only: replicas of the streams `create_topic` makes (1 on a
+    /// single server; 3 in a cluster keeps a topic through a node's loss).
+    pub nats_replicas: usize,
 }
 
 impl ClientConfig {
@@ -42,13 +55,19 @@ impl ClientConfig {
             publish_timeout: Duration::from_secs(10),
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
+            max_deliveries: 5,
+            ack_deadline: Duration::from_secs(30),
+            max_message_bytes: 1024 * 1024,
+            nats_replicas: 1,
         }
     }
 
     /// Settings from the environment the node gives every instance:
     /// `MORTAR_BUS_URL` (required), `MORTAR_BUS_TOKEN` (default empty),
-    /// `MORTAR_BUS_OUTBOX` (an outbox file; default none) and
-    /// `MORTAR_BUS_OUTBOX_MAX_BYTES` (default 64 MiB).
+    /// `MORTAR_BUS_OUTBOX` (an outbox file; default none),
+    /// `MORTAR_BUS_OUTBOX_MAX_BYTES` (default 64 MiB), and for NATS
+    /// `MORTAR_BUS_MAX_DELIVERIES` (5), `MORTAR_BUS_ACK_DEADLINE_MS` (30000),
+    /// `MORTAR_BUS_MAX_MESSAGE_BYTES` (1 MiB) and `MORTAR_BUS_NATS_REPLICAS` (1).
     pub fn from_env(name: &str) -> Result<Self, ClientError> {
         Self::from_lookup(name, |key| std::env::var(key).ok())
     }
@@ -77,6 +96,31 @@ impl ClientConfig {
                 value: max.clone(),
                 reason: format!("expected a number of bytes, e.g. 67108864: {e}"),
             })?;
+        }
+        let number = |variable: &'static str, example: &str| -> Result<Option<u64>, ClientError> {
+            match lookup(variable) {
+                None => Ok(None),
+                Some(value) => match value.parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(ClientError::InvalidConfig {
+                        variable,
+                        value,
+                        reason: format!("expected a whole number above 0, e.g. {example}"),
+                    }),
+                },
+            }
+        };
+        if let Some(n) = number("MORTAR_BUS_MAX_DELIVERIES", "5")? {
+            config.max_deliveries = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        if let Some(ms) = number("MORTAR_BUS_ACK_DEADLINE_MS", "30000")? {
+            config.ack_deadline = Duration::from_millis(ms);
+        }
+        if let Some(n) = number("MORTAR_BUS_MAX_MESSAGE_BYTES", "1048576")? {
+            config.max_message_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = number("MORTAR_BUS_NATS_REPLICAS", "3")? {
+            config.nats_replicas = usize::try_from(n).unwrap_or(1);
         }
         Ok(config)
     }

@@ -30,6 +30,7 @@ mod client;
 mod coalesce;
 mod config;
 mod error;
+mod nats;
 mod outbox;
 mod relay;
 mod session;
@@ -42,7 +43,7 @@ pub use error::ClientError;
 pub use mortar_bus_proto::{ErrorCode, Message, NewMessage};
 pub use outbox::{Outbox, OutboxRecord};
 pub use subscriber::Subscription;
-pub use url::BusUrl;
+pub use url::{BusUrl, Scheme};
 
 /// The environment variable naming the bus, e.g. `mortar://127.0.0.1:4222`.
 pub const BUS_URL_ENV: &str = "MORTAR_BUS_URL";

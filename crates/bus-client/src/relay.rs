@@ -19,10 +19,12 @@ pub(crate) async fn relay(inner: Arc<Inner>, outbox: Arc<Outbox>) {
         if inner.shutdown.is_cancelled() {
             return;
         }
-        let Some(session) = inner.current() else {
+        let Some(route) = inner.route() else {
             tokio::select! {
                 _ = inner.shutdown.cancelled() => return,
                 _ = sessions.changed() => continue,
+                // NATS reconnects by itself; look again shortly.
+                _ = tokio::time::sleep(Duration::from_millis(200)), if inner.nats.is_some() => continue,
             }
         };
         let peeked = {
@@ -46,16 +48,15 @@ pub(crate) async fn relay(inner: Arc<Inner>, outbox: Arc<Outbox>) {
             }
             Err(_) => return,
         };
-        let id = inner.next_id();
-        match session
-            .publish(id, &record.topic, record.messages.clone())
+        match route
+            .publish(&inner, &record.topic, record.messages.clone())
             .await
         {
             Ok(_) => advance(&inner, &outbox, record.end).await,
             Err(RequestError::Disconnected) => {
                 tokio::select! {
                     _ = inner.shutdown.cancelled() => return,
-                    _ = session.closed().cancelled() => {}
+                    _ = route.lost() => {}
                 }
             }
             // An unknown topic may be created any moment (services and

@@ -18,7 +18,9 @@ use crate::session::{Delivery, Reply, RequestError};
 /// A running subscription; [`Subscription::stop`] ends it. Messages it had
 /// not acked are redelivered (to another member of the group, or later).
 pub struct Subscription {
-    sub_id: u64,
+    /// The embedded broker's subscription id; `None` on NATS, where the
+    /// task itself hands back what it did not start.
+    sub_id: Option<u64>,
     inner: Arc<Inner>,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -37,16 +39,16 @@ impl Subscription {
     /// or nack), then unsubscribes so that messages delivered but not yet
     /// handled go straight back to the group: a draining shutdown.
     pub async fn stop(self) {
-        lock(&self.inner.subs).remove(&self.sub_id);
-        lock(&self.inner.deliveries).remove(&self.sub_id);
+        if let Some(sub_id) = self.sub_id {
+            lock(&self.inner.subs).remove(&sub_id);
+            lock(&self.inner.deliveries).remove(&sub_id);
+        }
         self.stop.cancel();
         let _ = self.task.await;
-        if let Some(session) = self.inner.current() {
-            session
-                .send(Frame::Unsubscribe {
-                    sub_id: self.sub_id,
-                })
-                .await;
+        if let Some(sub_id) = self.sub_id
+            && let Some(session) = self.inner.current()
+        {
+            session.send(Frame::Unsubscribe { sub_id }).await;
         }
     }
 }
@@ -68,6 +70,16 @@ impl Client {
         E: std::fmt::Display + Send + 'static,
     {
         let inner = self.inner.clone();
+        if let Some(nats) = &inner.nats {
+            let (stop, task) =
+                crate::nats::subscribe(nats.clone(), topic, group, concurrency, handler).await?;
+            return Ok(Subscription {
+                sub_id: None,
+                inner,
+                stop,
+                task,
+            });
+        }
         let concurrency = concurrency.clamp(1, 10_000);
         let sub_id = inner.next_id();
         let spec = SubSpec {
@@ -111,7 +123,7 @@ impl Client {
             stop.clone(),
         ));
         Ok(Subscription {
-            sub_id,
+            sub_id: Some(sub_id),
             inner,
             stop,
             task,

@@ -5,6 +5,8 @@ use crate::error::ClientError;
 /// A parsed `mortar://HOST:PORT` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusUrl {
+    /// Which backend the URL names.
+    pub scheme: Scheme,
     /// `HOST:PORT`, as given to the TCP connector.
     pub authority: String,
 }
@@ -16,10 +18,18 @@ impl BusUrl {
             url: url.to_owned(),
             reason: reason.to_owned(),
         };
-        let rest = url
-            .strip_prefix("mortar://")
-            .ok_or_else(|| invalid("it must start with mortar://"))?;
-        let authority = rest.trim_end_matches('/');
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("mortar://") {
+            (Scheme::Mortar, rest)
+        } else if let Some(rest) = url.strip_prefix("nats://") {
+            (Scheme::Nats, rest)
+        } else {
+            return Err(invalid(
+                "it must start with mortar:// (the embedded broker) or nats:// (NATS JetStream)",
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        // Credentials (nats://user:password@host:port) are the NATS client's business.
+        let authority = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
         let (host, port) = authority
             .rsplit_once(':')
             .ok_or_else(|| invalid("it must name a port: mortar://HOST:PORT"))?;
@@ -34,9 +44,19 @@ impl BusUrl {
             return Err(invalid("a bus URL has no path"));
         }
         Ok(BusUrl {
+            scheme,
             authority: authority.to_owned(),
         })
     }
+}
+
+/// The backend a bus URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `mortar://`: the embedded broker's protocol.
+    Mortar,
+    /// `nats://`: NATS JetStream.
+    Nats,
 }
 
 #[cfg(test)]
@@ -52,9 +72,17 @@ mod tests {
     }
 
     #[test]
+    fn nats_urls_name_the_other_backend_and_may_carry_credentials() {
+        let url = BusUrl::parse("nats://app:pw@127.0.0.1:4222").unwrap();
+        assert_eq!(url.scheme, Scheme::Nats);
+        assert_eq!(url.authority, "127.0.0.1:4222");
+    }
+
+    #[test]
     fn bad_urls_name_the_problem() {
         for (url, why) in [
             ("http://x:1", "mortar://"),
+            ("http://x:1", "nats://"),
             ("mortar://x", "port"),
             ("mortar://x:0", "port"),
             ("mortar://:80", "host"),

@@ -11,9 +11,11 @@
 //! frame size, and [`ErrorCode`] names every error a peer can report.
 
 mod codec;
+pub mod dead_letter;
 mod error_code;
 mod frame;
 mod message;
+pub mod names;
 mod wire;
 
 pub use codec::{BATCH_FACTOR, BusCodec, CodecError, FRAME_OVERHEAD_BYTES, max_frame_bytes};

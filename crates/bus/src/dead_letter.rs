@@ -4,26 +4,10 @@
 use crate::record::Record;
 use crate::{Message, NewMessage};
 
-/// Why the message was dead-lettered (the last nack reason, or the deadline).
-pub const HEADER_REASON: &str = "x-mortar-dlq-reason";
-/// How many deliveries were made before giving up.
-pub const HEADER_ATTEMPTS: &str = "x-mortar-attempts";
-/// The topic the message was published to.
-pub const HEADER_ORIGINAL_TOPIC: &str = "x-mortar-original-topic";
-/// The message's id in its original topic.
-pub const HEADER_ORIGINAL_ID: &str = "x-mortar-original-id";
-
-const DLQ_HEADERS: [&str; 4] = [
-    HEADER_REASON,
-    HEADER_ATTEMPTS,
-    HEADER_ORIGINAL_TOPIC,
-    HEADER_ORIGINAL_ID,
-];
-
-/// The name of `topic`'s dead-letter topic.
-pub fn dlq_topic(topic: &str) -> String {
-    format!("{topic}.dlq")
-}
+pub use mortar_bus_proto::dead_letter::{
+    DLQ_HEADERS, HEADER_ATTEMPTS, HEADER_ORIGINAL_ID, HEADER_ORIGINAL_TOPIC, HEADER_REASON,
+    dlq_topic,
+};
 
 /// The dead-letter copy of `record`: original key, payload and headers (minus any
 /// dead-letter headers from an earlier round) plus the four dead-letter headers.

@@ -2,19 +2,13 @@
 
 use crate::BusError;
 
-/// Longest topic or group name a user may choose.
-pub const MAX_NAME_LEN: usize = 128;
+pub use mortar_bus_proto::names::MAX_NAME_LEN;
 
 /// Checks a topic or group name (`what` names which, for the error) against
 /// `[a-z0-9._-]{1,128}`, refusing a leading '.' (which would allow `.` and `..` as
 /// directory names). Servers may call it to refuse bad names before any I/O.
 pub fn validate(what: &'static str, name: &str) -> Result<(), BusError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && !name.starts_with('.')
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-        });
+    let ok = mortar_bus_proto::names::is_valid_name(name);
     if ok {
         Ok(())
     } else {

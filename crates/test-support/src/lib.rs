@@ -8,6 +8,7 @@
 pub mod bins;
 pub mod dns;
 pub mod http;
+pub mod nats;
 pub mod node;
 pub mod wait;
 

@@ -1,0 +1,48 @@
+//! How mortar topics and groups map onto JetStream streams, subjects and
+//! durable consumers.
+//!
+//! Topic and group names use `[a-z0-9._-]`; JetStream names may not contain
+//! `.`. A `.` becomes `_D`, which no mortar name can contain (it has an
+//! upper-case letter), so the mapping is one-to-one and readable in `nats`
+//! tooling: topic `orders.dlq` is stream `MORTAR_orders_Ddlq`.
+
+/// The prefix of every stream mortar creates, so they are easy to find.
+const STREAM_PREFIX: &str = "MORTAR_";
+
+/// The prefix of every subject mortar publishes on.
+const SUBJECT_PREFIX: &str = "mortar.topic.";
+
+fn escape(name: &str) -> String {
+    name.replace('.', "_D")
+}
+
+/// The stream holding `topic`.
+pub(crate) fn stream(topic: &str) -> String {
+    format!("{STREAM_PREFIX}{}", escape(topic))
+}
+
+/// The one subject `topic`'s stream captures.
+pub(crate) fn subject(topic: &str) -> String {
+    format!("{SUBJECT_PREFIX}{topic}")
+}
+
+/// The durable consumer of `group`.
+pub(crate) fn durable(group: &str) -> String {
+    escape(group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_one_to_one_onto_valid_jetstream_names() {
+        assert_eq!(stream("orders"), "MORTAR_orders");
+        assert_eq!(stream("orders.dlq"), "MORTAR_orders_Ddlq");
+        assert_ne!(stream("a.b"), stream("a_b"));
+        assert_ne!(stream("a.b"), stream("a_Db".to_lowercase().as_str()));
+        assert_eq!(subject("orders.dlq"), "mortar.topic.orders.dlq");
+        assert_eq!(durable("billing.v2"), "billing_Dv2");
+        assert!(!durable("a.b.c").contains('.'));
+    }
+}
