@@ -13,12 +13,19 @@ use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use mortar_bus::{Broker, BusError};
+use std::sync::Arc;
+
+use mortar_bus::BusError;
 use mortar_sdk::Problem;
 use mortar_sdk::http::{Json, Path, Query};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{OpenApi, ToSchema};
+
+use crate::backend::BusBackend;
+
+/// The bus the handlers serve.
+type Bus = Arc<dyn BusBackend>;
 
 /// The largest request body accepted (a batch of base64 payloads).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -235,7 +242,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The bus HTTP API's routes under `/v1/bus`, to merge into a node's router.
-pub fn http_router(broker: Broker) -> Router {
+pub fn http_router(bus: Arc<dyn BusBackend>) -> Router {
     Router::new()
         .route("/v1/bus/topics/{topic}", post(create_topic))
         .route("/v1/bus/topics/{topic}/messages", post(publish))
@@ -250,7 +257,7 @@ pub fn http_router(broker: Broker) -> Router {
         .route("/v1/bus/openapi.json", get(openapi_json))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .method_not_allowed_fallback(mortar_sdk::http::method_not_allowed)
-        .with_state(broker)
+        .with_state(bus)
 }
 
 async fn openapi_json() -> Response {
@@ -287,6 +294,10 @@ fn bus_problem(e: BusError, topic: &str) -> Problem {
                 .with("field", "ids")
         }
         BusError::Closed => Problem::unavailable("the bus is shutting down; retry later"),
+        BusError::Unavailable { .. } => {
+            tracing::warn!(topic, error = %e, "bus: the bus behind the API did not answer");
+            Problem::unavailable(e.to_string())
+        }
         _ => {
             tracing::error!(topic, error = %e, "bus: request failed");
             Problem::internal("the broker failed to complete the request; retry later")
@@ -307,7 +318,7 @@ fn invalid(field: &str, detail: impl Into<String>) -> Problem {
     responses((status = 201, body = TopicCreated),
               (status = 400, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn create_topic(
-    State(broker): State<Broker>,
+    State(broker): State<Bus>,
     Path(topic): Path<String>,
 ) -> Result<(StatusCode, Json<TopicCreated>), Problem> {
     broker
@@ -382,7 +393,7 @@ fn to_new_message(i: usize, m: PublishMessage) -> Result<mortar_bus::NewMessage,
               (status = 413, body = mortar_sdk::Problem, content_type = "application/problem+json"),
               (status = 422, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn publish(
-    State(broker): State<Broker>,
+    State(broker): State<Bus>,
     Path(topic): Path<String>,
     Json(request): Json<PublishRequest>,
 ) -> Result<Json<PublishResponse>, Problem> {
@@ -431,7 +442,7 @@ fn to_pulled(m: mortar_bus::Message) -> PulledMessage {
               (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json"),
               (status = 422, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn pull(
-    State(broker): State<Broker>,
+    State(broker): State<Bus>,
     Path((topic, group)): Path<(String, String)>,
     Json(request): Json<PullRequest>,
 ) -> Result<Json<PullResponse>, Problem> {
@@ -452,12 +463,8 @@ async fn pull(
     if request.consumer.trim().is_empty() {
         return Err(invalid("consumer", "consumer is empty; name the consumer"));
     }
-    broker
-        .subscribe(&topic, &group)
-        .await
-        .map_err(|e| bus_problem(e, &topic))?;
     let messages = broker
-        .fetch(
+        .pull(
             &topic,
             &group,
             &request.consumer,
@@ -477,7 +484,7 @@ async fn pull(
     responses((status = 200, body = Settled),
               (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn ack(
-    State(broker): State<Broker>,
+    State(broker): State<Bus>,
     Path((topic, group)): Path<(String, String)>,
     Json(request): Json<AckRequest>,
 ) -> Result<Json<Settled>, Problem> {
@@ -496,7 +503,7 @@ async fn ack(
     responses((status = 200, body = Settled),
               (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn nack(
-    State(broker): State<Broker>,
+    State(broker): State<Bus>,
     Path((topic, group)): Path<(String, String)>,
     Json(request): Json<NackRequest>,
 ) -> Result<Json<Settled>, Problem> {
@@ -518,7 +525,7 @@ async fn nack(
               (status = 404, body = mortar_sdk::Problem, content_type = "application/problem+json"),
               (status = 422, body = mortar_sdk::Problem, content_type = "application/problem+json")))]
 async fn replay_dead_letters(
-    State(broker): State<Broker>,
+    State(broker): State<Bus>,
     Path(topic): Path<String>,
     Query(query): Query<ReplayQuery>,
 ) -> Result<Json<Replayed>, Problem> {
@@ -538,9 +545,11 @@ async fn replay_dead_letters(
 
 /// Every topic with its groups' backlog, lag and dead letters.
 #[utoipa::path(get, path = "/v1/bus/stats", responses((status = 200, body = StatsDoc)))]
-async fn stats(State(broker): State<Broker>) -> Json<StatsDoc> {
+async fn stats(State(broker): State<Bus>) -> Result<Json<StatsDoc>, Problem> {
     let topics = broker
         .stats()
+        .await
+        .map_err(|e| bus_problem(e, ""))?
         .into_iter()
         .map(|t| TopicStatsDoc {
             topic: t.topic,
@@ -561,5 +570,5 @@ async fn stats(State(broker): State<Broker>) -> Json<StatsDoc> {
                 .collect(),
         })
         .collect();
-    Json(StatsDoc { topics })
+    Ok(Json(StatsDoc { topics }))
 }

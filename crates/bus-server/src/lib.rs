@@ -1,4 +1,5 @@
-//! Serves a [`mortar_bus::Broker`] to other processes.
+//! Serves a [`mortar_bus::Broker`] to other processes, and NATS JetStream
+//! behind the same HTTP API ([`JetStreamBackend`]).
 //!
 //! Why a crate apart from the broker: the broker is a library any process can
 //! embed; this crate is what makes it a *network* service — the framed TCP
@@ -6,6 +7,7 @@
 //! without a native client ([`http_router`], [`openapi`]), and the one call the
 //! node makes to run it all ([`run_embedded`]).
 
+mod backend;
 mod connection;
 mod convert;
 mod embedded;
@@ -13,6 +15,7 @@ pub mod http;
 mod serve;
 mod subscription;
 
+pub use backend::{BusBackend, JetStreamBackend};
 pub use embedded::{EmbeddedBus, ServerError, run_embedded};
 pub use http::{http_router, openapi};
 pub use serve::{ServerOptions, serve, serve_with};

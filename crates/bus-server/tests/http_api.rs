@@ -3,33 +3,71 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 struct Api {
     base: String,
     http: reqwest::Client,
-    _bus: mortar_bus_server::EmbeddedBus,
+    /// Appended to topic names: the shared NATS keeps topics between runs.
+    suffix: String,
+    _bus: Option<mortar_bus_server::EmbeddedBus>,
     _dir: tempfile::TempDir,
 }
 
 impl Api {
+    /// The API over the embedded broker.
     async fn start() -> Api {
         let dir = tempfile::tempdir().unwrap();
         let (_url, bus) = common::start(dir.path(), 1024, &[]).await;
+        let backend = Arc::new(bus.broker().clone());
+        Api::serve(backend, Some(bus), dir).await
+    }
+
+    /// The same API over the shared NATS JetStream, as the node serves it
+    /// in NATS mode (`None`, with the reason printed, where there is none).
+    async fn nats(test: &str) -> Option<Api> {
+        let url = mortar_test_support::nats::shared_or_skip(test)?;
+        let mut config = mortar_bus_client::ClientConfig::new(url, "http-api-test", "");
+        config.max_deliveries = 3;
+        config.max_message_bytes = 1024;
+        let js = mortar_bus_client::JetStream::connect(&config)
+            .await
+            .unwrap();
+        let backend = Arc::new(mortar_bus_server::JetStreamBackend::new(js));
+        Some(Api::serve(backend, None, tempfile::tempdir().unwrap()).await)
+    }
+
+    async fn serve(
+        backend: Arc<dyn mortar_bus_server::BusBackend>,
+        bus: Option<mortar_bus_server::EmbeddedBus>,
+        dir: tempfile::TempDir,
+    ) -> Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         // Mounted the way the node mounts it: merged beside routes with a fallback.
         let router = axum::Router::new()
             .route("/health/live", axum::routing::get(|| async { "live" }))
-            .merge(mortar_bus_server::http_router(bus.broker().clone()))
+            .merge(mortar_bus_server::http_router(backend))
             .fallback(mortar_sdk::http::not_found);
         tokio::spawn(async move { axum::serve(listener, router).await });
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         Api {
             base,
             http: reqwest::Client::new(),
+            suffix: format!("-{nanos}"),
             _bus: bus,
             _dir: dir,
         }
+    }
+
+    /// A topic name unique to this test run.
+    fn topic(&self, name: &str) -> String {
+        format!("{name}{}", self.suffix)
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, String, Value) {
@@ -59,16 +97,15 @@ impl Api {
     }
 }
 
-#[tokio::test]
-async fn publish_pull_ack_and_nack_over_http() {
-    let api = Api::start().await;
-    let (status, _, body) = api.post("/v1/bus/topics/orders", json!({})).await;
+async fn publish_pull_ack_and_nack(api: &Api) {
+    let t = api.topic("orders");
+    let (status, _, body) = api.post(&format!("/v1/bus/topics/{t}"), json!({})).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(body["dead_letter_topic"], "orders.dlq");
+    assert_eq!(body["dead_letter_topic"], format!("{t}.dlq"));
 
     let (status, _, body) = api
         .post(
-            "/v1/bus/topics/orders/messages",
+            &format!("/v1/bus/topics/{t}/messages"),
             json!({"messages": [
                 {"key": "o-1", "headers": {"traceparent": "00-abc"}, "payload": {"total": 12}},
                 {"payload_base64": "AAEC"}
@@ -81,7 +118,10 @@ async fn publish_pull_ack_and_nack_over_http() {
 
     let pull = json!({"consumer": "c1", "max": 10, "wait_ms": 2000});
     let (status, _, body) = api
-        .post("/v1/bus/topics/orders/groups/billing/pull", pull.clone())
+        .post(
+            &format!("/v1/bus/topics/{t}/groups/billing/pull"),
+            pull.clone(),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let messages = body["messages"].as_array().unwrap();
@@ -95,14 +135,14 @@ async fn publish_pull_ack_and_nack_over_http() {
 
     let (status, _, body) = api
         .post(
-            "/v1/bus/topics/orders/groups/billing/ack",
+            &format!("/v1/bus/topics/{t}/groups/billing/ack"),
             json!({"ids": [ids[0]]}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
     let (status, _, body) = api
         .post(
-            "/v1/bus/topics/orders/groups/billing/nack",
+            &format!("/v1/bus/topics/{t}/groups/billing/nack"),
             json!({"ids": [ids[1]], "delay_ms": 0, "reason": "try again"}),
         )
         .await;
@@ -110,7 +150,7 @@ async fn publish_pull_ack_and_nack_over_http() {
 
     // The nacked one comes back as attempt 2; the acked one never does.
     let (status, _, body) = api
-        .post("/v1/bus/topics/orders/groups/billing/pull", pull)
+        .post(&format!("/v1/bus/topics/{t}/groups/billing/pull"), pull)
         .await;
     assert_eq!(status, 200, "{body}");
     let messages = body["messages"].as_array().unwrap();
@@ -130,10 +170,22 @@ async fn publish_pull_ack_and_nack_over_http() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["topic"] == "orders")
+        .find(|x| x["topic"] == t.as_str())
         .unwrap();
     assert_eq!(orders["groups"][0]["group"], "billing");
     assert_eq!(orders["groups"][0]["in_flight"], 1);
+}
+
+#[tokio::test]
+async fn publish_pull_ack_and_nack_over_http() {
+    publish_pull_ack_and_nack(&Api::start().await).await;
+}
+
+#[tokio::test]
+async fn publish_pull_ack_and_nack_over_http_on_nats() {
+    if let Some(api) = Api::nats("http api on NATS").await {
+        publish_pull_ack_and_nack(&api).await;
+    }
 }
 
 #[tokio::test]
@@ -227,25 +279,24 @@ async fn bad_input_is_problem_json_naming_what_is_wrong() {
     assert_eq!(t["next_offset"], t["first_offset"]);
 }
 
-#[tokio::test]
-async fn dead_letters_can_be_replayed() {
-    let api = Api::start().await;
-    api.post("/v1/bus/topics/jobs", json!({})).await;
+async fn dead_letters_replay(api: &Api) {
+    let t = api.topic("jobs");
+    api.post(&format!("/v1/bus/topics/{t}"), json!({})).await;
     api.post(
-        "/v1/bus/topics/jobs/messages",
+        &format!("/v1/bus/topics/{t}/messages"),
         json!({"messages": [{"payload": "boom"}]}),
     )
     .await;
     let pull = json!({"consumer": "c", "max": 1, "wait_ms": 5000});
     for attempt in 1..=3 {
         let (_, _, body) = api
-            .post("/v1/bus/topics/jobs/groups/w/pull", pull.clone())
+            .post(&format!("/v1/bus/topics/{t}/groups/w/pull"), pull.clone())
             .await;
         let m = &body["messages"][0];
         assert_eq!(m["attempt"], attempt, "{body}");
         let (status, _, _) = api
             .post(
-                "/v1/bus/topics/jobs/groups/w/nack",
+                &format!("/v1/bus/topics/{t}/groups/w/nack"),
                 json!({"ids": [m["id"]], "delay_ms": 0, "reason": "bad"}),
             )
             .await;
@@ -254,17 +305,33 @@ async fn dead_letters_can_be_replayed() {
     // Out of deliveries: dead-lettered, so the group sees nothing more.
     let (_, _, body) = api
         .post(
-            "/v1/bus/topics/jobs/groups/w/pull",
+            &format!("/v1/bus/topics/{t}/groups/w/pull"),
             json!({"consumer": "c", "wait_ms": 200}),
         )
         .await;
     assert_eq!(body["messages"], json!([]), "{body}");
 
-    let (status, _, body) = api.post("/v1/bus/topics/jobs/dlq/replay", json!({})).await;
+    let (status, _, body) = api
+        .post(&format!("/v1/bus/topics/{t}/dlq/replay"), json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["moved"], 1);
-    let (_, _, body) = api.post("/v1/bus/topics/jobs/groups/w/pull", pull).await;
+    let (_, _, body) = api
+        .post(&format!("/v1/bus/topics/{t}/groups/w/pull"), pull)
+        .await;
     assert_eq!(body["messages"][0]["payload"], "boom", "{body}");
+}
+
+#[tokio::test]
+async fn dead_letters_can_be_replayed() {
+    dead_letters_replay(&Api::start().await).await;
+}
+
+#[tokio::test]
+async fn dead_letters_can_be_replayed_on_nats() {
+    if let Some(api) = Api::nats("http dead letters on NATS").await {
+        dead_letters_replay(&api).await;
+    }
 }
 
 #[test]

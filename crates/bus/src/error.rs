@@ -40,6 +40,16 @@ pub enum BusError {
         /// The configured limit.
         limit: usize,
     },
+    /// A remote bus behind the same API (NATS JetStream) could not serve the request.
+    #[error(
+        "the bus at {url} could not serve the request: {detail}; check that it is running and reachable"
+    )]
+    Unavailable {
+        /// Where the bus is (credentials removed).
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// An id that was never published on the topic.
     #[error(
         "unknown message id {id} on topic `{topic}`: ids come from fetch and are below the topic's next offset"

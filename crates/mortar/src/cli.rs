@@ -70,6 +70,9 @@ pub(crate) struct UpArgs {
     /// Where the gateway listens [default: the manifest's gateway.listen, else loopback with a free port].
     #[arg(long, env = "MORTAR_GATEWAY_ADDR")]
     pub(crate) gateway_addr: Option<SocketAddr>,
+    /// Use an existing NATS JetStream as the bus (nats://[USER:PASSWORD@]HOST:PORT) instead of the embedded broker.
+    #[arg(long, env = "MORTAR_BUS_URL")]
+    pub(crate) bus_url: Option<String>,
     /// Log filter for the node and its instances (error, warn, info, debug, trace).
     #[arg(long, env = "MORTAR_LOG_LEVEL")]
     pub(crate) log_level: Option<String>,

@@ -10,6 +10,11 @@ use mortar_test_support::{RunningNode, binary, wait_for};
 use serde_json::{Value, json};
 
 fn start(dir: &Path) -> RunningNode {
+    write_manifest(dir, "orders");
+    RunningNode::start(&dir.join("mortar.toml"), &dir.join("data"))
+}
+
+fn write_manifest(dir: &Path, topic: &str) {
     let manifest = dir.join("mortar.toml");
     std::fs::write(
         &manifest,
@@ -22,7 +27,7 @@ name = "bustest"
 command = ["{}"]
 
 [bus]
-topics = ["orders"]
+topics = ["{topic}"]
 max_deliveries = 2
 ack_deadline = "30s"
 "#,
@@ -30,7 +35,6 @@ ack_deadline = "30s"
         ),
     )
     .unwrap();
-    RunningNode::start(&manifest, &dir.join("data"))
 }
 
 fn http() -> reqwest::blocking::Client {
@@ -163,4 +167,75 @@ fn dead_letters_can_be_replayed_from_the_cli() {
     let (code, out, _) = node.cli(&["bus", "stats"]);
     assert_eq!(code, 0);
     assert!(out.contains("orders"), "{out}");
+}
+
+#[test]
+fn with_a_nats_url_the_node_serves_jetstream_behind_the_same_api() {
+    let Some(nats) = mortar_test_support::nats::shared_or_skip("node in NATS mode") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let topic = format!("node-nats-{nanos}");
+    write_manifest(dir.path(), &topic);
+    let node = RunningNode::start_with_env(
+        &dir.path().join("mortar.toml"),
+        &dir.path().join("data"),
+        &[("MORTAR_BUS_URL", nats.as_str())],
+    );
+    let worker = node.wait_ready("worker", 1).remove(0);
+    let status = node.status().unwrap();
+    let admin = status["node"]["admin_url"].as_str().unwrap().to_owned();
+    assert_eq!(status["node"]["bus_url"], nats.as_str());
+    let env = |name: &str| {
+        http()
+            .get(format!("{}/env/{name}", instance_url(&worker)))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    assert_eq!(env("MORTAR_BUS_URL"), nats, "the instance was given NATS");
+    assert_eq!(
+        env("MORTAR_BUS_MAX_DELIVERIES"),
+        "2",
+        "and the manifest's delivery rules"
+    );
+
+    let published: Value = http()
+        .post(format!("{admin}/v1/bus/topics/{topic}/messages"))
+        .json(&json!({"messages": [{"payload": {"order": 1}}, {"payload": {"order": 2}}]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(published["ids"].as_array().unwrap().len(), 2, "{published}");
+    let backlog = format!(r#"mortar_bus_backlog{{topic="{topic}",group="billing"}}"#);
+    let pulled: Value = http()
+        .post(format!("{admin}/v1/bus/topics/{topic}/groups/billing/pull"))
+        .json(&json!({"consumer": "test", "max": 10, "wait_ms": 5000}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let messages = pulled["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{pulled}");
+    wait_for(
+        "the backlog from JetStream's consumer info",
+        Duration::from_secs(30),
+        || (metric(&admin, &backlog) == Some(2.0)).then_some(()),
+    );
+    let ids: Vec<Value> = messages.iter().map(|m| m["id"].clone()).collect();
+    let resp = http()
+        .post(format!("{admin}/v1/bus/topics/{topic}/groups/billing/ack"))
+        .json(&json!({"ids": ids}))
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().unwrap());
+    wait_for("the backlog to drain", Duration::from_secs(30), || {
+        (metric(&admin, &backlog) == Some(0.0)).then_some(())
+    });
 }

@@ -142,11 +142,11 @@ impl Source for SupervisorSource {
 
 /// Backlog, lag and delivery counters per topic and consumer group: the
 /// numbers the autoscaler and an operator watch.
-pub struct BusSource(pub mortar_bus::Broker);
+pub struct BusSource(pub std::sync::Arc<dyn mortar_bus_server::BusBackend>);
 
 impl Source for BusSource {
     fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let topics = self.0.stats();
+        let topics = self.0.last_stats();
         let per_topic = |f: &dyn Fn(&mortar_bus::TopicStats) -> u64| -> Vec<(Labels, u64)> {
             topics
                 .iter()

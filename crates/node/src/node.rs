@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mortar_bus::BrokerConfig;
-use mortar_bus_server::run_embedded;
+use mortar_bus_client::{ClientConfig, JetStream};
+use mortar_bus_server::{BusBackend, JetStreamBackend, run_embedded};
 use mortar_discovery::Registry;
 use mortar_discovery::dns::DnsServer;
 use mortar_gateway::{Gateway, GatewayConfig, Route};
@@ -34,6 +35,9 @@ pub struct NodeOptions {
     pub bus_addr: SocketAddr,
     /// Where the gateway listens; overrides the manifest's `gateway.listen`.
     pub gateway_addr: Option<SocketAddr>,
+    /// A `nats://` URL: use that NATS JetStream as the bus instead of
+    /// starting the embedded broker (`bus_addr` is then unused).
+    pub bus_url: Option<String>,
     /// The log filter passed on to instances.
     pub log_level: Option<String>,
 }
@@ -50,6 +54,14 @@ pub enum NodeError {
     /// The embedded bus cannot start.
     #[error(transparent)]
     Bus(#[from] mortar_bus_server::ServerError),
+    /// The external bus cannot be used.
+    #[error("cannot use the bus {url}: {reason}")]
+    ExternalBus {
+        /// The URL (credentials removed).
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// A topic of the manifest cannot be created.
     #[error("cannot create bus topic {topic:?}: {source}")]
     Topic {
@@ -120,18 +132,9 @@ impl Node {
         let dns = DnsServer::start(registry.clone(), &manifest.app.name, options.dns_addr).await?;
         let dns_addr = dns.local_addr();
         let dns_task = tokio::spawn(dns.run(stop_admin.clone()));
-        let bus_config = BrokerConfig {
-            data_dir: data_dir.path().join("bus"),
-            max_message_bytes: manifest.bus.max_message_bytes as usize,
-            ack_deadline: manifest.bus.ack_deadline,
-            max_deliveries: manifest.bus.max_deliveries,
-            retention_age: Some(manifest.bus.retention),
-            ..BrokerConfig::default()
-        };
-        let (_, bus) = run_embedded(bus_config, options.bus_addr).await?;
-        let broker = bus.broker().clone();
+        let bus = NodeBus::start(&manifest, &options, data_dir.path(), stop_admin.clone()).await?;
         for topic in &manifest.bus.topics {
-            broker
+            bus.backend
                 .create_topic(topic)
                 .await
                 .map_err(|source| NodeError::Topic {
@@ -185,10 +188,11 @@ impl Node {
                 data_dir: data_dir.path().to_owned(),
                 log_level: options.log_level.clone(),
                 registry: Some(registry.clone()),
-                extra_env: BTreeMap::from([
-                    ("MORTAR_DNS_ADDR".to_owned(), dns_addr.to_string()),
-                    ("MORTAR_BUS_URL".to_owned(), bus.url()),
-                ]),
+                extra_env: {
+                    let mut env = bus.env.clone();
+                    env.insert("MORTAR_DNS_ADDR".to_owned(), dns_addr.to_string());
+                    env
+                },
             },
         )?);
         let info = NodeInfo {
@@ -197,7 +201,7 @@ impl Node {
             manifest: manifest.path.clone(),
             started_at: mortar_sdk::logging::now_rfc3339(),
             dns_addr: Some(dns_addr),
-            bus_url: Some(bus.url()),
+            bus_url: Some(bus.url.clone()),
             gateway_url: Some(gateway_url.clone()),
         };
         data_dir.publish(&info)?;
@@ -208,12 +212,12 @@ impl Node {
             node: info,
             metrics: vec![
                 Arc::new(crate::metrics::SupervisorSource(supervisor.clone())),
-                Arc::new(crate::metrics::BusSource(broker.clone())),
+                Arc::new(crate::metrics::BusSource(bus.backend.clone())),
                 Arc::new(crate::metrics::GatewaySource(gateway.metrics().clone())),
             ],
         })
         .merge(mortar_discovery::http::router(registry))
-        .merge(mortar_bus_server::http_router(broker.clone()));
+        .merge(mortar_bus_server::http_router(bus.backend.clone()));
         let server = tokio::spawn(
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
@@ -223,7 +227,7 @@ impl Node {
             app = %manifest.app.name, admin_url = %admin_url,
             data_dir = %data_dir.path().display(),
             dns_addr = %dns_addr,
-            bus_url = %bus.url(),
+            bus_url = %bus.url,
             gateway_url = %gateway_url,
             "node started; admin API on loopback"
         );
@@ -240,7 +244,9 @@ impl Node {
         let _ = tokio::time::timeout(Duration::from_secs(10), gateway_task).await;
         supervisor.stop().await;
         // After the services: they may publish while they drain.
-        bus.shutdown().await;
+        if let Some(embedded) = bus.embedded {
+            embedded.shutdown().await;
+        }
         stop_admin.cancel();
         // Followers of `mortar logs -f` hold the admin server open; do not
         // wait on them forever.
@@ -250,5 +256,83 @@ impl Node {
         data_dir.unpublish();
         tracing::info!("node stopped");
         Ok(())
+    }
+}
+
+/// The node's bus: the embedded broker, or an external NATS JetStream.
+struct NodeBus {
+    /// What the admin API and metrics serve.
+    backend: Arc<dyn BusBackend>,
+    /// The URL instances get (credentials removed when shown).
+    url: String,
+    /// The bus variables every instance gets.
+    env: BTreeMap<String, String>,
+    /// The embedded broker, stopped after the services.
+    embedded: Option<mortar_bus_server::EmbeddedBus>,
+}
+
+impl NodeBus {
+    async fn start(
+        manifest: &Manifest,
+        options: &NodeOptions,
+        data_dir: &std::path::Path,
+        stop: CancellationToken,
+    ) -> Result<NodeBus, NodeError> {
+        let spec = &manifest.bus;
+        let Some(url) = options
+            .bus_url
+            .as_deref()
+            .filter(|u| u.starts_with("nats://"))
+        else {
+            let bus_config = BrokerConfig {
+                data_dir: data_dir.join("bus"),
+                max_message_bytes: spec.max_message_bytes as usize,
+                ack_deadline: spec.ack_deadline,
+                max_deliveries: spec.max_deliveries,
+                retention_age: Some(spec.retention),
+                ..BrokerConfig::default()
+            };
+            let (_, bus) = run_embedded(bus_config, options.bus_addr).await?;
+            return Ok(NodeBus {
+                backend: Arc::new(bus.broker().clone()),
+                url: bus.url(),
+                env: BTreeMap::from([("MORTAR_BUS_URL".to_owned(), bus.url())]),
+                embedded: Some(bus),
+            });
+        };
+        let mut config = ClientConfig::new(url, "mortar-node", "");
+        config.max_deliveries = spec.max_deliveries;
+        config.ack_deadline = spec.ack_deadline;
+        config.max_message_bytes = spec.max_message_bytes as usize;
+        let js = JetStream::connect(&config)
+            .await
+            .map_err(|e| NodeError::ExternalBus {
+                url: mortar_bus_client::redact_url(url),
+                reason: e.to_string(),
+            })?;
+        let backend = JetStreamBackend::new(js);
+        tokio::spawn(backend.clone().refresh_stats(Duration::from_secs(2), stop));
+        // The manifest's delivery settings, which JetStream leaves to each client.
+        let env = BTreeMap::from([
+            ("MORTAR_BUS_URL".to_owned(), url.to_owned()),
+            (
+                "MORTAR_BUS_MAX_DELIVERIES".to_owned(),
+                spec.max_deliveries.to_string(),
+            ),
+            (
+                "MORTAR_BUS_ACK_DEADLINE_MS".to_owned(),
+                spec.ack_deadline.as_millis().to_string(),
+            ),
+            (
+                "MORTAR_BUS_MAX_MESSAGE_BYTES".to_owned(),
+                spec.max_message_bytes.to_string(),
+            ),
+        ]);
+        Ok(NodeBus {
+            backend: Arc::new(backend),
+            url: mortar_bus_client::redact_url(url),
+            env,
+            embedded: None,
+        })
     }
 }

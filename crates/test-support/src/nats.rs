@@ -72,16 +72,22 @@ impl PrivateNats {
 
     /// Starts the server and waits until it accepts connections.
     pub fn start(&mut self) {
-        let child = Command::new(&self.binary)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&self.store)
+        self.spawn(true);
+    }
+
+    /// Starts a plain NATS server, JetStream off: what a misconfigured
+    /// deployment looks like.
+    pub fn start_without_jetstream(&mut self) {
+        self.spawn(false);
+    }
+
+    fn spawn(&mut self, jetstream: bool) {
+        let mut command = Command::new(&self.binary);
+        if jetstream {
+            command.arg("-js").arg("-sd").arg(&self.store);
+        }
+        let child = command
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

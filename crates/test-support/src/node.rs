@@ -33,7 +33,13 @@ fn collect(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<Stri
 impl RunningNode {
     /// Starts `mortar up -f manifest --data-dir data_dir`.
     pub fn start(manifest: &Path, data_dir: &Path) -> RunningNode {
+        RunningNode::start_with_env(manifest, data_dir, &[])
+    }
+
+    /// Like [`RunningNode::start`], with extra environment for the node.
+    pub fn start_with_env(manifest: &Path, data_dir: &Path, env: &[(&str, &str)]) -> RunningNode {
         let mut child = Command::new(binary("mortar"))
+            .envs(env.iter().copied())
             .args(["up", "-f"])
             .arg(manifest)
             .arg("--data-dir")

@@ -38,7 +38,24 @@ async fn publish(client: &Client, topic: &str, payload: bytes::Bytes) -> Result<
     }
 }
 
-/// Runs the three phases against the broker at `options.url`.
+/// Deletes the benchmark's topics (and their dead-letter topics) from a
+/// JetStream server, which would otherwise keep them; best effort.
+async fn remove_streams(url: &str, topics: &[String]) {
+    let Ok(client) = async_nats::connect(url).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    for topic in topics {
+        for name in [topic.clone(), format!("{topic}.dlq")] {
+            let _ = js
+                .delete_stream(mortar_bus_client::jetstream_stream(&name))
+                .await;
+        }
+    }
+}
+
+/// Runs the three phases against the bus at `options.url` through the
+/// mortar client: the embedded broker (`mortar://`) or JetStream (`nats://`).
 pub async fn run(options: &BusBenchOptions) -> Result<BusBenchReport, BusBenchError> {
     let run_id = super::now_micros();
     let admin = connect(&options.url, "bench-admin").await?;
@@ -152,8 +169,16 @@ pub async fn run(options: &BusBenchOptions) -> Result<BusBenchReport, BusBenchEr
     producer.close();
     admin.close();
     let samples = samples.lock().await.clone();
+    if options.url.starts_with("nats://") {
+        remove_streams(&options.url, &[format!("bench.throughput.{run_id}"), topic]).await;
+    }
+    let backend = if options.url.starts_with("nats://") {
+        "mortar client on NATS JetStream (acks before fsync)"
+    } else {
+        "mortar (embedded broker; acks after fsync, group commit)"
+    };
     Ok(BusBenchReport {
-        backend: "mortar (embedded broker; acks after fsync, group commit)".into(),
+        backend: backend.into(),
         publish_per_sec,
         consume_per_sec,
         latency_us: Summary::of(&samples).ok_or_else(|| err("no latency samples were received"))?,

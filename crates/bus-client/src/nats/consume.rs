@@ -41,6 +41,25 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
+    let consumer = durable_consumer(&link, topic, group).await?;
+    let stop = CancellationToken::new();
+    let member = Member {
+        link,
+        topic: topic.to_owned(),
+        consumer,
+        concurrency: concurrency.clamp(1, 10_000),
+        handler: Arc::new(handler),
+        stop: stop.clone(),
+    };
+    Ok((stop, tokio::spawn(member.run())))
+}
+
+/// The durable pull consumer of `group` on `topic`, created if missing.
+pub(crate) async fn durable_consumer(
+    link: &NatsLink,
+    topic: &str,
+    group: &str,
+) -> Result<consumer::PullConsumer, ClientError> {
     if !mortar_bus_proto::names::is_valid_name(group) {
         return Err(ClientError::Broker {
             code: ErrorCode::InvalidName,
@@ -61,7 +80,7 @@ where
             ),
         })?;
     let durable = names::durable(group);
-    let consumer: consumer::PullConsumer = stream
+    stream
         .get_or_create_consumer(
             &durable,
             consumer::pull::Config {
@@ -83,17 +102,7 @@ where
                 "cannot create consumer {group:?} of topic {topic:?} on {}: {e}",
                 link.url
             ),
-        })?;
-    let stop = CancellationToken::new();
-    let member = Member {
-        link,
-        topic: topic.to_owned(),
-        consumer,
-        concurrency: concurrency.clamp(1, 10_000),
-        handler: Arc::new(handler),
-        stop: stop.clone(),
-    };
-    Ok((stop, tokio::spawn(member.run())))
+        })
 }
 
 struct Member<F> {
@@ -228,7 +237,7 @@ where
 
 /// Copies the message to the dead-letter topic with the reason, then acks
 /// the original (only once the copy is stored: at-least-once).
-async fn dead_letter(
+pub(super) async fn dead_letter(
     link: &NatsLink,
     topic: &str,
     original: &jetstream::Message,

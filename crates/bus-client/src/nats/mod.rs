@@ -9,6 +9,7 @@
 
 mod consume;
 mod names;
+mod pull;
 
 use std::time::Duration;
 
@@ -21,6 +22,13 @@ use crate::error::ClientError;
 use crate::session::RequestError;
 
 pub(crate) use consume::subscribe;
+pub use pull::{GroupBacklog, JetStream, TopicBacklog};
+
+/// The JetStream stream that holds `topic` on a `nats://` bus (for
+/// operators and tools: `nats stream info $(…)`).
+pub fn jetstream_stream(topic: &str) -> String {
+    names::stream(topic)
+}
 
 /// The header that carries a message's key (JetStream messages have none).
 const KEY_HEADER: &str = "x-mortar-key";
@@ -42,8 +50,8 @@ pub(crate) struct NatsLink {
     max_message_bytes: usize,
 }
 
-/// `url` with any `user:password@` removed.
-pub(crate) fn redact(url: &str) -> String {
+/// `url` with any `user:password@` removed, for messages and logs.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}***@{}", &url[..scheme + 3], &url[at + 1..])

@@ -31,6 +31,20 @@ pub(crate) fn durable(group: &str) -> String {
     escape(group)
 }
 
+fn unescape(name: &str) -> String {
+    name.replace("_D", ".")
+}
+
+/// The topic a stream holds, if it is one of mortar's.
+pub(crate) fn topic_of_stream(stream: &str) -> Option<String> {
+    stream.strip_prefix(STREAM_PREFIX).map(unescape)
+}
+
+/// The group a durable consumer serves.
+pub(crate) fn group_of_durable(durable: &str) -> String {
+    unescape(durable)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +58,11 @@ mod tests {
         assert_eq!(subject("orders.dlq"), "mortar.topic.orders.dlq");
         assert_eq!(durable("billing.v2"), "billing_Dv2");
         assert!(!durable("a.b.c").contains('.'));
+        assert_eq!(
+            topic_of_stream(&stream("orders.dlq")).as_deref(),
+            Some("orders.dlq")
+        );
+        assert_eq!(topic_of_stream("KV_config"), None);
+        assert_eq!(group_of_durable(&durable("billing.v2")), "billing.v2");
     }
 }

@@ -95,6 +95,7 @@ pub(crate) async fn bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
     if let Some(nats) = args.url {
         options.url = nats;
         reports.push(run_nats(&options).await?);
+        reports.push(run_mortar(&options).await?);
     }
     print_bus(&reports);
     Ok(ExitCode::SUCCESS)
@@ -160,13 +161,23 @@ fn print_bus(reports: &[BusBenchReport]) {
             r.achieved_rate
         );
     }
-    if let [ours, theirs] = reports {
+    let ratio = |label: &str, ours: &BusBenchReport, theirs: &BusBenchReport| {
         println!(
-            "mortar / JetStream: publish {:.2}×, consume+ack {:.2}×, p99 latency {:.2}×",
+            "{label}: publish {:.2}×, consume+ack {:.2}×, p99 latency {:.2}×",
             ours.publish_per_sec / theirs.publish_per_sec,
             ours.consume_per_sec / theirs.consume_per_sec,
             ours.latency_us.p99 / theirs.latency_us.p99
         );
+    };
+    if let [embedded, jetstream, rest @ ..] = reports {
+        ratio("mortar / JetStream", embedded, jetstream);
+        if let [through_client] = rest {
+            ratio(
+                "mortar client on JetStream / JetStream",
+                through_client,
+                jetstream,
+            );
+        }
     }
 }
 

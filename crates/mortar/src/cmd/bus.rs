@@ -32,7 +32,7 @@ pub(crate) fn serve(args: BusServeArgs) -> anyhow::Result<ExitCode> {
         let http_addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let http = tokio::spawn(
-            axum::serve(listener, http_router(bus.broker().clone()))
+            axum::serve(listener, http_router(std::sync::Arc::new(bus.broker().clone())))
                 .with_graceful_shutdown(stop.clone().cancelled_owned())
                 .into_future(),
         );

@@ -29,6 +29,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         dns_addr: args.dns_addr,
         bus_addr: args.bus_addr,
         gateway_addr: args.gateway_addr,
+        bus_url: args.bus_url,
         log_level: args.log_level,
     };
     let runtime = super::runtime()?;
