@@ -177,7 +177,7 @@ impl NatsLink {
 
     /// Publishes `messages` in order and returns their stream sequences once
     /// JetStream acknowledged every one. Not atomic: a failure part-way
-    /// leaves the earlier messages published (see docs/scale-out.md).
+    /// leaves the earlier messages published (see docs/nats.md).
     pub(crate) async fn publish(
         &self,
         topic: &str,
