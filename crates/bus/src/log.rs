@@ -307,7 +307,9 @@ impl LogWriter {
                     publish_time_ms,
                     key: message.key.clone(),
                     headers: message.headers.clone(),
-                    payload: message.payload.clone(),
+                    // A copy: the publisher's payload is usually a slice of a
+                    // whole network read buffer, which the cache would keep alive.
+                    payload: bytes::Bytes::copy_from_slice(&message.payload),
                 });
                 pending.count += 1;
                 pending.last_publish_ms = publish_time_ms;
