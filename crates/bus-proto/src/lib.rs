@@ -21,7 +21,7 @@ mod wire;
 pub use codec::{BATCH_FACTOR, BusCodec, CodecError, FRAME_OVERHEAD_BYTES, max_frame_bytes};
 pub use error_code::ErrorCode;
 pub use frame::{Frame, FrameType, Hello};
-pub use message::{Message, NewMessage};
+pub use message::{Message, NewMessage, counted_size};
 
 /// The protocol version this crate speaks; a peer with another version is
 /// refused in the handshake (see the versioning rule in `PROTOCOL.md`).

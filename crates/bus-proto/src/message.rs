@@ -2,6 +2,17 @@
 
 use bytes::Bytes;
 
+/// The bytes of a message that count against `max_message_bytes`: payload,
+/// key and every header name and value. One rule for every backend.
+pub fn counted_size(payload: usize, key: Option<&str>, headers: &[(String, String)]) -> usize {
+    payload
+        + key.map_or(0, str::len)
+        + headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
+
 /// A message as a producer hands it over: the broker assigns id and time.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewMessage {
@@ -26,13 +37,7 @@ impl NewMessage {
     /// What counts against the broker's `max_message_bytes`: payload, key
     /// and every header name and value.
     pub fn size(&self) -> usize {
-        self.payload.len()
-            + self.key.as_ref().map_or(0, String::len)
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        counted_size(self.payload.len(), self.key.as_deref(), &self.headers)
     }
 
     /// Sets the key.

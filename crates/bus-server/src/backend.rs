@@ -8,6 +8,8 @@ use std::time::Duration;
 use mortar_bus::{Broker, BusError, GroupStats, Message, NewMessage, TopicStats};
 use mortar_bus_client::{ClientError, ErrorCode, JetStream};
 
+use crate::convert::{from_wire, to_client};
+
 /// A bus the HTTP API can serve.
 #[async_trait::async_trait]
 pub trait BusBackend: Send + Sync + 'static {
@@ -157,26 +159,6 @@ impl JetStreamBackend {
     }
 }
 
-fn to_client_message(m: NewMessage) -> mortar_bus_client::NewMessage {
-    mortar_bus_client::NewMessage {
-        key: m.key,
-        headers: m.headers,
-        payload: m.payload,
-    }
-}
-
-fn from_client_message(m: mortar_bus_client::Message) -> Message {
-    Message {
-        id: m.id,
-        topic: m.topic,
-        key: m.key,
-        headers: m.headers,
-        payload: m.payload,
-        publish_time_ms: m.publish_time_ms,
-        attempt: m.attempt,
-    }
-}
-
 #[async_trait::async_trait]
 impl BusBackend for Arc<JetStreamBackend> {
     async fn create_topic(&self, topic: &str) -> Result<(), BusError> {
@@ -193,7 +175,7 @@ impl BusBackend for Arc<JetStreamBackend> {
             return Err(BusError::TooLarge { size, limit });
         }
         self.js
-            .publish(topic, batch.into_iter().map(to_client_message).collect())
+            .publish(topic, batch.into_iter().map(to_client).collect())
             .await
             .map_err(|e| self.error(e, topic, &sizes))
     }
@@ -211,7 +193,7 @@ impl BusBackend for Arc<JetStreamBackend> {
             .pull(topic, group, max, wait)
             .await
             .map_err(|e| self.error(e, topic, &[]))?;
-        Ok(messages.into_iter().map(from_client_message).collect())
+        Ok(messages.into_iter().map(from_wire).collect())
     }
 
     async fn ack(&self, topic: &str, group: &str, ids: &[u64]) -> Result<(), BusError> {

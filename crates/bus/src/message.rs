@@ -25,13 +25,7 @@ impl NewMessage {
 
     /// What counts against `max_message_bytes`: payload, key and every header name and value.
     pub fn size(&self) -> usize {
-        self.payload.len()
-            + self.key.as_ref().map_or(0, String::len)
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        mortar_bus_proto::counted_size(self.payload.len(), self.key.as_deref(), &self.headers)
     }
 }
 

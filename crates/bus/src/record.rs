@@ -32,13 +32,7 @@ pub(crate) struct Record {
 impl Record {
     /// What counts against `max_message_bytes`: payload, key, header names and values.
     pub(crate) fn size(&self) -> usize {
-        self.payload.len()
-            + self.key.as_ref().map_or(0, String::len)
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        mortar_bus_proto::counted_size(self.payload.len(), self.key.as_deref(), &self.headers)
     }
 }
 

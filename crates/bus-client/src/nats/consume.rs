@@ -60,14 +60,7 @@ pub(crate) async fn durable_consumer(
     topic: &str,
     group: &str,
 ) -> Result<consumer::PullConsumer, ClientError> {
-    if !mortar_bus_proto::names::is_valid_name(group) {
-        return Err(ClientError::Broker {
-            code: ErrorCode::InvalidName,
-            message: format!(
-                "invalid group name {group:?}: use 1 to 128 of a-z 0-9 . _ - (not starting with .)"
-            ),
-        });
-    }
+    super::check_name("group", group)?;
     let stream = link
         .js
         .get_stream(names::stream(topic))

@@ -60,6 +60,19 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Refuses a topic or group name the embedded broker would refuse too.
+fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
+    if mortar_bus_proto::names::is_valid_name(name) {
+        return Ok(());
+    }
+    Err(ClientError::Broker {
+        code: ErrorCode::InvalidName,
+        message: format!(
+            "invalid {what} name {name:?}: use 1 to 128 of a-z 0-9 . _ - (not starting with .)"
+        ),
+    })
+}
+
 /// Asks JetStream for the account's info: no answer means JetStream is off
 /// (or this account may not use it), which would otherwise show up later as
 /// a confusing "no responders" on the first publish.
@@ -143,14 +156,7 @@ impl NatsLink {
 
     /// Creates the streams of `topic` and of its dead-letter topic; idempotent.
     pub(crate) async fn create_topic(&self, topic: &str) -> Result<(), ClientError> {
-        if !mortar_bus_proto::names::is_valid_name(topic) {
-            return Err(ClientError::Broker {
-                code: ErrorCode::InvalidName,
-                message: format!(
-                    "invalid topic name {topic:?}: use 1 to 128 of a-z 0-9 . _ - (not starting with .)"
-                ),
-            });
-        }
+        check_name("topic", topic)?;
         for name in [
             topic.to_owned(),
             mortar_bus_proto::dead_letter::dlq_topic(topic),
