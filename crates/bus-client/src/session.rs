@@ -3,7 +3,9 @@
 //! writer task that owns the socket's write half.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use mortar_bus_proto::{
@@ -23,6 +25,14 @@ const WRITE_QUEUE: usize = 1024;
 
 /// Most queued frames the writer takes at once to merge and write together.
 const MAX_FRAMES_PER_WRITE: usize = 512;
+
+/// How often a session pings the broker.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// A broker silent this long (not even a `Pong`) is gone: the session is
+/// dropped and the client reconnects, instead of waiting forever on a
+/// half-open TCP connection (a pulled cable, a frozen host).
+const SILENCE_LIMIT: Duration = Duration::from_secs(15);
 
 /// Frame limit before the broker has told its own (handshake frames are small).
 const HANDSHAKE_FRAME_BYTES: usize = 64 * 1024;
@@ -189,13 +199,16 @@ impl Session {
             max_message_bytes as usize,
             closed.clone(),
         ));
+        let heard = Arc::new(Heard::new());
         tokio::spawn(read_frames(
             stream,
             tx.clone(),
             pending.clone(),
             deliveries,
+            heard.clone(),
             closed.clone(),
         ));
+        tokio::spawn(keepalive(tx.clone(), heard, closed.clone()));
         Ok(Arc::new(Session {
             tx,
             pending,
@@ -338,11 +351,63 @@ async fn write_frames(
     let _ = SinkExt::<Frame>::close(&mut sink).await;
 }
 
+/// When the broker was last heard from, as milliseconds since the session began.
+struct Heard {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Heard {
+    fn new() -> Self {
+        Heard {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn silence(&self) -> Duration {
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Pings the broker every [`PING_EVERY`]; cancels the session once the
+/// broker has been silent for [`SILENCE_LIMIT`].
+async fn keepalive(tx: mpsc::Sender<Frame>, heard: Arc<Heard>, closed: CancellationToken) {
+    let mut nonce = 0u64;
+    loop {
+        tokio::select! {
+            _ = closed.cancelled() => return,
+            _ = tokio::time::sleep(PING_EVERY) => {}
+        }
+        let silence = heard.silence();
+        if silence >= SILENCE_LIMIT {
+            tracing::warn!(
+                ?silence,
+                "bus client: the broker stopped answering; reconnecting"
+            );
+            closed.cancel();
+            return;
+        }
+        nonce += 1;
+        if tx.try_send(Frame::Ping { nonce }).is_err() && tx.is_closed() {
+            return;
+        }
+    }
+}
+
 async fn read_frames(
     mut stream: Stream,
     tx: mpsc::Sender<Frame>,
     pending: Pending,
     deliveries: Deliveries,
+    heard: Arc<Heard>,
     closed: CancellationToken,
 ) {
     let cancelled = closed.clone().cancelled_owned();
@@ -360,6 +425,7 @@ async fn read_frames(
             }
             Some(Ok(f)) => f,
         };
+        heard.now();
         let answer = |id: u64, reply: Reply| lock(&pending).answer(id, reply);
         match frame {
             Frame::PublishOk { request_id, ids } => {

@@ -563,3 +563,41 @@ async fn a_batch_too_large_for_one_frame_is_refused_before_sending() {
     client.publish("t", NewMessage::new("fine")).await.unwrap();
     bus.shutdown().await;
 }
+
+/// A "broker" that completes the handshake and then never answers again,
+/// like a host that froze or a cable that was pulled: the client must give
+/// up on the connection, not wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_goes_silent_is_dropped_and_the_publish_fails_clearly() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("mortar://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let mut framed = Framed::new(stream, BusCodec::new(1 << 20));
+            if let Some(Ok(Frame::Hello(_))) = framed.next().await {
+                let _ = framed
+                    .send(Frame::HelloOk {
+                        version: 1,
+                        max_message_bytes: 1024,
+                    })
+                    .await;
+            }
+            // Keep the socket open, read nothing, answer nothing.
+            held.push(framed);
+        }
+    });
+    let mut config = mortar_bus_client::ClientConfig::new(&url, "silent", "");
+    config.publish_timeout = Duration::from_secs(1);
+    let client = Client::connect_with(config).await.unwrap();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.publish("orders", NewMessage::new("x")),
+    )
+    .await
+    .expect("the publish must not hang on a silent broker");
+    match outcome {
+        Err(ClientError::Unavailable { url: named, .. }) => assert_eq!(named, url),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
