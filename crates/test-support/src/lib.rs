@@ -9,6 +9,7 @@ pub mod bins;
 pub mod dns;
 pub mod http;
 pub mod node;
+pub mod service;
 pub mod stores;
 pub mod wait;
 
