@@ -200,6 +200,7 @@ fn optional_body(bytes: &[u8]) -> Result<ReasonBody, Response> {
     }
     serde_json::from_slice(bytes).map_err(|e| {
         Problem::bad_request(format!("the body is not valid JSON for this command: {e}"))
+            .into_response()
     })
 }
 
