@@ -169,7 +169,7 @@ async fn cancel(
 ) -> Response {
     let body = match optional_body(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let command = Command::Cancel {
         reason: body.reason.unwrap_or_else(|| "customer request".into()),
@@ -185,7 +185,7 @@ async fn ship(
 ) -> Response {
     let body = match optional_body(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let command = Command::Ship {
         carrier: body.carrier.unwrap_or_else(|| "standard".into()),
@@ -194,13 +194,14 @@ async fn ship(
 }
 
 /// An optional JSON body: empty means defaults.
-fn optional_body(bytes: &[u8]) -> Result<ReasonBody, Response> {
+fn optional_body(bytes: &[u8]) -> Result<ReasonBody, Box<Response>> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(ReasonBody::default());
     }
     serde_json::from_slice(bytes).map_err(|e| {
         Problem::bad_request(format!("the body is not valid JSON for this command: {e}"))
             .into_response()
+            .into()
     })
 }
 
