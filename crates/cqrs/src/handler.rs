@@ -48,6 +48,9 @@ pub struct Executed<A: Aggregate> {
     pub state: A,
     /// The stream's version after the command.
     pub version: i64,
+    /// The global position of its last event (0 when it appended nothing):
+    /// projections have caught up with it once their checkpoint reaches it.
+    pub position: i64,
     /// The events it caused (empty when it changed nothing).
     pub events: Vec<A::Event>,
     /// How many conflicts were retried.
@@ -168,6 +171,7 @@ impl<A: Aggregate> CommandHandler<A> {
                 return Ok(Executed {
                     state,
                     version,
+                    position: 0,
                     events,
                     retries: attempt - 1,
                 });
@@ -189,6 +193,7 @@ impl<A: Aggregate> CommandHandler<A> {
                     return Ok(Executed {
                         state,
                         version: appended.version,
+                        position: appended.position,
                         events,
                         retries: attempt - 1,
                     });
