@@ -192,6 +192,22 @@ pub(crate) enum BenchCommand {
     Bus(BenchBusArgs),
     /// Gateway throughput and added latency against a direct call and nginx, and the SDK client's overhead.
     Http(BenchHttpArgs),
+    /// Commands/s, command latency and projection lag of the CQRS stack (SQLite, or PostgreSQL with --store-url).
+    Cqrs(BenchCqrsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchCqrsArgs {
+    /// The event store to bench: `postgres://user@host/db` (a scratch schema
+    /// is created and dropped); default: SQLite in a scratch directory.
+    #[arg(long)]
+    pub(crate) store_url: Option<String>,
+    /// Concurrent clients issuing commands.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) clients: usize,
+    /// Seconds per phase (full load, then half load with a live projection).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) duration_secs: u64,
 }
 
 #[derive(Debug, Args)]

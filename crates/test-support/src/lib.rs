@@ -10,6 +10,8 @@ pub mod dns;
 pub mod http;
 pub mod nats;
 pub mod node;
+pub mod service;
+pub mod stores;
 pub mod wait;
 
 pub use bins::{binary, example};

@@ -10,7 +10,7 @@ use mortar_bench::start::{StartOptions, run};
 use mortar_bench::stats::Summary;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cli::{BenchBusArgs, BenchHttpArgs, BenchStartArgs};
+use crate::cli::{BenchBusArgs, BenchCqrsArgs, BenchHttpArgs, BenchStartArgs};
 
 pub(crate) async fn start(args: BenchStartArgs) -> anyhow::Result<ExitCode> {
     let options = StartOptions {
@@ -274,4 +274,17 @@ fn print_http(r: &HttpBenchReport) {
         r.sdk_client.per_sec / r.bare_client.per_sec,
         (1.0 - r.sdk_client.per_sec / r.bare_client.per_sec) * 100.0
     );
+}
+
+pub(crate) async fn cqrs(args: BenchCqrsArgs) -> anyhow::Result<ExitCode> {
+    let options = mortar_bench::cqrs::CqrsBenchOptions {
+        store_url: args.store_url,
+        clients: args.clients,
+        duration: Duration::from_secs(args.duration_secs.max(1)),
+    };
+    let report = mortar_bench::cqrs::run(&options)
+        .await
+        .context("the cqrs bench failed")?;
+    println!("{}", mortar_bench::cqrs::format_report(&options, &report));
+    Ok(ExitCode::SUCCESS)
 }

@@ -38,6 +38,7 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Start(args)) => runtime()?.block_on(bench::start(args)),
         Command::Bench(BenchCommand::Bus(args)) => runtime()?.block_on(bench::bus(args)),
         Command::Bench(BenchCommand::Http(args)) => bench::http(args),
+        Command::Bench(BenchCommand::Cqrs(args)) => runtime()?.block_on(bench::cqrs(args)),
     }
 }
 

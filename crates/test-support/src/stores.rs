@@ -1,0 +1,184 @@
+//! Stores for backend-generic tests: a scratch SQLite directory, or fresh
+//! PostgreSQL schemas on the local server (dropped afterwards).
+//!
+//! PostgreSQL is `postgres://postgres@127.0.0.1:5432/test` (trust auth),
+//! overridable with `MORTAR_TEST_POSTGRES`. When it is unreachable the
+//! PostgreSQL half of a suite is skipped with a printed reason — except
+//! under `CI=true`, where it must run and the test fails instead.
+
+use std::time::Duration;
+
+/// The server PostgreSQL tests use.
+pub fn postgres_base() -> String {
+    std::env::var("MORTAR_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Which backend a suite instance runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite files in a temporary directory.
+    Sqlite,
+    /// Schemas on the local PostgreSQL server.
+    Postgres,
+}
+
+/// Store URLs for one test: an event store and a separate read store.
+/// Dropping it removes the files or drops the schemas.
+#[derive(Debug)]
+pub struct TestStores {
+    /// The event store's URL.
+    pub events_url: String,
+    /// The read store's URL (another file or schema).
+    pub read_url: String,
+    /// More URLs of the same backend on demand (e.g. a second read store).
+    scratch: Option<tempfile::TempDir>,
+    schemas: Vec<String>,
+    backend: Backend,
+}
+
+impl TestStores {
+    /// Fresh stores for `backend`, or `None` (after printing why) when
+    /// PostgreSQL is unreachable outside CI.
+    pub async fn new(backend: Backend) -> Option<TestStores> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let url = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+                Some(TestStores {
+                    events_url: url("events.db"),
+                    read_url: url("read.db"),
+                    scratch: Some(dir),
+                    schemas: Vec::new(),
+                    backend,
+                })
+            }
+            Backend::Postgres => {
+                if let Err(reason) = postgres_reachable().await {
+                    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+                    assert!(
+                        !ci,
+                        "CI=true but PostgreSQL at {} is unreachable: {reason}",
+                        postgres_base()
+                    );
+                    eprintln!(
+                        "skipped: PostgreSQL at {} is unreachable ({reason}); set CI=true to make this a failure",
+                        postgres_base()
+                    );
+                    return None;
+                }
+                let mut stores = TestStores {
+                    events_url: String::new(),
+                    read_url: String::new(),
+                    scratch: None,
+                    schemas: Vec::new(),
+                    backend,
+                };
+                stores.events_url = stores.another("events");
+                stores.read_url = stores.another("read");
+                Some(stores)
+            }
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Another store URL of the same backend (a new file or schema).
+    pub fn another(&mut self, name: &str) -> String {
+        match &self.scratch {
+            Some(dir) => format!(
+                "sqlite://{}",
+                dir.path().join(format!("{name}.db")).display()
+            ),
+            None => {
+                let schema = format!("t_{name}_{:016x}", rand::random::<u64>());
+                self.schemas.push(schema.clone());
+                format!("{}?schema={schema}", postgres_base())
+            }
+        }
+    }
+}
+
+impl Drop for TestStores {
+    fn drop(&mut self) {
+        if self.schemas.is_empty() {
+            return;
+        }
+        let schemas = std::mem::take(&mut self.schemas);
+        // Drop may run inside a runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async move {
+                let Ok((client, conn)) =
+                    tokio_postgres::connect(&postgres_base(), tokio_postgres::NoTls).await
+                else {
+                    return;
+                };
+                tokio::spawn(conn);
+                for schema in schemas {
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn postgres_reachable() -> Result<(), String> {
+    let base = postgres_base();
+    let connect = tokio_postgres::connect(&base, tokio_postgres::NoTls);
+    match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Ok(Ok((client, conn))) => {
+            tokio::spawn(conn);
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 3 s".to_owned()),
+    }
+}
+
+/// Instantiates a backend-generic async test suite for SQLite and
+/// PostgreSQL: `backend_suite!(conflicts, rebuild_equals_live);` makes
+/// `sqlite::conflicts`, `postgres::conflicts`, … each calling
+/// `conflicts(TestStores)` with fresh stores.
+#[macro_export]
+macro_rules! backend_suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let stores = $crate::stores::TestStores::new($crate::stores::Backend::Sqlite)
+                        .await
+                        .expect("SQLite stores");
+                    super::$test(stores).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(stores) =
+                        $crate::stores::TestStores::new($crate::stores::Backend::Postgres).await
+                    else {
+                        return;
+                    };
+                    super::$test(stores).await;
+                }
+            )*
+        }
+    };
+}
