@@ -33,6 +33,10 @@ pub(crate) enum Command {
     /// The message bus: run it alone, inspect it, replay dead letters.
     #[command(subcommand)]
     Bus(BusCommand),
+    /// Record an immutable release: digests and copies of every service's program, the manifest and the configuration.
+    Release(ReleaseArgs),
+    /// List the recorded releases, oldest first.
+    Releases(ReleasesArgs),
     /// Run a benchmark that ships with mortar.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -88,6 +92,24 @@ pub(crate) struct NodeArgs {
     /// The admin API's URL; overrides the data directory.
     #[arg(long, env = "MORTAR_ADMIN_URL")]
     pub(crate) admin_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReleaseArgs {
+    #[command(flatten)]
+    pub(crate) manifest: ManifestArgs,
+    /// The data directory holding the ledger [default: .mortar beside the manifest].
+    #[arg(long, env = "MORTAR_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReleasesArgs {
+    #[command(flatten)]
+    pub(crate) release: ReleaseArgs,
+    /// Print the releases as JSON (one array).
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Which running node a one-off command talks to: the node of the manifest

@@ -5,6 +5,7 @@ mod build;
 mod bus;
 mod check;
 mod logs;
+mod release;
 mod service;
 mod status;
 mod up;
@@ -35,6 +36,8 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bus(BusCommand::Dlq(DlqCommand::Replay(args))) => {
             runtime()?.block_on(bus::replay(args))
         }
+        Command::Release(args) => release::record(&args),
+        Command::Releases(args) => release::list(&args),
         Command::Bench(BenchCommand::Start(args)) => runtime()?.block_on(bench::start(args)),
         Command::Bench(BenchCommand::Bus(args)) => runtime()?.block_on(bench::bus(args)),
         Command::Bench(BenchCommand::Http(args)) => bench::http(args),
