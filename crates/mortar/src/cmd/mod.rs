@@ -5,6 +5,7 @@ mod build;
 mod bus;
 mod check;
 mod logs;
+mod projections;
 mod service;
 mod status;
 mod up;
@@ -16,7 +17,7 @@ use anyhow::Context;
 use mortar_manifest::{LoadError, Manifest};
 use mortar_node::client::AdminClient;
 
-use crate::cli::{BenchCommand, BusCommand, Command, DlqCommand, NodeArgs};
+use crate::cli::{BenchCommand, BusCommand, Command, DlqCommand, NodeArgs, ProjectionsCommand};
 
 /// The exit code for an invalid manifest or configuration (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -34,6 +35,12 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bus(BusCommand::Stats(args)) => runtime()?.block_on(bus::stats(args)),
         Command::Bus(BusCommand::Dlq(DlqCommand::Replay(args))) => {
             runtime()?.block_on(bus::replay(args))
+        }
+        Command::Projections(ProjectionsCommand::Status(args)) => {
+            runtime()?.block_on(projections::status(args))
+        }
+        Command::Projections(ProjectionsCommand::Rebuild(args)) => {
+            runtime()?.block_on(projections::rebuild(args))
         }
         Command::Bench(BenchCommand::Start(args)) => runtime()?.block_on(bench::start(args)),
         Command::Bench(BenchCommand::Bus(args)) => runtime()?.block_on(bench::bus(args)),
