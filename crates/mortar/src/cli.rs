@@ -37,9 +37,34 @@ pub(crate) enum Command {
     Release(ReleaseArgs),
     /// List the recorded releases, oldest first.
     Releases(ReleasesArgs),
+    /// Projections (read models) of the running node's services: where they are, rebuild one.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
     /// Run a benchmark that ships with mortar.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProjectionsCommand {
+    /// Every projection of every ready service: position and lag behind its source.
+    Status(ProjectionsStatusArgs),
+    /// Rebuild one projection from its source: reset, replay, resume.
+    Rebuild(ProjectionsRebuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProjectionsStatusArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProjectionsRebuildArgs {
+    /// The projection's name, as `mortar projections status` lists it.
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
 }
 
 /// Where the manifest is.

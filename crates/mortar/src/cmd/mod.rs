@@ -6,6 +6,7 @@ mod bus;
 mod check;
 mod logs;
 mod release;
+mod projections;
 mod service;
 mod status;
 mod up;
@@ -17,7 +18,7 @@ use anyhow::Context;
 use mortar_manifest::{LoadError, Manifest};
 use mortar_node::client::AdminClient;
 
-use crate::cli::{BenchCommand, BusCommand, Command, DlqCommand, NodeArgs};
+use crate::cli::{BenchCommand, BusCommand, Command, DlqCommand, NodeArgs, ProjectionsCommand};
 
 /// The exit code for an invalid manifest or configuration (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -38,6 +39,12 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Release(args) => release::record(&args),
         Command::Releases(args) => release::list(&args),
+        Command::Projections(ProjectionsCommand::Status(args)) => {
+            runtime()?.block_on(projections::status(args))
+        }
+        Command::Projections(ProjectionsCommand::Rebuild(args)) => {
+            runtime()?.block_on(projections::rebuild(args))
+        }
         Command::Bench(BenchCommand::Start(args)) => runtime()?.block_on(bench::start(args)),
         Command::Bench(BenchCommand::Bus(args)) => runtime()?.block_on(bench::bus(args)),
         Command::Bench(BenchCommand::Http(args)) => bench::http(args),
