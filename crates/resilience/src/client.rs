@@ -7,8 +7,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tower::ServiceBuilder;
@@ -20,7 +18,6 @@ use tower::util::BoxCloneSyncService;
 use crate::breaker::{BreakerLayer, BreakerOpen, BreakerState};
 use crate::deadline::{self, Deadline};
 use crate::discovery::{self, Setup};
-use crate::endpoint::Http;
 use crate::metrics::{Metrics, inc};
 use crate::retry::{self, RetryPolicy};
 use crate::shared_balance::SharedBalance;
@@ -57,7 +54,6 @@ pub struct Client {
 struct Inner {
     resolver: Arc<dyn Resolve>,
     config: ClientConfig,
-    http: Http,
     metrics: Arc<Metrics>,
     fallback: Option<Fallback>,
     stacks: Mutex<HashMap<StackKey, Arc<ServiceStack>>>,
@@ -86,18 +82,10 @@ impl Client {
         config: ClientConfig,
         fallback: Option<Fallback>,
     ) -> Client {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.per_try_timeout));
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Client {
             inner: Arc::new(Inner {
                 resolver,
                 config,
-                http,
                 metrics: Arc::default(),
                 fallback,
                 stacks: Mutex::default(),
@@ -259,7 +247,7 @@ impl Client {
             Setup {
                 service: service.to_owned(),
                 version: version.map(str::to_owned),
-                http: inner.http.clone(),
+                pool_idle_timeout: cfg.pool_idle_timeout,
                 outlier: cfg.outlier.clone(),
                 metrics: inner.metrics.clone(),
                 cancel: cancel.clone(),

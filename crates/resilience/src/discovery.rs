@@ -15,9 +15,13 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tower::discover::Change;
 
-use crate::endpoint::{EndpointService, Http, Tracker};
+use crate::endpoint::{EndpointService, Tracker};
 use crate::metrics::{Metrics, inc};
+use crate::pool::Pool;
 use crate::{Endpoint, OutlierConfig, backoff};
+
+/// Most idle connections kept to one instance.
+const MAX_IDLE_PER_INSTANCE: usize = 1024;
 
 /// Messages to the membership task.
 #[derive(Debug)]
@@ -36,7 +40,8 @@ pub(crate) type Changes =
 pub(crate) struct Setup {
     pub(crate) service: String,
     pub(crate) version: Option<String>,
-    pub(crate) http: Http,
+    /// How long an idle upstream connection is kept.
+    pub(crate) pool_idle_timeout: std::time::Duration,
     pub(crate) outlier: OutlierConfig,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) cancel: CancellationToken,
@@ -44,7 +49,8 @@ pub(crate) struct Setup {
 
 struct Member {
     endpoint: Endpoint,
-    authority: http::uri::Authority,
+    /// Kept across ejection and readmission, so connections survive.
+    pool: Arc<Pool>,
     tracker: Arc<Tracker>,
     generation: u64,
     ejected: bool,
@@ -101,15 +107,14 @@ pub(crate) fn spawn(
 
 impl Task {
     fn endpoint_service(&self, id: &Arc<str>, member: &Member) -> EndpointService {
-        EndpointService {
-            http: self.setup.http.clone(),
-            id: id.clone(),
-            address: member.endpoint.address,
-            authority: member.authority.clone(),
-            tracker: member.tracker.clone(),
-            events: self.events_tx.clone(),
-            eject_after: self.setup.outlier.consecutive_failures,
-        }
+        EndpointService::new(
+            member.pool.clone(),
+            id.clone(),
+            member.endpoint.address,
+            member.tracker.clone(),
+            self.events_tx.clone(),
+            self.setup.outlier.consecutive_failures,
+        )
     }
 
     fn send(&self, change: Change<Arc<str>, EndpointService>) {
@@ -150,11 +155,12 @@ impl Task {
                 continue;
             }
             self.generation += 1;
-            let Ok(authority) = http::uri::Authority::try_from(endpoint.address.to_string()) else {
-                continue;
-            };
             let member = Member {
-                authority,
+                pool: Pool::new(
+                    endpoint.address,
+                    self.setup.pool_idle_timeout,
+                    MAX_IDLE_PER_INSTANCE,
+                ),
                 endpoint,
                 tracker: Arc::default(),
                 generation: self.generation,

@@ -6,8 +6,8 @@
 //! overall deadline → [retry](retry) (full-jitter backoff, retry budget) →
 //! per-service [circuit breaker](breaker) → per-try timeout →
 //! [deadline header](deadline) → shared power-of-two-choices balancer over
-//! peak-EWMA load → [endpoint](endpoint) (pooled hyper HTTP/1 client with
-//! passive outlier ejection). Endpoints come from a [`Resolve`] watch turned
+//! peak-EWMA load → [endpoint](endpoint) (kept-alive HTTP/1 connections,
+//! each driven by the calling task, and passive outlier ejection). Endpoints come from a [`Resolve`] watch turned
 //! into a `tower::discover` stream by [`discovery`].
 
 pub mod backoff;
@@ -19,6 +19,7 @@ mod discovery;
 mod endpoint;
 mod error;
 mod metrics;
+mod pool;
 mod resolve;
 pub mod retry;
 mod shared_balance;
