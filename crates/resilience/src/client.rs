@@ -11,16 +11,14 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tower::ServiceBuilder;
 use tower::ServiceExt;
-use tower::balance::p2c::Balance;
-use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
 use tower::util::BoxCloneSyncService;
 
+use crate::balance::{Balance, Members};
 use crate::breaker::{BreakerLayer, BreakerOpen, BreakerState};
-use crate::deadline::{self, Deadline};
+use crate::deadline::{self, Attempt, Deadline, DeadlineReached};
 use crate::discovery::{self, Setup};
 use crate::metrics::{Metrics, inc};
 use crate::retry::{self, RetryPolicy};
-use crate::shared_balance::SharedBalance;
 use crate::{BoxError, CallError, ClientConfig, EndpointError, Resolve};
 
 /// The body of responses the client returns.
@@ -135,18 +133,21 @@ impl Client {
                 service: service.to_owned(),
             })
         } else {
+            // Each attempt is bounded by this deadline (see
+            // `deadline::Attempt`) and retries are only made when they can
+            // start before it, so no timer around the whole call is needed.
             let deadline = Instant::now() + budget;
             req.extensions_mut().insert(Deadline(deadline));
-            match tokio::time::timeout_at(deadline, stack.stack.clone().oneshot(req)).await {
-                Ok(Ok(resp)) => return Ok(resp),
-                Ok(Err(e)) => Err(self.classify(service, e)),
-                Err(_) => {
+            match stack.stack.clone().oneshot(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.is::<DeadlineReached>() => {
                     inc(&inner.metrics.deadlines_exceeded);
                     Err(CallError::Deadline {
                         service: service.to_owned(),
                         deadline: budget,
                     })
                 }
+                Err(e) => Err(self.classify(service, e)),
             }
         };
         let error = match result {
@@ -243,39 +244,32 @@ impl Client {
         let inner = &self.inner;
         let cfg = &inner.config;
         let cancel = CancellationToken::new();
-        let (changes, live) = discovery::spawn(
+        let members = Members::new(cfg.ewma_decay);
+        let live = discovery::spawn(
             Setup {
                 service: service.to_owned(),
                 version: version.map(str::to_owned),
                 pool_idle_timeout: cfg.pool_idle_timeout,
+                default_rtt: cfg.default_rtt,
                 outlier: cfg.outlier.clone(),
                 metrics: inner.metrics.clone(),
                 cancel: cancel.clone(),
             },
+            members.clone(),
             inner.resolver.watch(service),
         );
-        let discover = PeakEwmaDiscover::new::<Request<Bytes>>(
-            changes,
-            cfg.default_rtt,
-            cfg.ewma_decay,
-            CompleteOnResponse::default(),
+        let attempt = Attempt::new(
+            Balance::new(members),
+            cfg.per_try_timeout,
+            inner.metrics.clone(),
         );
-        let balance = SharedBalance::new(Balance::new(discover));
-        let metrics = inner.metrics.clone();
-        let per_try = cfg.per_try_timeout;
         let stack = ServiceBuilder::new()
             .retry(RetryPolicy {
                 shared: self.retry_shared(service),
                 attempt: 0,
             })
             .layer(self.breaker(service))
-            .timeout(per_try)
-            .map_request(deadline::stamp(per_try))
-            .map_request(move |req: Request<Bytes>| {
-                inc(&metrics.attempts);
-                req
-            })
-            .service(balance);
+            .service(attempt);
         ServiceStack {
             stack: BoxCloneSyncService::new(stack),
             live,

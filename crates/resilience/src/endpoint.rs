@@ -1,18 +1,15 @@
-//! One instance as a tower service: points the request at the instance,
+//! One instance: points the request at the instance,
 //! sends it over the instance's connection [`Pool`], and watches the outcome
 //! for passive outlier ejection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
 use tokio::sync::mpsc;
-use tower::Service;
 
 use crate::EndpointError;
 use crate::client::ResponseBody;
@@ -99,52 +96,46 @@ fn origin_form(uri: Uri) -> Result<Uri, http::Error> {
     Uri::from_parts(parts).map_err(Into::into)
 }
 
-impl Service<Request<Bytes>> for EndpointService {
-    type Response = Response<ResponseBody>;
-    type Error = EndpointError;
-    type Future = BoxFuture<'static, Result<Response<ResponseBody>, EndpointError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), EndpointError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let this = self.inner.clone();
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            parts.uri = origin_form(parts.uri).map_err(|source| EndpointError::Uri {
-                instance: this.id.to_string(),
-                source,
-            })?;
-            parts.headers.insert(http::header::HOST, this.host.clone());
-            let result = this
-                .pool
-                .send(Request::from_parts(parts, Full::new(body)))
-                .await;
-            match result {
-                Ok(resp) => {
-                    this.observe(resp.status().is_server_error());
-                    Ok(resp)
-                }
-                Err(e) => {
-                    this.observe(true);
-                    let instance = this.id.to_string();
-                    let address = this.address;
-                    Err(match e {
-                        SendError::Connect(source) => EndpointError::Connect {
-                            instance,
-                            address,
-                            source,
-                        },
-                        SendError::Exchange(source) => EndpointError::Exchange {
-                            instance,
-                            address,
-                            source,
-                        },
-                    })
-                }
+impl EndpointService {
+    /// Sends `req` to this instance and notes the outcome for ejection.
+    pub(crate) async fn send(
+        &self,
+        req: Request<Bytes>,
+    ) -> Result<Response<ResponseBody>, EndpointError> {
+        let this = &*self.inner;
+        let (mut parts, body) = req.into_parts();
+        parts.uri = origin_form(parts.uri).map_err(|source| EndpointError::Uri {
+            instance: this.id.to_string(),
+            source,
+        })?;
+        parts.headers.insert(http::header::HOST, this.host.clone());
+        let result = this
+            .pool
+            .send(Request::from_parts(parts, Full::new(body)))
+            .await;
+        match result {
+            Ok(resp) => {
+                this.observe(resp.status().is_server_error());
+                Ok(resp)
             }
-        })
+            Err(e) => {
+                this.observe(true);
+                let instance = this.id.to_string();
+                let address = this.address;
+                Err(match e {
+                    SendError::Connect(source) => EndpointError::Connect {
+                        instance,
+                        address,
+                        source,
+                    },
+                    SendError::Exchange(source) => EndpointError::Exchange {
+                        instance,
+                        address,
+                        source,
+                    },
+                })
+            }
+        }
     }
 }
 

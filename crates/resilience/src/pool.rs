@@ -74,7 +74,9 @@ impl Pooled {
 }
 
 struct Idle {
-    conn: Pooled,
+    /// Boxed: a connection is large, and moves in and out of the pool on
+    /// every call.
+    conn: Box<Pooled>,
     since: Instant,
 }
 
@@ -143,7 +145,7 @@ impl Pool {
     /// The answer with a body the caller can read: small ones read here.
     async fn finish(
         self: &Arc<Self>,
-        mut pooled: Pooled,
+        mut pooled: Box<Pooled>,
         resp: Response<Incoming>,
     ) -> Result<Response<ResponseBody>, SendError> {
         let (parts, mut body) = resp.into_parts();
@@ -197,7 +199,7 @@ impl Pool {
     }
 
     /// A kept-alive connection that still works, if any.
-    fn checkout(&self, cx: &mut Context<'_>) -> Option<Pooled> {
+    fn checkout(&self, cx: &mut Context<'_>) -> Option<Box<Pooled>> {
         loop {
             let Idle { mut conn, since } = self.lock().pop()?;
             if since.elapsed() >= self.idle_timeout {
@@ -212,7 +214,7 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<Pooled, SendError> {
+    async fn connect(&self) -> Result<Box<Pooled>, SendError> {
         let stream = TcpStream::connect(self.address)
             .await
             .map_err(SendError::Connect)?;
@@ -223,15 +225,15 @@ impl Pool {
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Exchange)?;
-        Ok(Pooled {
+        Ok(Box::new(Pooled {
             sender,
             conn,
             done: false,
-        })
+        }))
     }
 
     /// Keeps a connection whose exchange finished for the next request.
-    fn put(&self, conn: Pooled) {
+    fn put(&self, conn: Box<Pooled>) {
         if conn.done || conn.sender.is_closed() {
             return;
         }
@@ -294,7 +296,7 @@ fn poll_body(
 /// hands it back to the pool once the body has ended.
 struct PooledBody {
     body: Incoming,
-    conn: Option<Pooled>,
+    conn: Option<Box<Pooled>>,
     pool: Weak<Pool>,
 }
 
