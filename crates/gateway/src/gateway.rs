@@ -98,7 +98,9 @@ impl Gateway {
                 }
             };
             let shared = self.shared.clone();
-            let shutdown = shutdown.clone();
+            // A token of its own: the connection polls it on every wake-up,
+            // and polling a shared token locks a mutex all connections share.
+            let shutdown = shutdown.child_token();
             let open = open_tx.clone();
             tokio::spawn(async move {
                 serve_connection(shared, stream, remote, shutdown).await;

@@ -14,18 +14,15 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use http::{Request, Response};
 use rand::Rng;
 use tokio::time::Instant;
-use tower::Service;
 
-use crate::BoxError;
+use crate::EndpointError;
 use crate::client::ResponseBody;
 use crate::endpoint::EndpointService;
 
@@ -134,41 +131,23 @@ impl Drop for InFlight {
     }
 }
 
-/// The balancer as the innermost tower service of a stack.
-#[derive(Clone)]
-pub(crate) struct Balance {
-    members: Arc<Members>,
-}
-
-impl Balance {
-    pub(crate) fn new(members: Arc<Members>) -> Self {
-        Self { members }
-    }
-}
-
-impl Service<Request<Bytes>> for Balance {
-    type Response = Response<ResponseBody>;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<ResponseBody>, BoxError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let members = self.members.clone();
-        Box::pin(async move {
-            let member = loop {
-                match members.pick() {
-                    Some(m) => break m,
-                    None => tokio::time::sleep(RECHECK).await,
-                }
-            };
-            let in_flight = InFlight::start(member, members.decay_ns);
-            let result = in_flight.member.endpoint.send(req).await;
-            drop(in_flight);
-            result.map_err(Into::into)
-        })
+impl Members {
+    /// Sends `req` to the less loaded of two instances, waiting while the
+    /// list is empty (the caller's timeout bounds the wait).
+    pub(crate) async fn send(
+        &self,
+        req: Request<Bytes>,
+    ) -> Result<Response<ResponseBody>, EndpointError> {
+        let member = loop {
+            match self.pick() {
+                Some(m) => break m,
+                None => tokio::time::sleep(RECHECK).await,
+            }
+        };
+        let in_flight = InFlight::start(member, self.decay_ns);
+        let result = in_flight.member.endpoint.send(req).await;
+        drop(in_flight);
+        result
     }
 }
 

@@ -9,13 +9,11 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tower::ServiceBuilder;
-use tower::ServiceExt;
-use tower::util::BoxCloneSyncService;
+use tower::retry::Policy;
 
-use crate::balance::{Balance, Members};
+use crate::balance::Members;
 use crate::breaker::{BreakerLayer, BreakerOpen, BreakerState};
-use crate::deadline::{self, Attempt, Deadline, DeadlineReached};
+use crate::deadline::{self, Deadline, DeadlineReached};
 use crate::discovery::{self, Setup};
 use crate::metrics::{Metrics, inc};
 use crate::retry::{self, RetryPolicy};
@@ -32,11 +30,12 @@ pub type Fallback =
 /// `service`, or `service` NUL `version` for a version-filtered stack.
 type StackKey = String;
 
-type Stack = BoxCloneSyncService<Request<Bytes>, Response<ResponseBody>, BoxError>;
-
-/// The stack of one (service, version).
+/// The stack of one (service, version): what every call to it goes
+/// through, outermost first.
 struct ServiceStack {
-    stack: Stack,
+    retry: Arc<retry::Shared>,
+    breaker: BreakerLayer,
+    members: Arc<Members>,
     live: Arc<AtomicUsize>,
     _stop: DropGuard,
 }
@@ -138,7 +137,7 @@ impl Client {
             // start before it, so no timer around the whole call is needed.
             let deadline = Instant::now() + budget;
             req.extensions_mut().insert(Deadline(deadline));
-            match stack.stack.clone().oneshot(req).await {
+            match self.run(&stack, req).await {
                 Ok(resp) => return Ok(resp),
                 Err(e) if e.is::<DeadlineReached>() => {
                     inc(&inner.metrics.deadlines_exceeded);
@@ -164,6 +163,59 @@ impl Client {
             return Ok(resp);
         }
         Err(error)
+    }
+
+    /// Retries: each attempt runs on a copy kept for the next one, and the
+    /// policy decides (budget, backoff, deadline) whether there is a next.
+    ///
+    /// The layers are plain calls rather than a boxed tower stack: every
+    /// layer of one allocated a future and cloned services per call, for
+    /// no flexibility the client uses.
+    async fn run(
+        &self,
+        stack: &ServiceStack,
+        mut req: Request<Bytes>,
+    ) -> Result<Response<ResponseBody>, BoxError> {
+        let mut policy = RetryPolicy {
+            shared: stack.retry.clone(),
+            attempt: 0,
+        };
+        loop {
+            let next =
+                Policy::<_, Response<ResponseBody>, BoxError>::clone_request(&mut policy, &req);
+            let mut result = self.attempt(stack, req).await;
+            let Some(mut retry) = next else {
+                return result;
+            };
+            match policy.retry(&mut retry, &mut result) {
+                Some(backoff) => {
+                    backoff.await;
+                    req = retry;
+                }
+                None => return result,
+            }
+        }
+    }
+
+    /// One attempt: the breaker admits it, it is bounded by the per-try
+    /// timeout and the deadline, and the balancer sends it.
+    async fn attempt(
+        &self,
+        stack: &ServiceStack,
+        mut req: Request<Bytes>,
+    ) -> Result<Response<ResponseBody>, BoxError> {
+        let outcome = stack.breaker.admit()?;
+        let end = deadline::begin_attempt(
+            &mut req,
+            self.inner.config.per_try_timeout,
+            &self.inner.metrics,
+        );
+        let result = deadline::bounded(end, async {
+            stack.members.send(req).await.map_err(BoxError::from)
+        })
+        .await;
+        outcome.finish(matches!(&result, Ok(r) if !r.status().is_server_error()));
+        result
     }
 
     fn classify(&self, service: &str, error: BoxError) -> CallError {
@@ -258,20 +310,10 @@ impl Client {
             members.clone(),
             inner.resolver.watch(service),
         );
-        let attempt = Attempt::new(
-            Balance::new(members),
-            cfg.per_try_timeout,
-            inner.metrics.clone(),
-        );
-        let stack = ServiceBuilder::new()
-            .retry(RetryPolicy {
-                shared: self.retry_shared(service),
-                attempt: 0,
-            })
-            .layer(self.breaker(service))
-            .service(attempt);
         ServiceStack {
-            stack: BoxCloneSyncService::new(stack),
+            retry: self.retry_shared(service),
+            breaker: self.breaker(service),
+            members,
             live,
             _stop: cancel.drop_guard(),
         }

@@ -1,14 +1,11 @@
 //! The call deadline, carried inside the request and told to the callee in
 //! [`DEADLINE_HEADER`] so it can give up when the caller already has.
 
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::future::Future;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use http::{HeaderValue, Request};
 use tokio::time::Instant;
-use tower::Service;
 
 use crate::BoxError;
 use crate::metrics::{Metrics, inc};
@@ -47,64 +44,56 @@ pub fn stamp<B>(per_try: Duration) -> impl Fn(Request<B>) -> Request<B> + Clone 
 #[error("the call deadline passed")]
 pub(crate) struct DeadlineReached;
 
-/// One attempt: counts it, tells the callee the time it has left, and
-/// bounds it by the per-try timeout or the call's deadline, whichever comes
-/// first.
+/// When one attempt must end: at the per-try timeout or the call's
+/// deadline, whichever comes first.
 ///
-/// Why one layer: with a per-try timeout layer and an overall timeout
-/// around the whole call, every call armed two timers. Since retries are
-/// only made when their backoff ends before the deadline, bounding each
-/// attempt by the deadline enforces it with a single timer per attempt.
-#[derive(Clone)]
-pub(crate) struct Attempt<S> {
-    inner: S,
+/// Why bound attempts by the deadline: with a per-try timeout and a second
+/// timer around the whole call, every call armed two timers. Since retries
+/// are only made when their backoff ends before the deadline, bounding each
+/// attempt by it enforces the deadline with a single timer per attempt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttemptEnd {
+    at: Instant,
+    by_deadline: bool,
+}
+
+/// Starts an attempt of `req`: counts it and tells the callee, in
+/// [`DEADLINE_HEADER`], how long it has.
+pub(crate) fn begin_attempt<B>(
+    req: &mut Request<B>,
     per_try: Duration,
-    metrics: Arc<Metrics>,
+    metrics: &Metrics,
+) -> AttemptEnd {
+    inc(&metrics.attempts);
+    let now = Instant::now();
+    let try_end = now + per_try;
+    let end = match req.extensions().get::<Deadline>() {
+        Some(Deadline(d)) if *d < try_end => AttemptEnd {
+            at: *d,
+            by_deadline: true,
+        },
+        _ => AttemptEnd {
+            at: try_end,
+            by_deadline: false,
+        },
+    };
+    let left = end.at.saturating_duration_since(now);
+    req.headers_mut()
+        .insert(DEADLINE_HEADER, HeaderValue::from(left.as_millis() as u64));
+    end
 }
 
-impl<S> Attempt<S> {
-    pub(crate) fn new(inner: S, per_try: Duration, metrics: Arc<Metrics>) -> Self {
-        Self {
-            inner,
-            per_try,
-            metrics,
-        }
-    }
-}
-
-impl<S, B, R> Service<Request<B>> for Attempt<S>
+/// Runs an attempt until `end`: a per-try timeout ends it with tower's
+/// `Elapsed` (retried for idempotent requests), the deadline with
+/// [`DeadlineReached`].
+pub(crate) async fn bounded<T, F>(end: AttemptEnd, attempt: F) -> Result<T, BoxError>
 where
-    S: Service<Request<B>, Response = R>,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
+    F: Future<Output = Result<T, BoxError>>,
 {
-    type Response = R;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<R, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        inc(&self.metrics.attempts);
-        let now = Instant::now();
-        let try_end = now + self.per_try;
-        let (end, by_deadline) = match req.extensions().get::<Deadline>() {
-            Some(Deadline(d)) if *d < try_end => (*d, true),
-            _ => (try_end, false),
-        };
-        let left = end.saturating_duration_since(now);
-        req.headers_mut()
-            .insert(DEADLINE_HEADER, HeaderValue::from(left.as_millis() as u64));
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            match tokio::time::timeout_at(end, fut).await {
-                Ok(result) => result.map_err(Into::into),
-                Err(_) if by_deadline => Err(DeadlineReached.into()),
-                Err(_) => Err(tower::timeout::error::Elapsed::new().into()),
-            }
-        })
+    match tokio::time::timeout_at(end.at, attempt).await {
+        Ok(result) => result,
+        Err(_) if end.by_deadline => Err(DeadlineReached.into()),
+        Err(_) => Err(tower::timeout::error::Elapsed::new().into()),
     }
 }
 
@@ -132,23 +121,25 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_attempt_ends_at_the_per_try_timeout_or_the_deadline() {
-        let hang = tower::service_fn(|req: Request<()>| async move {
-            let left = from_headers(req.headers());
-            std::future::pending::<()>().await;
-            Ok::<_, BoxError>(left)
-        });
-        let mut attempt = Attempt::new(hang, Duration::from_millis(300), Arc::default());
+        let metrics = Metrics::default();
+        let hang = std::future::pending::<Result<(), BoxError>>;
         let mut req = Request::new(());
         req.extensions_mut()
             .insert(Deadline(Instant::now() + Duration::from_secs(60)));
-        let e = attempt.call(req).await.unwrap_err();
+        let end = begin_attempt(&mut req, Duration::from_millis(300), &metrics);
+        assert_eq!(
+            from_headers(req.headers()),
+            Some(Duration::from_millis(300))
+        );
+        let e = bounded(end, hang()).await.unwrap_err();
         assert!(e.is::<tower::timeout::error::Elapsed>(), "{e}");
 
         let mut req = Request::new(());
         req.extensions_mut()
             .insert(Deadline(Instant::now() + Duration::from_millis(100)));
-        let e = attempt.call(req).await.unwrap_err();
+        let end = begin_attempt(&mut req, Duration::from_millis(300), &metrics);
+        let e = bounded(end, hang()).await.unwrap_err();
         assert!(e.is::<DeadlineReached>(), "{e}");
-        assert_eq!(attempt.metrics.snapshot().attempts, 2);
+        assert_eq!(metrics.snapshot().attempts, 2);
     }
 }
