@@ -1,8 +1,9 @@
 //! [`Gateway`]: the public entry point.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,7 +16,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use mortar_resilience::{BoxError, Client, Metrics, Resolve};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
@@ -85,6 +86,7 @@ impl Gateway {
     ) -> std::io::Result<()> {
         // Each connection task holds a sender; all dropped = all drained.
         let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+        let open = Arc::new(Mutex::new(Open::default()));
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -98,20 +100,47 @@ impl Gateway {
                 }
             };
             let shared = self.shared.clone();
-            // A token of its own: the connection polls it on every wake-up,
-            // and polling a shared token locks a mutex all connections share.
-            let shutdown = shutdown.child_token();
-            let open = open_tx.clone();
+            let (id, stop) = lock(&open).add();
+            let open = open.clone();
+            let draining = open_tx.clone();
             tokio::spawn(async move {
-                serve_connection(shared, stream, remote, shutdown).await;
-                drop(open);
+                serve_connection(shared, stream, remote, stop).await;
+                lock(&open).stop.remove(&id);
+                drop(draining);
             });
         }
         drop(listener);
+        // Tells every open connection to finish its request and close.
+        lock(&open).stop.clear();
         drop(open_tx);
         let _ = open_rx.recv().await;
         Ok(())
     }
+}
+
+/// The shutdown signals of open connections: dropping a connection's
+/// sender tells it to finish the request it serves and close.
+///
+/// Why not a clone of the cancellation token: a connection polls its
+/// signal on every wake-up, and polling a token locks a mutex, whereas
+/// polling a oneshot receiver is an atomic load.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    stop: HashMap<u64, oneshot::Sender<()>>,
+}
+
+impl Open {
+    fn add(&mut self) -> (u64, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        self.next += 1;
+        self.stop.insert(self.next, tx);
+        (self.next, rx)
+    }
+}
+
+fn lock(open: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
+    open.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Errors of `accept` that concern one connection only; anything else
@@ -132,7 +161,7 @@ async fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     remote: SocketAddr,
-    shutdown: CancellationToken,
+    mut stop: oneshot::Receiver<()>,
 ) {
     // Responses are written whole; Nagle would only hold back the last
     // segment of one waiting for the client's delayed ACK.
@@ -143,13 +172,16 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let shared = shared.clone();
         let peer = peer.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, req, &peer).await) }
+        // Boxed: the future holds the whole forwarding pipeline, and hyper
+        // would otherwise move it by value on every request.
+        Box::pin(async move { Ok::<_, Infallible>(handle(&shared, req, &peer).await) })
     });
     let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
+        biased;
         r = conn.as_mut() => r,
-        () = shutdown.cancelled() => {
+        _ = &mut stop => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
