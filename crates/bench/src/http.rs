@@ -12,6 +12,10 @@
 //! 3. the resilient [`Client`] against a bare hyper client, closed loop on
 //!    one instance (the SDK's throughput overhead).
 //!
+//! Each run is split into rounds interleaved with the runs it is compared
+//! with (direct, gateway, nginx, direct, ...), so that a change in the
+//! machine's load weighs on all of them alike.
+//!
 //! Upstreams, gateway and load generator each get their own tokio runtime,
 //! so the load generator never steals the gateway's worker threads.
 
@@ -37,6 +41,9 @@ const PATH: &str = "/v1/item";
 const SERVICE: &str = "bench";
 /// Requests sent before each measured run, to open connections.
 const WARM_UP: usize = 200;
+/// Rounds each run is split into, interleaved with the runs it is compared
+/// with.
+const ROUNDS: u32 = 3;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -174,26 +181,44 @@ pub fn run(options: &HttpBenchOptions) -> Result<HttpBenchReport, HttpBenchError
         if let Some(n) = &nginx {
             targets.push(("nginx", url(n.addr)));
         }
-        let mut closed = Vec::new();
-        for (name, t) in &targets {
-            closed.push(closed_loop(name, t, options.concurrency, options.duration).await?);
+        // Every comparison runs in interleaved rounds (a, b, c, a, b, c,
+        // ...), so a change in the machine's load during the run (the
+        // machine is shared) weighs on all of them alike instead of on
+        // whichever happened to run then.
+        let round = options.duration / ROUNDS;
+        let mut closed = vec![Samples::default(); targets.len()];
+        let mut paced_runs = vec![Samples::default(); targets.len()];
+        for _ in 0..ROUNDS {
+            for ((_, t), acc) in targets.iter().zip(&mut closed) {
+                acc.add(closed_loop(t, options.concurrency, round).await);
+            }
         }
-        let mut paced_runs = Vec::new();
-        for (name, t) in &targets {
-            paced_runs.push(paced(name, t, options.rate, options.duration).await?);
+        for _ in 0..ROUNDS {
+            for ((_, t), acc) in targets.iter().zip(&mut paced_runs) {
+                acc.add(paced(t, options.rate, round).await);
+            }
         }
-        let bare_client = closed_loop(
-            "bare hyper client",
-            &url(first),
-            options.concurrency,
-            options.duration,
-        )
-        .await?;
         let single = Arc::new(StaticResolver::new());
         single.set(SERVICE, vec![Endpoint::new(format!("{SERVICE}-0"), first)]);
         let sdk = Target::Sdk(Client::new(single, ClientConfig::default()));
-        let sdk_client =
-            closed_loop("mortar Client", &sdk, options.concurrency, options.duration).await?;
+        let bare_target = url(first);
+        let (mut bare, mut mortar) = (Samples::default(), Samples::default());
+        for _ in 0..ROUNDS {
+            bare.add(closed_loop(&bare_target, options.concurrency, round).await);
+            mortar.add(closed_loop(&sdk, options.concurrency, round).await);
+        }
+        let names = targets.iter().map(|(n, _)| *n);
+        let closed = names
+            .clone()
+            .zip(&closed)
+            .map(|(n, s)| s.report(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let paced_runs = names
+            .zip(&paced_runs)
+            .map(|(n, s)| s.report(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bare_client = bare.report("bare hyper client")?;
+        let sdk_client = mortar.report("mortar Client")?;
         Ok(HttpBenchReport {
             closed,
             paced: paced_runs,
@@ -314,28 +339,35 @@ impl Target {
     }
 }
 
-fn report(
-    name: &str,
-    latencies_us: &[f64],
+/// What runs of one target measured, added up over rounds.
+#[derive(Debug, Clone, Default)]
+struct Samples {
+    /// Latencies of successful requests in microseconds.
+    latencies_us: Vec<f64>,
     errors: usize,
     elapsed: Duration,
-) -> Result<RunReport, HttpBenchError> {
-    let latency_us =
-        Summary::of(latencies_us).ok_or_else(|| HttpBenchError::NoSamples(name.to_owned()))?;
-    Ok(RunReport {
-        name: name.to_owned(),
-        per_sec: latencies_us.len() as f64 / elapsed.as_secs_f64(),
-        latency_us,
-        errors,
-    })
 }
 
-async fn closed_loop(
-    name: &str,
-    target: &Target,
-    concurrency: usize,
-    duration: Duration,
-) -> Result<RunReport, HttpBenchError> {
+impl Samples {
+    fn add(&mut self, other: Samples) {
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+    }
+
+    fn report(&self, name: &str) -> Result<RunReport, HttpBenchError> {
+        let latency_us = Summary::of(&self.latencies_us)
+            .ok_or_else(|| HttpBenchError::NoSamples(name.to_owned()))?;
+        Ok(RunReport {
+            name: name.to_owned(),
+            per_sec: self.latencies_us.len() as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            latency_us,
+            errors: self.errors,
+        })
+    }
+}
+
+async fn closed_loop(target: &Target, concurrency: usize, duration: Duration) -> Samples {
     for _ in 0..WARM_UP {
         target.once().await;
     }
@@ -358,24 +390,19 @@ async fn closed_loop(
             (lat, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
+    let mut all = Samples::default();
     for t in tasks {
         // A load task only panics if the runtime is going away.
         if let Ok((l, e)) = t.await {
-            all.extend(l);
-            errors += e;
+            all.latencies_us.extend(l);
+            all.errors += e;
         }
     }
-    report(name, &all, errors, start.elapsed())
+    all.elapsed = start.elapsed();
+    all
 }
 
-async fn paced(
-    name: &str,
-    target: &Target,
-    rate: u64,
-    duration: Duration,
-) -> Result<RunReport, HttpBenchError> {
+async fn paced(target: &Target, rate: u64, duration: Duration) -> Samples {
     for _ in 0..WARM_UP {
         target.once().await;
     }
@@ -394,16 +421,16 @@ async fn paced(
         });
     }
     drop(tx);
-    let mut lat = Vec::new();
-    let mut errors = 0;
+    let mut all = Samples::default();
     while let Some((ok, l)) = rx.recv().await {
         if ok {
-            lat.push(l.as_secs_f64() * 1e6);
+            all.latencies_us.push(l.as_secs_f64() * 1e6);
         } else {
-            errors += 1;
+            all.errors += 1;
         }
     }
-    report(name, &lat, errors, start.elapsed())
+    all.elapsed = start.elapsed();
+    all
 }
 
 /// nginx as a keep-alive reverse proxy over the upstreams, as its own

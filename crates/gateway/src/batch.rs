@@ -3,7 +3,6 @@
 //! requests.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::response::{IntoResponse, Response};
@@ -13,7 +12,7 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::proxy::Shared;
+use crate::proxy::{Peer, Shared};
 use crate::{problems, trace};
 
 /// The batch endpoint's path.
@@ -124,7 +123,7 @@ pub(crate) async fn run(
     shared: &Arc<Shared>,
     parent: &http::HeaderMap,
     body: &[u8],
-    client_ip: Option<IpAddr>,
+    peer: &Peer,
 ) -> Response {
     let batch: BatchRequest = match serde_json::from_slice(body) {
         Ok(b) => b,
@@ -151,7 +150,7 @@ pub(crate) async fn run(
         let built = build(sub, parent);
         async move {
             match built {
-                Ok(req) => collect(shared.forward(req, client_ip).await).await,
+                Ok(req) => collect(shared.forward(req, peer).await).await,
                 Err(detail) => collect(problems::bad_request(PATH, detail)).await,
             }
         }

@@ -1,21 +1,26 @@
 //! [`Gateway`]: the public entry point.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
-
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
-use http::{Method, header};
+use bytes::Bytes;
+use http::{HeaderValue, Method, header};
 use http_body_util::{BodyExt, Limited};
-use mortar_resilience::{Client, Metrics, Resolve};
-use tokio::net::TcpListener;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use mortar_resilience::{BoxError, Client, Metrics, Resolve};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
-use crate::proxy::Shared;
+use crate::proxy::{Peer, Shared};
 use crate::rate_limit::RateLimiter;
 use crate::routes::RouteTable;
 use crate::split::Splits;
@@ -56,79 +61,186 @@ impl Gateway {
         self.shared.client.metrics()
     }
 
-    /// The gateway as an axum router. Serve it with
-    /// `into_make_service_with_connect_info::<SocketAddr>()` so the rate
-    /// limit can key on client IPs (without it all clients share one bucket).
+    /// The gateway as an axum router, to embed it in an application. Serve
+    /// it with `into_make_service_with_connect_info::<SocketAddr>()` so the
+    /// rate limit can key on client IPs (without it all clients share one
+    /// bucket). [`Gateway::serve`] does not go through it: it hands each
+    /// request straight to the gateway, which is cheaper.
     pub fn router(&self) -> Router {
         Router::new()
-            .fallback(handle)
+            .fallback(handle_routed)
             .with_state(self.shared.clone())
     }
 
-    /// Serves on `listener` until `shutdown` is cancelled, then drains.
+    /// Serves HTTP/1.1 on `listener` until `shutdown` is cancelled, then
+    /// stops accepting and waits for open connections to finish the
+    /// requests they are serving.
+    ///
+    /// Connections are served by hyper directly, without a router in
+    /// between: the gateway has one handler, so routing layers would only
+    /// add allocations and indirections to every request.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        // Responses are written whole; Nagle would only hold back the last
-        // segment of one waiting for the client's delayed ACK.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted socket");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        // Each connection task holds a sender; all dropped = all drained.
+        let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+        let open = Arc::new(Mutex::new(Open::default()));
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, remote) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            };
+            let shared = self.shared.clone();
+            let (id, stop) = lock(&open).add();
+            let open = open.clone();
+            let draining = open_tx.clone();
+            tokio::spawn(async move {
+                serve_connection(shared, stream, remote, stop).await;
+                lock(&open).stop.remove(&id);
+                drop(draining);
+            });
+        }
+        drop(listener);
+        // Tells every open connection to finish its request and close.
+        lock(&open).stop.clear();
+        drop(open_tx);
+        let _ = open_rx.recv().await;
+        Ok(())
     }
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let client_ip: Option<IpAddr> = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let path = req.uri().path().to_owned();
+/// The shutdown signals of open connections: dropping a connection's
+/// sender tells it to finish the request it serves and close.
+///
+/// Why not a clone of the cancellation token: a connection polls its
+/// signal on every wake-up, and polling a token locks a mutex, whereas
+/// polling a oneshot receiver is an atomic load.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    stop: HashMap<u64, oneshot::Sender<()>>,
+}
+
+impl Open {
+    fn add(&mut self) -> (u64, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        self.next += 1;
+        self.stop.insert(self.next, tx);
+        (self.next, rx)
+    }
+}
+
+fn lock(open: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
+    open.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Errors of `accept` that concern one connection only; anything else
+/// (e.g. out of file descriptors) is logged and waited out.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "gateway cannot accept connections; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    mut stop: oneshot::Receiver<()>,
+) {
+    // Responses are written whole; Nagle would only hold back the last
+    // segment of one waiting for the client's delayed ACK.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted socket");
+    }
+    let peer = Arc::new(Peer::new(remote.ip()));
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let shared = shared.clone();
+        let peer = peer.clone();
+        // Boxed: the future holds the whole forwarding pipeline, and hyper
+        // would otherwise move it by value on every request.
+        Box::pin(async move { Ok::<_, Infallible>(handle(&shared, req, &peer).await) })
+    });
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        biased;
+        r = conn.as_mut() => r,
+        _ = &mut stop => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::trace!(error = %e, "gateway connection ended with an error");
+    }
+}
+
+/// The router's entry: the same handler, with the peer from `ConnectInfo`.
+async fn handle_routed(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let peer = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(c) => Peer::new(c.0.ip()),
+        None => Peer::unknown(),
+    };
+    handle(&shared, req, &peer).await
+}
+
+async fn handle<B>(shared: &Arc<Shared>, req: http::Request<B>, peer: &Peer) -> Response
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = req.into_parts();
     if let Some(limiter) = &shared.limiter {
-        let ip = client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let ip = peer.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         if let Err(wait) = limiter.take(ip, 1.0) {
-            tracing::debug!(client = %ip, path, "rate limited");
-            return problems::rate_limited(&path, wait);
+            tracing::debug!(client = %ip, path = parts.uri.path(), "rate limited");
+            return problems::rate_limited(parts.uri.path(), wait);
         }
     }
     let limit = shared.config.max_body_bytes;
-    let declared = req
-        .headers()
+    let declared = parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|l| l > limit as u64) {
-        return problems::too_large(&path, limit);
+        return problems::too_large(parts.uri.path(), limit);
     }
-    let (mut parts, body) = req.into_parts();
-    let body = if declared == Some(0) {
-        bytes::Bytes::new()
+    let body = if declared == Some(0) || body.is_end_stream() {
+        Bytes::new()
     } else {
         match Limited::new(body, limit).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return problems::too_large(&path, limit);
+                return problems::too_large(parts.uri.path(), limit);
             }
             Err(e) => {
                 return problems::bad_request(
-                    &path,
+                    parts.uri.path(),
                     format!("request body could not be read: {e}"),
                 );
             }
         }
     };
     let traceparent = trace::next_hop(parts.headers.get(trace::TRACEPARENT_NAME));
-    if parts.method == Method::POST && path == batch::PATH {
-        let mut resp = batch::run(&shared, &parts.headers, &body, client_ip).await;
+    if parts.method == Method::POST && parts.uri.path() == batch::PATH {
+        let mut resp = batch::run(shared, &parts.headers, &body, peer).await;
         resp.headers_mut()
             .insert(trace::TRACEPARENT_NAME, traceparent);
         return resp;
@@ -138,9 +250,27 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .insert(trace::TRACEPARENT_NAME, traceparent.clone());
     parts.extensions = http::Extensions::new();
     let mut resp = shared
-        .forward(http::Request::from_parts(parts, body), client_ip)
+        .forward(http::Request::from_parts(parts, body), peer)
         .await;
     resp.headers_mut()
         .insert(trace::TRACEPARENT_NAME, traceparent);
     resp
+}
+
+impl Peer {
+    /// The client at `ip`, with its `X-Forwarded-For` entry formatted once
+    /// per connection rather than once per request.
+    fn new(ip: IpAddr) -> Peer {
+        Peer {
+            ip: Some(ip),
+            forwarded_for: HeaderValue::try_from(ip.to_string()).ok(),
+        }
+    }
+
+    fn unknown() -> Peer {
+        Peer {
+            ip: None,
+            forwarded_for: None,
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::Response;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, header};
 use mortar_resilience::{Client, ResponseBody};
 
@@ -23,6 +23,15 @@ pub(crate) struct Shared {
     pub(crate) cache: Cache,
     pub(crate) splits: Splits,
     pub(crate) limiter: Option<RateLimiter>,
+}
+
+/// The client a request came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// Its IP, when known.
+    pub(crate) ip: Option<IpAddr>,
+    /// `ip` as a header value, for `X-Forwarded-For`.
+    pub(crate) forwarded_for: Option<HeaderValue>,
 }
 
 /// Parsed once, not per request.
@@ -58,6 +67,24 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
+/// Adds the client to `X-Forwarded-For`, after any proxies already listed.
+fn add_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
+    let value = match headers.get(&X_FORWARDED_FOR) {
+        Some(prev) => {
+            let mut joined = BytesMut::with_capacity(prev.len() + 2 + client.len());
+            joined.put_slice(prev.as_bytes());
+            joined.put_slice(b", ");
+            joined.put_slice(client.as_bytes());
+            match HeaderValue::from_maybe_shared(joined.freeze()) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+        None => client.clone(),
+    };
+    headers.insert(X_FORWARDED_FOR, value);
+}
+
 /// Turns an upstream answer into the client's answer.
 fn downstream(resp: http::Response<ResponseBody>) -> Response {
     let mut resp = resp.map(Body::new);
@@ -71,39 +98,32 @@ impl Shared {
     pub(crate) async fn forward(
         self: &Arc<Self>,
         mut req: Request<Bytes>,
-        client_ip: Option<IpAddr>,
+        peer: &Peer,
     ) -> Response {
-        let path = req.uri().path().to_owned();
-        let Some(route) = self.routes.find(&path) else {
-            return problems::no_route(&path, self.routes.prefixes());
+        let Some(route) = self.routes.find(req.uri().path()) else {
+            let path = req.uri().path();
+            return problems::no_route(path, self.routes.prefixes());
         };
-        let service = route.service.clone();
-        let public = route.public;
+        let service = route.service.as_str();
         strip_hop_by_hop(req.headers_mut());
-        if let Some(ip) = client_ip {
-            let forwarded = match req
-                .headers()
-                .get(&X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip.to_string(),
-            };
-            if let Ok(v) = HeaderValue::from_str(&forwarded) {
-                req.headers_mut().insert(X_FORWARDED_FOR, v);
-            }
+        if let Some(client) = &peer.forwarded_for {
+            add_forwarded_for(req.headers_mut(), client);
         }
-        let version = self.splits.pick(&service);
+        let version = self.splits.pick(service);
         let retry_after = self.config.client.breaker.cool_down;
+        // Kept for the problem+json answer if the call fails; a cheap
+        // reference-counted copy.
+        let uri = req.uri().clone();
         // A shared cache never stores answers to credentialed requests.
-        let shareable = !req.headers().contains_key(header::AUTHORIZATION)
+        let cacheable = route.public
+            && req.method() == Method::GET
+            && !req.headers().contains_key(header::AUTHORIZATION)
             && !req.headers().contains_key(header::COOKIE);
-        if public && shareable && req.method() == Method::GET {
-            let key = req
-                .uri()
+        if cacheable {
+            let key = uri
                 .path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_else(|| path.clone());
+                .map_or_else(|| uri.path(), |p| p.as_str())
+                .to_owned();
             let request_headers = req.headers().clone();
             let fetch = |validator: Option<HeaderValue>| {
                 let mut req = req;
@@ -112,35 +132,44 @@ impl Shared {
                 if let Some(etag) = validator {
                     req.headers_mut().insert(header::IF_NONE_MATCH, etag);
                 }
-                let this = self.clone();
-                let service = service.clone();
-                let version = version.clone();
-                async move {
-                    this.client
-                        .call_version(&service, version.as_deref(), req)
-                        .await
-                }
+                let client = &self.client;
+                let version = version.as_deref();
+                async move { client.call_version(service, version, req).await }
             };
             return match self
                 .cache
-                .serve(&service, &key, &request_headers, fetch)
+                .serve(service, &key, &request_headers, fetch)
                 .await
             {
-                Ok(resp) => {
-                    let mut resp = resp;
+                Ok(mut resp) => {
                     strip_hop_by_hop(resp.headers_mut());
                     resp
                 }
-                Err(e) => problems::call_failed(&path, &e, retry_after),
+                Err(e) => problems::call_failed(uri.path(), &e, retry_after),
             };
         }
         match self
             .client
-            .call_version(&service, version.as_deref(), req)
+            .call_version(service, version.as_deref(), req)
             .await
         {
             Ok(resp) => downstream(resp),
-            Err(e) => problems::call_failed(&path, &e, retry_after),
+            Err(e) => problems::call_failed(uri.path(), &e, retry_after),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_the_client() {
+        let client = HeaderValue::from_static("10.0.0.7");
+        let mut h = HeaderMap::new();
+        add_forwarded_for(&mut h, &client);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
+        add_forwarded_for(&mut h, &client);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7, 10.0.0.7");
     }
 }

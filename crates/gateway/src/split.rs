@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rand::Rng;
 
@@ -9,6 +10,9 @@ use rand::Rng;
 #[derive(Debug, Default)]
 pub(crate) struct Splits {
     by_service: RwLock<HashMap<String, Vec<(String, u32)>>>,
+    /// Whether any split is set: without one, requests skip the lock and
+    /// the lookup.
+    any: AtomicBool,
 }
 
 impl Splits {
@@ -20,10 +24,14 @@ impl Splits {
         } else {
             map.insert(service.to_owned(), weights);
         }
+        self.any.store(!map.is_empty(), Ordering::Release);
     }
 
     /// The version to send one request of `service` to, if split.
     pub(crate) fn pick(&self, service: &str) -> Option<String> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
         let map = self.by_service.read().unwrap_or_else(|p| p.into_inner());
         let weights = map.get(service)?;
         pick(weights, rand::rng().random_range(0..total(weights)))

@@ -431,3 +431,70 @@ async fn traffic_split_follows_the_weights() {
     assert_eq!(a + b, 1000);
     assert!((100..=300).contains(&b), "v1 {a}, v2 {b}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_request_in_flight_finish_then_serve_returns() {
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (e, r) = (entered.clone(), release.clone());
+    let app = Router::new().route(
+        "/v1/hold",
+        get(move || {
+            let (e, r) = (e.clone(), r.clone());
+            async move {
+                e.notify_one();
+                r.notified().await;
+                "released"
+            }
+        }),
+    );
+    let (addr, _server) = mortar_test_support::http::serve_killable(app).await;
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.set("hold", vec![Endpoint::new("hold-0", addr)]);
+    let gateway = Gateway::new(
+        resolver,
+        config(vec![Route::new("/v1/hold", "hold", false)]),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/hold", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(gateway.serve(listener, stop.clone()));
+
+    let call = tokio::spawn(reqwest::get(url.clone()));
+    entered.notified().await;
+    stop.cancel();
+    release.notify_one();
+    let resp = call.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), "released");
+    serving.await.unwrap().unwrap();
+    assert!(
+        reqwest::get(url).await.is_err(),
+        "no longer accepting after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_forwards_like_serve() {
+    let catalog = upstream("catalog").await;
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.set("catalog", vec![Endpoint::new("c-0", catalog.addr)]);
+    let gateway = Gateway::new(
+        resolver,
+        config(vec![Route::new("/v1/products", "catalog", false)]),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = gateway
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let resp = reqwest::get(format!("{url}/v1/products/3")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().contains_key("traceparent"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body, json!({"id": 3, "instance": "catalog"}));
+    let resp = reqwest::get(format!("{url}/nowhere")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(is_problem(&resp));
+}

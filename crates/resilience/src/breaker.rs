@@ -210,6 +210,24 @@ impl BreakerLayer {
     pub fn state(&self) -> BreakerState {
         self.shared.state()
     }
+
+    /// Admits one call, or sheds it when open; the outcome must be
+    /// reported through [`Outcome::finish`] (a dropped one counts as a
+    /// failed probe). What the [`Breaker`] service does around each call,
+    /// for callers that do not go through a tower stack.
+    pub(crate) fn admit(&self) -> Result<Outcome, BreakerOpen> {
+        let admit = self.shared.admit();
+        if admit == Admit::Reject {
+            return Err(BreakerOpen {
+                service: self.shared.service.clone(),
+            });
+        }
+        Ok(Outcome {
+            shared: self.shared.clone(),
+            admit,
+            done: false,
+        })
+    }
 }
 
 impl<S> Layer<S> for BreakerLayer {
@@ -231,14 +249,15 @@ pub struct Breaker<S> {
 
 /// Records a failure if a probe or call is dropped before it finishes, so a
 /// cancelled probe cannot leave the breaker half-open for ever.
-struct Outcome {
+pub(crate) struct Outcome {
     shared: Arc<Shared>,
     admit: Admit,
     done: bool,
 }
 
 impl Outcome {
-    fn finish(mut self, success: bool) {
+    /// Records the admitted call's outcome.
+    pub(crate) fn finish(mut self, success: bool) {
         self.done = true;
         self.shared.record(self.admit, success);
     }
@@ -268,15 +287,13 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let admit = self.shared.admit();
-        if admit == Admit::Reject {
-            let service = self.shared.service.clone();
-            return Box::pin(async move { Err(BreakerOpen { service }.into()) });
-        }
-        let outcome = Outcome {
+        let outcome = match (BreakerLayer {
             shared: self.shared.clone(),
-            admit,
-            done: false,
+        })
+        .admit()
+        {
+            Ok(o) => o,
+            Err(open) => return Box::pin(async move { Err(open.into()) }),
         };
         let fut = self.inner.call(req);
         Box::pin(async move {

@@ -7,23 +7,16 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tower::ServiceBuilder;
-use tower::ServiceExt;
-use tower::balance::p2c::Balance;
-use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
-use tower::util::BoxCloneSyncService;
+use tower::retry::Policy;
 
+use crate::balance::Members;
 use crate::breaker::{BreakerLayer, BreakerOpen, BreakerState};
-use crate::deadline::{self, Deadline};
+use crate::deadline::{self, Deadline, DeadlineReached};
 use crate::discovery::{self, Setup};
-use crate::endpoint::Http;
 use crate::metrics::{Metrics, inc};
 use crate::retry::{self, RetryPolicy};
-use crate::shared_balance::SharedBalance;
 use crate::{BoxError, CallError, ClientConfig, EndpointError, Resolve};
 
 /// The body of responses the client returns.
@@ -37,11 +30,12 @@ pub type Fallback =
 /// `service`, or `service` NUL `version` for a version-filtered stack.
 type StackKey = String;
 
-type Stack = BoxCloneSyncService<Request<Bytes>, Response<ResponseBody>, BoxError>;
-
-/// The stack of one (service, version).
+/// The stack of one (service, version): what every call to it goes
+/// through, outermost first.
 struct ServiceStack {
-    stack: Stack,
+    retry: Arc<retry::Shared>,
+    breaker: BreakerLayer,
+    members: Arc<Members>,
     live: Arc<AtomicUsize>,
     _stop: DropGuard,
 }
@@ -57,7 +51,6 @@ pub struct Client {
 struct Inner {
     resolver: Arc<dyn Resolve>,
     config: ClientConfig,
-    http: Http,
     metrics: Arc<Metrics>,
     fallback: Option<Fallback>,
     stacks: Mutex<HashMap<StackKey, Arc<ServiceStack>>>,
@@ -86,18 +79,10 @@ impl Client {
         config: ClientConfig,
         fallback: Option<Fallback>,
     ) -> Client {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.per_try_timeout));
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Client {
             inner: Arc::new(Inner {
                 resolver,
                 config,
-                http,
                 metrics: Arc::default(),
                 fallback,
                 stacks: Mutex::default(),
@@ -147,18 +132,21 @@ impl Client {
                 service: service.to_owned(),
             })
         } else {
+            // Each attempt is bounded by this deadline (see
+            // `deadline::Attempt`) and retries are only made when they can
+            // start before it, so no timer around the whole call is needed.
             let deadline = Instant::now() + budget;
             req.extensions_mut().insert(Deadline(deadline));
-            match tokio::time::timeout_at(deadline, stack.stack.clone().oneshot(req)).await {
-                Ok(Ok(resp)) => return Ok(resp),
-                Ok(Err(e)) => Err(self.classify(service, e)),
-                Err(_) => {
+            match self.run(&stack, req).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.is::<DeadlineReached>() => {
                     inc(&inner.metrics.deadlines_exceeded);
                     Err(CallError::Deadline {
                         service: service.to_owned(),
                         deadline: budget,
                     })
                 }
+                Err(e) => Err(self.classify(service, e)),
             }
         };
         let error = match result {
@@ -175,6 +163,59 @@ impl Client {
             return Ok(resp);
         }
         Err(error)
+    }
+
+    /// Retries: each attempt runs on a copy kept for the next one, and the
+    /// policy decides (budget, backoff, deadline) whether there is a next.
+    ///
+    /// The layers are plain calls rather than a boxed tower stack: every
+    /// layer of one allocated a future and cloned services per call, for
+    /// no flexibility the client uses.
+    async fn run(
+        &self,
+        stack: &ServiceStack,
+        mut req: Request<Bytes>,
+    ) -> Result<Response<ResponseBody>, BoxError> {
+        let mut policy = RetryPolicy {
+            shared: stack.retry.clone(),
+            attempt: 0,
+        };
+        loop {
+            let next =
+                Policy::<_, Response<ResponseBody>, BoxError>::clone_request(&mut policy, &req);
+            let mut result = self.attempt(stack, req).await;
+            let Some(mut retry) = next else {
+                return result;
+            };
+            match policy.retry(&mut retry, &mut result) {
+                Some(backoff) => {
+                    backoff.await;
+                    req = retry;
+                }
+                None => return result,
+            }
+        }
+    }
+
+    /// One attempt: the breaker admits it, it is bounded by the per-try
+    /// timeout and the deadline, and the balancer sends it.
+    async fn attempt(
+        &self,
+        stack: &ServiceStack,
+        mut req: Request<Bytes>,
+    ) -> Result<Response<ResponseBody>, BoxError> {
+        let outcome = stack.breaker.admit()?;
+        let end = deadline::begin_attempt(
+            &mut req,
+            self.inner.config.per_try_timeout,
+            &self.inner.metrics,
+        );
+        let result = deadline::bounded(end, async {
+            stack.members.send(req).await.map_err(BoxError::from)
+        })
+        .await;
+        outcome.finish(matches!(&result, Ok(r) if !r.status().is_server_error()));
+        result
     }
 
     fn classify(&self, service: &str, error: BoxError) -> CallError {
@@ -255,41 +296,24 @@ impl Client {
         let inner = &self.inner;
         let cfg = &inner.config;
         let cancel = CancellationToken::new();
-        let (changes, live) = discovery::spawn(
+        let members = Members::new(cfg.ewma_decay);
+        let live = discovery::spawn(
             Setup {
                 service: service.to_owned(),
                 version: version.map(str::to_owned),
-                http: inner.http.clone(),
+                pool_idle_timeout: cfg.pool_idle_timeout,
+                default_rtt: cfg.default_rtt,
                 outlier: cfg.outlier.clone(),
                 metrics: inner.metrics.clone(),
                 cancel: cancel.clone(),
             },
+            members.clone(),
             inner.resolver.watch(service),
         );
-        let discover = PeakEwmaDiscover::new::<Request<Bytes>>(
-            changes,
-            cfg.default_rtt,
-            cfg.ewma_decay,
-            CompleteOnResponse::default(),
-        );
-        let balance = SharedBalance::new(Balance::new(discover));
-        let metrics = inner.metrics.clone();
-        let per_try = cfg.per_try_timeout;
-        let stack = ServiceBuilder::new()
-            .retry(RetryPolicy {
-                shared: self.retry_shared(service),
-                attempt: 0,
-            })
-            .layer(self.breaker(service))
-            .timeout(per_try)
-            .map_request(deadline::stamp(per_try))
-            .map_request(move |req: Request<Bytes>| {
-                inc(&metrics.attempts);
-                req
-            })
-            .service(balance);
         ServiceStack {
-            stack: BoxCloneSyncService::new(stack),
+            retry: self.retry_shared(service),
+            breaker: self.breaker(service),
+            members,
             live,
             _stop: cancel.drop_guard(),
         }

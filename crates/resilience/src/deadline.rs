@@ -1,10 +1,14 @@
 //! The call deadline, carried inside the request and told to the callee in
 //! [`DEADLINE_HEADER`] so it can give up when the caller already has.
 
+use std::future::Future;
 use std::time::Duration;
 
 use http::{HeaderValue, Request};
 use tokio::time::Instant;
+
+use crate::BoxError;
+use crate::metrics::{Metrics, inc};
 
 /// Header carrying the milliseconds left before the caller gives up.
 pub const DEADLINE_HEADER: &str = "x-mortar-deadline-ms";
@@ -35,6 +39,64 @@ pub fn stamp<B>(per_try: Duration) -> impl Fn(Request<B>) -> Request<B> + Clone 
     }
 }
 
+/// The call's deadline passed during an attempt; never retried.
+#[derive(Debug, thiserror::Error)]
+#[error("the call deadline passed")]
+pub(crate) struct DeadlineReached;
+
+/// When one attempt must end: at the per-try timeout or the call's
+/// deadline, whichever comes first.
+///
+/// Why bound attempts by the deadline: with a per-try timeout and a second
+/// timer around the whole call, every call armed two timers. Since retries
+/// are only made when their backoff ends before the deadline, bounding each
+/// attempt by it enforces the deadline with a single timer per attempt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttemptEnd {
+    at: Instant,
+    by_deadline: bool,
+}
+
+/// Starts an attempt of `req`: counts it and tells the callee, in
+/// [`DEADLINE_HEADER`], how long it has.
+pub(crate) fn begin_attempt<B>(
+    req: &mut Request<B>,
+    per_try: Duration,
+    metrics: &Metrics,
+) -> AttemptEnd {
+    inc(&metrics.attempts);
+    let now = Instant::now();
+    let try_end = now + per_try;
+    let end = match req.extensions().get::<Deadline>() {
+        Some(Deadline(d)) if *d < try_end => AttemptEnd {
+            at: *d,
+            by_deadline: true,
+        },
+        _ => AttemptEnd {
+            at: try_end,
+            by_deadline: false,
+        },
+    };
+    let left = end.at.saturating_duration_since(now);
+    req.headers_mut()
+        .insert(DEADLINE_HEADER, HeaderValue::from(left.as_millis() as u64));
+    end
+}
+
+/// Runs an attempt until `end`: a per-try timeout ends it with tower's
+/// `Elapsed` (retried for idempotent requests), the deadline with
+/// [`DeadlineReached`].
+pub(crate) async fn bounded<T, F>(end: AttemptEnd, attempt: F) -> Result<T, BoxError>
+where
+    F: Future<Output = Result<T, BoxError>>,
+{
+    match tokio::time::timeout_at(end.at, attempt).await {
+        Ok(result) => result,
+        Err(_) if end.by_deadline => Err(DeadlineReached.into()),
+        Err(_) => Err(tower::timeout::error::Elapsed::new().into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +117,29 @@ mod tests {
             .insert(Deadline(Instant::now() + Duration::from_millis(100)));
         let left = from_headers(stamp(Duration::from_secs(5))(req).headers()).unwrap();
         assert!(left <= Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_ends_at_the_per_try_timeout_or_the_deadline() {
+        let metrics = Metrics::default();
+        let hang = std::future::pending::<Result<(), BoxError>>;
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert(Deadline(Instant::now() + Duration::from_secs(60)));
+        let end = begin_attempt(&mut req, Duration::from_millis(300), &metrics);
+        assert_eq!(
+            from_headers(req.headers()),
+            Some(Duration::from_millis(300))
+        );
+        let e = bounded(end, hang()).await.unwrap_err();
+        assert!(e.is::<tower::timeout::error::Elapsed>(), "{e}");
+
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert(Deadline(Instant::now() + Duration::from_millis(100)));
+        let end = begin_attempt(&mut req, Duration::from_millis(300), &metrics);
+        let e = bounded(end, hang()).await.unwrap_err();
+        assert!(e.is::<DeadlineReached>(), "{e}");
+        assert_eq!(metrics.snapshot().attempts, 2);
     }
 }

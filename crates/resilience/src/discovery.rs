@@ -1,23 +1,26 @@
-//! Turns a resolver watch into the `tower::discover` change stream the
-//! balancer consumes, and takes ejected outliers out of it for a while.
+//! Turns a resolver watch into the list of instances the balancer picks
+//! from, and takes ejected outliers out of it for a while.
 //!
 //! One task per (service, version) owns the membership: it diffs every new
-//! endpoint list against what the balancer has, and handles ejection and
-//! readmission events sent by endpoints.
+//! endpoint list against what the balancer has, handles ejection and
+//! readmission events sent by endpoints, and publishes the instances in
+//! rotation after every change.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tower::discover::Change;
 
-use crate::endpoint::{EndpointService, Http, Tracker};
+use crate::balance::{self, Members};
+use crate::endpoint::{EndpointService, Tracker};
 use crate::metrics::{Metrics, inc};
+use crate::pool::Pool;
 use crate::{Endpoint, OutlierConfig, backoff};
+
+/// Most idle connections kept to one instance.
+const MAX_IDLE_PER_INSTANCE: usize = 1024;
 
 /// Messages to the membership task.
 #[derive(Debug)]
@@ -28,50 +31,57 @@ pub(crate) enum Event {
     Readmit(Arc<str>, u64),
 }
 
-/// The stream of balancer changes.
-pub(crate) type Changes =
-    UnboundedReceiverStream<Result<Change<Arc<str>, EndpointService>, Infallible>>;
-
 /// What the task needs to build endpoints.
 pub(crate) struct Setup {
     pub(crate) service: String,
     pub(crate) version: Option<String>,
-    pub(crate) http: Http,
+    /// How long an idle upstream connection is kept.
+    pub(crate) pool_idle_timeout: std::time::Duration,
     pub(crate) outlier: OutlierConfig,
+    /// Latency assumed for an instance before it has been measured.
+    pub(crate) default_rtt: std::time::Duration,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) cancel: CancellationToken,
 }
 
 struct Member {
     endpoint: Endpoint,
-    authority: http::uri::Authority,
+    /// Kept across ejection and readmission, so connections survive.
+    pool: Arc<Pool>,
     tracker: Arc<Tracker>,
     generation: u64,
-    ejected: bool,
+    /// In rotation (with its load) unless ejected.
+    balanced: Option<Arc<balance::Member>>,
+}
+
+impl Member {
+    fn ejected(&self) -> bool {
+        self.balanced.is_none()
+    }
 }
 
 struct Task {
     setup: Setup,
     members: HashMap<Arc<str>, Member>,
-    changes: mpsc::UnboundedSender<Result<Change<Arc<str>, EndpointService>, Infallible>>,
+    rotation: Arc<Members>,
     events_tx: mpsc::UnboundedSender<Event>,
     live: Arc<AtomicUsize>,
     generation: u64,
 }
 
-/// Starts the membership task; returns the change stream and the number of
-/// instances currently in rotation.
+/// Starts the membership task, which keeps `rotation` up to date; returns
+/// the number of instances currently in rotation.
 pub(crate) fn spawn(
     setup: Setup,
+    rotation: Arc<Members>,
     mut endpoints: watch::Receiver<Vec<Endpoint>>,
-) -> (Changes, Arc<AtomicUsize>) {
-    let (changes, rx) = mpsc::unbounded_channel();
+) -> Arc<AtomicUsize> {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let live = Arc::new(AtomicUsize::new(0));
     let mut task = Task {
         setup,
         members: HashMap::new(),
-        changes,
+        rotation,
         events_tx,
         live: live.clone(),
         generation: 0,
@@ -96,29 +106,37 @@ pub(crate) fn spawn(
             }
         }
     });
-    (UnboundedReceiverStream::new(rx), live)
+    live
 }
 
 impl Task {
     fn endpoint_service(&self, id: &Arc<str>, member: &Member) -> EndpointService {
-        EndpointService {
-            http: self.setup.http.clone(),
-            id: id.clone(),
-            address: member.endpoint.address,
-            authority: member.authority.clone(),
-            tracker: member.tracker.clone(),
-            events: self.events_tx.clone(),
-            eject_after: self.setup.outlier.consecutive_failures,
-        }
+        EndpointService::new(
+            member.pool.clone(),
+            id.clone(),
+            member.endpoint.address,
+            member.tracker.clone(),
+            self.events_tx.clone(),
+            self.setup.outlier.consecutive_failures,
+        )
     }
 
-    fn send(&self, change: Change<Arc<str>, EndpointService>) {
-        let _ = self.changes.send(Ok(change));
+    fn balanced(&self, id: &Arc<str>, member: &Member) -> Arc<balance::Member> {
+        Arc::new(balance::Member::new(
+            self.endpoint_service(id, member),
+            self.setup.default_rtt,
+        ))
     }
 
-    fn count_live(&self) {
-        let live = self.members.values().filter(|m| !m.ejected).count();
-        self.live.store(live, Ordering::Relaxed);
+    /// Hands the balancer the instances now in rotation.
+    fn publish(&self) {
+        let rotation: Vec<_> = self
+            .members
+            .values()
+            .filter_map(|m| m.balanced.clone())
+            .collect();
+        self.live.store(rotation.len(), Ordering::Relaxed);
+        self.rotation.publish(rotation);
     }
 
     fn update(&mut self, list: Vec<Endpoint>) {
@@ -137,11 +155,10 @@ impl Task {
             })
             .map(|(id, _)| id.clone())
             .collect();
+        let mut changed = false;
         for id in gone {
-            if let Some(m) = self.members.remove(&id) {
-                if !m.ejected {
-                    self.send(Change::Remove(id.clone()));
-                }
+            if self.members.remove(&id).is_some() {
+                changed = true;
                 tracing::debug!(service = %self.setup.service, instance = %id, reason = "left registry", "instance removed");
             }
         }
@@ -150,22 +167,25 @@ impl Task {
                 continue;
             }
             self.generation += 1;
-            let Ok(authority) = http::uri::Authority::try_from(endpoint.address.to_string()) else {
-                continue;
-            };
-            let member = Member {
-                authority,
+            let mut member = Member {
+                pool: Pool::new(
+                    endpoint.address,
+                    self.setup.pool_idle_timeout,
+                    MAX_IDLE_PER_INSTANCE,
+                ),
                 endpoint,
                 tracker: Arc::default(),
                 generation: self.generation,
-                ejected: false,
+                balanced: None,
             };
-            let svc = self.endpoint_service(&id, &member);
+            member.balanced = Some(self.balanced(&id, &member));
             tracing::debug!(service = %self.setup.service, instance = %id, address = %member.endpoint.address, "instance added");
-            self.members.insert(id.clone(), member);
-            self.send(Change::Insert(id, svc));
+            self.members.insert(id, member);
+            changed = true;
         }
-        self.count_live();
+        if changed {
+            self.publish();
+        }
     }
 
     fn handle(&mut self, event: Event) {
@@ -175,33 +195,31 @@ impl Task {
                 let Some(member) = self.members.get_mut(&id) else {
                     return;
                 };
-                if member.generation != generation || !member.ejected {
+                if member.generation != generation || !member.ejected() {
                     return;
                 }
-                member.ejected = false;
                 member.tracker.consecutive.store(0, Ordering::Relaxed);
-                let svc = {
-                    let member = &self.members[&id];
-                    self.endpoint_service(&id, member)
-                };
+                let balanced = self.balanced(&id, &self.members[&id]);
+                if let Some(member) = self.members.get_mut(&id) {
+                    member.balanced = Some(balanced);
+                }
                 inc(&self.setup.metrics.readmissions);
                 tracing::info!(service = %self.setup.service, instance = %id, reason = "ejection elapsed", "instance readmitted");
-                self.send(Change::Insert(id, svc));
-                self.count_live();
+                self.publish();
             }
         }
     }
 
     fn eject(&mut self, id: Arc<str>) {
         let total = self.members.len();
-        let ejected = self.members.values().filter(|m| m.ejected).count();
+        let ejected = self.members.values().filter(|m| m.ejected()).count();
         let cfg = &self.setup.outlier;
         let allowed =
             (ejected + 1) as f64 <= cfg.max_ejected_ratio * total as f64 && total > ejected + 1;
         let Some(member) = self.members.get_mut(&id) else {
             return;
         };
-        if member.ejected {
+        if member.ejected() {
             return;
         }
         if !allowed {
@@ -211,12 +229,11 @@ impl Task {
         }
         let n = member.tracker.ejections.fetch_add(1, Ordering::Relaxed);
         let duration = backoff::ceiling(cfg.base_ejection, cfg.max_ejection, n);
-        member.ejected = true;
+        member.balanced = None;
         let generation = member.generation;
         inc(&self.setup.metrics.ejections);
         tracing::warn!(service = %self.setup.service, instance = %id, reason = "consecutive failures", ejected_for_ms = duration.as_millis() as u64, "instance ejected");
-        self.send(Change::Remove(id.clone()));
-        self.count_live();
+        self.publish();
         let events = self.events_tx.clone();
         let cancel = self.setup.cancel.clone();
         tokio::spawn(async move {

@@ -1,28 +1,20 @@
-//! One instance as a tower service: points the request at the instance,
-//! sends it over the shared pooled hyper client, and watches the outcome for
-//! passive outlier ejection.
+//! One instance: points the request at the instance,
+//! sends it over the instance's connection [`Pool`], and watches the outcome
+//! for passive outlier ejection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use http::{Request, Response, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::Full;
 use tokio::sync::mpsc;
-use tower::Service;
 
 use crate::EndpointError;
 use crate::client::ResponseBody;
 use crate::discovery::Event;
-
-/// The pooled HTTP/1 client every endpoint of a [`Client`](crate::Client)
-/// shares.
-pub(crate) type Http = HyperClient<HttpConnector, Full<Bytes>>;
+use crate::pool::{Pool, SendError};
 
 /// Failure streak of one instance.
 #[derive(Debug, Default)]
@@ -32,20 +24,49 @@ pub(crate) struct Tracker {
     pub(crate) ejections: AtomicU32,
 }
 
-/// One instance, as the balancer sees it.
+/// One instance, as the balancer sees it. Cloning is one reference count.
 #[derive(Clone)]
 pub(crate) struct EndpointService {
-    pub(crate) http: Http,
-    pub(crate) id: Arc<str>,
-    pub(crate) address: SocketAddr,
-    /// `address` as a URI authority, formatted once.
-    pub(crate) authority: http::uri::Authority,
-    pub(crate) tracker: Arc<Tracker>,
-    pub(crate) events: mpsc::UnboundedSender<Event>,
-    pub(crate) eject_after: u32,
+    inner: Arc<Instance>,
+}
+
+struct Instance {
+    pool: Arc<Pool>,
+    id: Arc<str>,
+    address: SocketAddr,
+    /// `address` as a `Host` header value, formatted once.
+    host: HeaderValue,
+    tracker: Arc<Tracker>,
+    events: mpsc::UnboundedSender<Event>,
+    eject_after: u32,
 }
 
 impl EndpointService {
+    pub(crate) fn new(
+        pool: Arc<Pool>,
+        id: Arc<str>,
+        address: SocketAddr,
+        tracker: Arc<Tracker>,
+        events: mpsc::UnboundedSender<Event>,
+        eject_after: u32,
+    ) -> Self {
+        let host = HeaderValue::try_from(address.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        Self {
+            inner: Arc::new(Instance {
+                pool,
+                id,
+                address,
+                host,
+                tracker,
+                events,
+                eject_after,
+            }),
+        }
+    }
+}
+
+impl Instance {
     fn observe(&self, failed: bool) {
         if !failed {
             if self.tracker.consecutive.load(Ordering::Relaxed) != 0 {
@@ -63,62 +84,70 @@ impl EndpointService {
     }
 }
 
-impl Service<Request<Bytes>> for EndpointService {
-    type Response = Response<ResponseBody>;
-    type Error = EndpointError;
-    type Future = BoxFuture<'static, Result<Response<ResponseBody>, EndpointError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), EndpointError>> {
-        Poll::Ready(Ok(()))
+/// `uri` in origin form (path and query only), as HTTP/1 sends it to a
+/// server that is not a proxy.
+fn origin_form(uri: Uri) -> Result<Uri, http::Error> {
+    let mut parts = uri.into_parts();
+    parts.scheme = None;
+    parts.authority = None;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
+    Uri::from_parts(parts).map_err(Into::into)
+}
 
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            let path = parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
-            parts.uri = Uri::builder()
-                .scheme("http")
-                .authority(this.authority.clone())
-                .path_and_query(path)
-                .build()
-                .map_err(|source| EndpointError::Uri {
-                    instance: this.id.to_string(),
-                    source,
-                })?;
-            parts.headers.remove(http::header::HOST);
-            let result = this
-                .http
-                .request(Request::from_parts(parts, Full::new(body)))
-                .await;
-            match result {
-                Ok(resp) => {
-                    this.observe(resp.status().is_server_error());
-                    Ok(resp.map(|b| b.map_err(Into::into).boxed()))
-                }
-                Err(source) => {
-                    this.observe(true);
-                    let instance = this.id.to_string();
-                    let address = this.address;
-                    Err(if source.is_connect() {
-                        EndpointError::Connect {
-                            instance,
-                            address,
-                            source,
-                        }
-                    } else {
-                        EndpointError::Exchange {
-                            instance,
-                            address,
-                            source,
-                        }
-                    })
-                }
+impl EndpointService {
+    /// Sends `req` to this instance and notes the outcome for ejection.
+    pub(crate) async fn send(
+        &self,
+        req: Request<Bytes>,
+    ) -> Result<Response<ResponseBody>, EndpointError> {
+        let this = &*self.inner;
+        let (mut parts, body) = req.into_parts();
+        parts.uri = origin_form(parts.uri).map_err(|source| EndpointError::Uri {
+            instance: this.id.to_string(),
+            source,
+        })?;
+        parts.headers.insert(http::header::HOST, this.host.clone());
+        let result = this
+            .pool
+            .send(Request::from_parts(parts, Full::new(body)))
+            .await;
+        match result {
+            Ok(resp) => {
+                this.observe(resp.status().is_server_error());
+                Ok(resp)
             }
-        })
+            Err(e) => {
+                this.observe(true);
+                let instance = this.id.to_string();
+                let address = this.address;
+                Err(match e {
+                    SendError::Connect(source) => EndpointError::Connect {
+                        instance,
+                        address,
+                        source,
+                    },
+                    SendError::Exchange(source) => EndpointError::Exchange {
+                        instance,
+                        address,
+                        source,
+                    },
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_uris_are_sent_in_origin_form() {
+        let u = origin_form("http://a:1/p?q=1".parse().unwrap()).unwrap();
+        assert_eq!(u.to_string(), "/p?q=1");
+        let u = origin_form("/only/path".parse().unwrap()).unwrap();
+        assert_eq!(u.to_string(), "/only/path");
     }
 }

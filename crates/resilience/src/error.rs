@@ -88,9 +88,9 @@ pub enum EndpointError {
         instance: String,
         /// Its address.
         address: std::net::SocketAddr,
-        /// The transport error.
+        /// The socket error.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: std::io::Error,
     },
     /// The exchange failed after the request may have been sent.
     #[error("request to instance `{instance}` at {address} failed: {source}")]
@@ -99,9 +99,9 @@ pub enum EndpointError {
         instance: String,
         /// Its address.
         address: std::net::SocketAddr,
-        /// The transport error.
+        /// The HTTP error.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
     /// The request URI could not be pointed at the instance.
     #[error("request URI cannot be sent to instance `{instance}`: {source}")]

@@ -3,14 +3,17 @@
 //! loops.
 //!
 //! The stack is built from tower layers, outermost first:
-//! overall deadline → [retry](retry) (full-jitter backoff, retry budget) →
-//! per-service [circuit breaker](breaker) → per-try timeout →
-//! [deadline header](deadline) → shared power-of-two-choices balancer over
-//! peak-EWMA load → [endpoint](endpoint) (pooled hyper HTTP/1 client with
-//! passive outlier ejection). Endpoints come from a [`Resolve`] watch turned
-//! into a `tower::discover` stream by [`discovery`].
+//! [retry](retry) (full-jitter backoff, retry budget, no retry that cannot
+//! start before the call's deadline) → per-service
+//! [circuit breaker](breaker) → attempt (per-try timeout capped by the
+//! call's [deadline](deadline), which it also tells the callee) → shared
+//! power-of-two-choices balancer over peak-EWMA load → endpoint
+//! (kept-alive HTTP/1 connections, each driven by the calling task, and
+//! passive outlier ejection). Endpoints come from a [`Resolve`] watch,
+//! turned into the balancer's list of instances by the membership task.
 
 pub mod backoff;
+mod balance;
 pub mod breaker;
 mod client;
 mod config;
@@ -19,9 +22,9 @@ mod discovery;
 mod endpoint;
 mod error;
 mod metrics;
+mod pool;
 mod resolve;
 pub mod retry;
-mod shared_balance;
 
 pub use breaker::{BreakerLayer, BreakerOpen, BreakerState};
 pub use client::{Client, Fallback, ResponseBody, buffer_request};
