@@ -7,7 +7,19 @@
 
 use std::collections::HashMap;
 
-use crate::{AppendRequest, ExpectedVersion, StoreError};
+use tokio::sync::oneshot;
+
+use crate::{AppendRequest, Appended, ExpectedVersion, Snapshot, StoreError};
+
+/// Where a writer thread answers one queued write.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One write queued for a backend's writer (the only writer of its store).
+pub(crate) enum Write {
+    Append(AppendRequest, Reply<Appended>),
+    Snapshot(Snapshot, Reply<()>),
+    MarkSent(Vec<i64>, Reply<()>),
+}
 
 /// The verdict on one append of a batch.
 pub(crate) enum Verdict {

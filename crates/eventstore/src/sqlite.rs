@@ -58,13 +58,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE sent_at_ms IS NULL;
 ";
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-enum Write {
-    Append(AppendRequest, Reply<Appended>),
-    Snapshot(Snapshot, Reply<()>),
-    MarkSent(Vec<i64>, Reply<()>),
-}
+use crate::batch::{Reply, Write};
 
 /// An event store in one SQLite file; cheap to share behind an `Arc`.
 pub struct SqliteStore {
