@@ -26,9 +26,16 @@ use crate::{
 
 const MAX_BATCH: usize = 2048;
 const READERS: usize = 3;
-/// The advisory lock every writer of every store on the server serializes
-/// on (per schema would be finer; one store per database is the common case).
-const WRITE_LOCK: i64 = 0x6d6f_7274_6172;
+/// The advisory lock migrations serialize on, server-wide.
+const MIGRATE_LOCK: i64 = 0x6d6f_7274_6173;
+
+/// Takes the store's write lock: the first key names mortar's lock space,
+/// the second the store (its schema, the session's `search_path`), so the
+/// writers of one store commit one at a time while stores in other schemas
+/// of the same server do not wait for each other. Two schemas whose names
+/// hash alike merely share a lock.
+const TAKE_WRITE_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(1836020340, hashtext(current_schema()))";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -100,7 +107,7 @@ pub async fn connect_session(conninfo: &str, schema: &str) -> Result<Client, Sto
 /// doing the same (so concurrent starts do not trip over each other).
 pub async fn migrate(client: &mut Client, schema: &str, ddl: &str) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(WRITE_LOCK + 1)])
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
         .await?;
     tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"; {ddl}"))
         .await?;
@@ -345,8 +352,7 @@ async fn commit(
     batch: &[Write],
 ) -> Result<Vec<Option<Result<Appended, StoreError>>>, StoreError> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-        .await?;
+    tx.execute(TAKE_WRITE_LOCK, &[]).await?;
     let appends: Vec<&AppendRequest> = batch
         .iter()
         .filter_map(|w| match w {
