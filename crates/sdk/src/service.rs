@@ -64,16 +64,22 @@ impl Context {
     ///
     /// A missing or malformed `MORTAR_BUS_URL` is a [`ConfigError`] (exit 78).
     pub async fn bus(&self) -> Result<crate::bus::Client, BoxError> {
+        Ok(crate::bus::Client::connect_with(self.bus_config()?).await?)
+    }
+
+    /// This instance's bus settings from the environment, without
+    /// connecting (see [`crate::bus::connect_when_reachable`]).
+    pub fn bus_config(&self) -> Result<crate::bus::ClientConfig, BoxError> {
         if self.env.raw(mortar_bus_client::BUS_URL_ENV).is_none() {
             return Err(Box::new(ConfigError::Missing {
                 name: mortar_bus_client::BUS_URL_ENV.into(),
                 expected: "a bus URL such as mortar://127.0.0.1:4222 (mortar up sets it)".into(),
             }));
         }
-        let config = crate::bus::ClientConfig::from_lookup(&self.service.instance, |key| {
-            self.env.raw(key).map(str::to_owned)
-        })?;
-        Ok(crate::bus::Client::connect_with(config).await?)
+        Ok(crate::bus::ClientConfig::from_lookup(
+            &self.service.instance,
+            |key| self.env.raw(key).map(str::to_owned),
+        )?)
     }
 
     /// A resilient HTTP client that calls other services by name, resolving

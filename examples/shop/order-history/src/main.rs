@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use mortar_cqrs::open_read_store;
 use mortar_sdk::Context;
-use mortar_sdk::bus::{BUS_URL_ENV, ClientConfig};
+use mortar_sdk::bus::connect_when_reachable;
 
 use crate::feed::Feed;
 use crate::history::History;
@@ -66,17 +66,10 @@ fn main() -> ExitCode {
 /// service answers from what it has, and catches up once it connects (a
 /// new group starts at the beginning of the topic).
 fn start_consumer(ctx: &Context, history: Arc<History>) {
-    let Some(_) = ctx.env().raw(BUS_URL_ENV) else {
-        tracing::warn!("{BUS_URL_ENV} is not set: the order history is not updated live");
-        return;
-    };
-    let env = ctx.env().clone();
-    let config = match ClientConfig::from_lookup(&ctx.service().instance, |key| {
-        env.raw(key).map(str::to_owned)
-    }) {
+    let config = match ctx.bus_config() {
         Ok(config) => config,
         Err(e) => {
-            tracing::error!(error = %e, "invalid bus settings: the order history is not updated live");
+            tracing::warn!(error = %e, "no usable bus settings: the order history is not updated live");
             return;
         }
     };
@@ -88,16 +81,8 @@ fn start_consumer(ctx: &Context, history: Arc<History>) {
                 () = tokio::time::sleep(Duration::from_millis(500)) => true,
             }
         };
-        let bus = loop {
-            match mortar_sdk::bus::Client::connect_with(config.clone()).await {
-                Ok(bus) => break bus,
-                Err(e) => {
-                    tracing::warn!(error = %e, "bus not reachable yet; the order history waits");
-                    if !pause().await {
-                        return;
-                    }
-                }
-            }
+        let Some(bus) = connect_when_reachable(config, shutdown.clone()).await else {
+            return;
         };
         // ordering may not have created the topic yet.
         if let Err(e) = bus.create_topic(TOPIC).await {

@@ -11,11 +11,10 @@ mod order;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mortar_cqrs::CommandHandler;
 use mortar_cqrs::eventstore::{self, EventStore, OutboxRelay, STORE_URL_ENV};
-use mortar_sdk::bus::{BUS_URL_ENV, ClientConfig};
+use mortar_sdk::bus::connect_when_reachable;
 use mortar_sdk::{ConfigError, Context};
 
 /// The topic order events are published on.
@@ -57,33 +56,17 @@ fn main() -> ExitCode {
 /// for a long time): commands keep working, and their messages wait in the
 /// outbox until the relay connects.
 fn start_relay(ctx: &Context, store: Arc<dyn EventStore>) {
-    let Some(_) = ctx.env().raw(BUS_URL_ENV) else {
-        tracing::warn!("{BUS_URL_ENV} is not set: order events stay in the outbox unpublished");
-        return;
-    };
-    let env = ctx.env().clone();
-    let config = match ClientConfig::from_lookup(&ctx.service().instance, |key| {
-        env.raw(key).map(str::to_owned)
-    }) {
+    let config = match ctx.bus_config() {
         Ok(config) => config,
         Err(e) => {
-            tracing::error!(error = %e, "invalid bus settings: order events stay in the outbox");
+            tracing::warn!(error = %e, "no usable bus settings: order events stay in the outbox unpublished");
             return;
         }
     };
     let shutdown = ctx.shutdown_token();
     tokio::spawn(async move {
-        let bus = loop {
-            match mortar_sdk::bus::Client::connect_with(config.clone()).await {
-                Ok(bus) => break bus,
-                Err(e) => {
-                    tracing::warn!(error = %e, "bus not reachable yet; the outbox keeps order events");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    }
-                }
-            }
+        let Some(bus) = connect_when_reachable(config, shutdown.clone()).await else {
+            return;
         };
         if let Err(e) = bus.create_topic(TOPIC).await {
             tracing::warn!(error = %e, topic = TOPIC, "cannot create the topic");
