@@ -16,6 +16,7 @@ mod model;
 mod order;
 mod parse;
 mod reader;
+mod secrets;
 
 pub use error::{LoadError, ManifestError, ManifestErrors};
 pub use model::{
@@ -24,5 +25,5 @@ pub use model::{
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_RAPID_CRASHES, DEFAULT_RAPID_CRASH_WINDOW,
     DEFAULT_READY_PATH, DEFAULT_RETENTION, DEFAULT_STARTUP_TIMEOUT, GatewaySpec, HealthSpec,
     MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT, Manifest, RESERVED_ENV_KEYS,
-    RESERVED_ENV_PREFIX, RestartPolicy, RouteSpec, ServiceSpec,
+    RESERVED_ENV_PREFIX, RestartPolicy, RouteSpec, DEFAULT_SECRETS_FILE, SecretsSpec, ServiceSpec,
 };

@@ -75,6 +75,28 @@ pub struct Manifest {
     pub gateway: GatewaySpec,
     /// The `[bus]` table: topics and delivery settings of the embedded broker.
     pub bus: BusSpec,
+    /// The `[secrets]` table: where the app's encrypted secrets are.
+    pub secrets: SecretsSpec,
+}
+
+/// Where `[secrets] file` points when absent, relative to the manifest.
+pub const DEFAULT_SECRETS_FILE: &str = "secrets.cms";
+
+/// The `[secrets]` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SecretsSpec {
+    /// The CMS secrets file (see `mortar secrets`), as written: relative
+    /// paths are relative to the manifest's directory
+    /// ([`Manifest::secrets_file`]).
+    pub file: PathBuf,
+}
+
+impl Default for SecretsSpec {
+    fn default() -> Self {
+        SecretsSpec {
+            file: PathBuf::from(DEFAULT_SECRETS_FILE),
+        }
+    }
 }
 
 /// The `[bus]` table.
@@ -163,6 +185,10 @@ pub struct ServiceSpec {
     pub depends_on: Vec<String>,
     /// Extra environment for every instance; never overrides what mortar sets.
     pub env: BTreeMap<String, String>,
+    /// Names of the app's secrets this service gets, each as the environment
+    /// variable of that name; it gets no others. Values stay in the secrets
+    /// file until the node decrypts it at launch.
+    pub secrets: Vec<String>,
     /// Time between SIGTERM and SIGKILL when stopping an instance.
     #[serde(serialize_with = "human_duration")]
     pub grace_period: Duration,
@@ -240,6 +266,16 @@ impl Manifest {
     /// The service called `name`, for commands that address one service.
     pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The secrets file, resolved against the manifest's directory.
+    pub fn secrets_file(&self) -> PathBuf {
+        self.dir.join(&self.secrets.file)
+    }
+
+    /// Whether any service asks for secrets (only then is the file needed).
+    pub fn uses_secrets(&self) -> bool {
+        self.services.iter().any(|s| !s.secrets.is_empty())
     }
 
     /// The program to execute for `service` (its `command[0]`).
@@ -321,6 +357,7 @@ mod tests {
             instances: DEFAULT_INSTANCES,
             depends_on: vec![],
             env: BTreeMap::new(),
+            secrets: vec![],
             grace_period: DEFAULT_GRACE_PERIOD,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             health: HealthSpec::default(),
@@ -333,6 +370,7 @@ mod tests {
             services: vec![service.clone()],
             gateway: GatewaySpec::default(),
             bus: BusSpec::default(),
+            secrets: SecretsSpec::default(),
         };
         (manifest, service)
     }

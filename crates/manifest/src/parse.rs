@@ -12,7 +12,7 @@ use toml::de::DeTable;
 
 use crate::error::{LoadError, ManifestErrors};
 use crate::model::{
-    AppSpec, BusSpec, DEFAULT_GRACE_PERIOD, DEFAULT_INSTANCES, DEFAULT_STARTUP_TIMEOUT,
+    AppSpec, BusSpec, SecretsSpec, DEFAULT_GRACE_PERIOD, DEFAULT_INSTANCES, DEFAULT_STARTUP_TIMEOUT,
     GatewaySpec, HealthSpec, MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT, Manifest,
     RESERVED_ENV_KEYS, RESERVED_ENV_PREFIX, RestartPolicy, ServiceSpec, manifest_dir,
 };
@@ -20,7 +20,7 @@ use crate::order::cycles;
 use crate::reader::{Reader, Value, child, entries, is_probable_typo, with_article};
 
 /// Keys of the top-level table.
-const ROOT_KEYS: &[&str] = &["app", "services", "gateway", "bus"];
+const ROOT_KEYS: &[&str] = &["app", "services", "gateway", "bus", "secrets"];
 /// Keys of `[app]`.
 const APP_KEYS: &[&str] = &["name"];
 /// Keys of `[services.<name>]`.
@@ -34,6 +34,7 @@ const SERVICE_KEYS: &[&str] = &[
     "startup_timeout",
     "health",
     "restart",
+    "secrets",
 ];
 /// Keys of `[services.<name>.health]`.
 const HEALTH_KEYS: &[&str] = &["ready", "live"];
@@ -73,13 +74,14 @@ impl Manifest {
         };
         let errors = reader.finish();
         match parsed {
-            Some((app, services, gateway, bus)) if errors.is_empty() => Ok(Manifest {
+            Some((app, services, gateway, bus, secrets)) if errors.is_empty() => Ok(Manifest {
                 path: path.to_path_buf(),
                 dir: manifest_dir(path),
                 app,
                 services,
                 gateway,
                 bus,
+                secrets,
             }),
             _ => Err(ManifestErrors {
                 path: path.to_path_buf(),
@@ -112,7 +114,7 @@ impl Manifest {
 fn read_manifest(
     r: &mut Reader<'_>,
     root: &Spanned<DeTable<'_>>,
-) -> Option<(AppSpec, Vec<ServiceSpec>, GatewaySpec, BusSpec)> {
+) -> Option<(AppSpec, Vec<ServiceSpec>, GatewaySpec, BusSpec, SecretsSpec)> {
     let (span, root) = (root.span(), root.get_ref());
     r.unknown_keys(root, "", ROOT_KEYS);
     let app = required(
@@ -147,7 +149,11 @@ fn read_manifest(
         Some(value) => crate::bus::read_bus(r, value),
         None => Some(BusSpec::default()),
     };
-    Some((app?, services?, gateway?, bus?))
+    let secrets = match root.get("secrets") {
+        Some(value) => crate::secrets::read_secrets(r, value),
+        None => Some(SecretsSpec::default()),
+    };
+    Some((app?, services?, gateway?, bus?, secrets?))
 }
 
 /// The value of the required `key` of `table` (at `span`), or an error
@@ -316,6 +322,10 @@ fn read_service(
         Some(v) => read_env(r, v, &f("env")),
         None => Some(BTreeMap::new()),
     };
+    let secrets = match table.get("secrets") {
+        Some(v) => crate::secrets::read_service_secrets(r, v, &f("secrets"), env.as_ref()),
+        None => Some(Vec::new()),
+    };
     let limited = |r: &mut Reader<'_>, key: &str, default: Duration| match table.get(key) {
         Some(v) => r.duration(v, &f(key), Some(MAX_SERVICE_TIMEOUT)),
         None => Some(default),
@@ -342,6 +352,7 @@ fn read_service(
             instances: instances?,
             depends_on: depends_on?,
             env: env?,
+            secrets: secrets?,
             grace_period: grace_period?,
             startup_timeout: startup_timeout?,
             health: health?,
@@ -464,7 +475,7 @@ fn read_env(
 }
 
 /// Why `name` cannot be an `env` key, if it cannot.
-fn env_name_problem(name: &str) -> Option<String> {
+pub(crate) fn env_name_problem(name: &str) -> Option<String> {
     let mut chars = name.chars();
     let valid = chars
         .next()

@@ -10,6 +10,7 @@ pub mod dns;
 pub mod http;
 pub mod nats;
 pub mod node;
+pub mod openssl;
 pub mod registry;
 pub mod service;
 pub mod stores;

@@ -86,6 +86,7 @@ fn the_full_example_parses_to_the_expected_model() {
         instances: 2,
         depends_on: vec!["identity".into()],
         env: BTreeMap::from([("CATALOG_PAGE_SIZE".into(), "50".into())]),
+        secrets: vec![],
         grace_period: Duration::from_secs(10),
         startup_timeout: Duration::from_secs(30),
         health: HealthSpec {
@@ -106,6 +107,7 @@ fn the_full_example_parses_to_the_expected_model() {
         instances: 1,
         depends_on: vec![],
         env: BTreeMap::new(),
+        secrets: vec![],
         grace_period: Duration::from_secs(10),
         startup_timeout: Duration::from_secs(30),
         health: HealthSpec::default(),
@@ -122,6 +124,7 @@ fn the_full_example_parses_to_the_expected_model() {
             services: vec![catalog, identity],
             gateway: crate::GatewaySpec::default(),
             bus: crate::BusSpec::default(),
+            secrets: crate::SecretsSpec::default(),
         }
     );
     let order: Vec<&str> = manifest
@@ -214,7 +217,7 @@ comand = ["/bin/true"]
                 10,
                 1,
                 "services.orders.comand",
-                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart"#
+                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets"#
             ),
         ]
     );
@@ -303,13 +306,13 @@ fn unknown_keys_are_caught_at_every_level() {
                 1,
                 1,
                 "color",
-                r#"unknown key "color"; expected one of: app, services, gateway, bus"#
+                r#"unknown key "color"; expected one of: app, services, gateway, bus, secrets"#
             ),
             e(
                 6,
                 1,
                 "services.a.instnaces",
-                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart"#
+                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets"#
             ),
             e(
                 8,
@@ -858,4 +861,55 @@ fn specs_serialize_durations_as_manifest_text() {
     assert_eq!(json["grace_period"], "10s");
     assert_eq!(json["restart"]["initial_backoff"], "100ms");
     assert_eq!(json["env"]["CATALOG_PAGE_SIZE"], "50");
+}
+
+#[test]
+fn services_name_their_secrets_and_the_secrets_file_defaults_beside_the_manifest() {
+    let source = format!(
+        "{APP}[secrets]\nfile = \"config/app.cms\"\n[services.a]\ncommand = [\"a\"]\nsecrets = [\"DB_PASSWORD\", \"API_KEY\"]\n[services.b]\ncommand = [\"b\"]\n"
+    );
+    let m = parse(&source).unwrap();
+    assert_eq!(m.service("a").unwrap().secrets, ["DB_PASSWORD", "API_KEY"]);
+    assert!(m.service("b").unwrap().secrets.is_empty());
+    assert_eq!(m.secrets_file(), PathBuf::from("shop/config/app.cms"));
+    assert!(m.uses_secrets());
+
+    let plain = parse(&format!("{APP}[services.a]\ncommand = [\"a\"]\n")).unwrap();
+    assert_eq!(plain.secrets_file(), PathBuf::from("shop/secrets.cms"));
+    assert!(!plain.uses_secrets());
+}
+
+#[test]
+fn secret_names_must_be_variable_names_listed_once_and_not_also_in_env() {
+    let source = format!(
+        "{APP}[secrets]\nfile = \"\"\nkey = \"k\"\n[services.a]\ncommand = [\"a\"]\nenv = {{ TOKEN = \"x\" }}\n\
+         secrets = [\"PORT\", \"db\", \"A\", \"A\", \"TOKEN\", 7]\n"
+    );
+    assert_eq!(
+        errors(&source),
+        [
+            e(4, 8, "secrets.file", r#"expected a path to the CMS secrets file, relative to the manifest, found """#),
+            e(5, 1, "secrets.key", "unknown key \"key\"; expected one of: file"),
+            e(
+                9,
+                12,
+                "services.a.secrets[0]",
+                r#""PORT" is reserved: mortar sets it for every instance"#
+            ),
+            e(
+                9,
+                20,
+                "services.a.secrets[1]",
+                r#"invalid secret name "db"; expected upper-case letters, digits and '_', not starting with a digit (^[A-Z_][A-Z0-9_]*$)"#
+            ),
+            e(9, 31, "services.a.secrets[3]", r#"secret "A" is listed twice"#),
+            e(
+                9,
+                36,
+                "services.a.secrets[4]",
+                r#""TOKEN" is both a secret and an env entry of this service; remove it from env so the secret is what the service gets"#
+            ),
+            e(9, 45, "services.a.secrets[5]", "expected a secret name, found an integer"),
+        ]
+    );
 }
