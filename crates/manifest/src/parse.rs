@@ -12,9 +12,9 @@ use toml::de::DeTable;
 
 use crate::error::{LoadError, ManifestErrors};
 use crate::model::{
-    AppSpec, BusSpec, SecretsSpec, DEFAULT_GRACE_PERIOD, DEFAULT_INSTANCES, DEFAULT_STARTUP_TIMEOUT,
+    AppSpec, BusSpec, DEFAULT_GRACE_PERIOD, DEFAULT_INSTANCES, DEFAULT_STARTUP_TIMEOUT,
     GatewaySpec, HealthSpec, MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT, Manifest,
-    RESERVED_ENV_KEYS, RESERVED_ENV_PREFIX, RestartPolicy, ServiceSpec, manifest_dir,
+    RESERVED_ENV_KEYS, RESERVED_ENV_PREFIX, RestartPolicy, SecretsSpec, ServiceSpec, manifest_dir,
 };
 use crate::order::cycles;
 use crate::reader::{Reader, Value, child, entries, is_probable_typo, with_article};

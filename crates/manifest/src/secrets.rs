@@ -25,7 +25,11 @@ pub(crate) fn read_secrets(r: &mut Reader<'_>, value: &Value<'_>) -> Option<Secr
     let field = child("secrets", "file");
     let text = r.string(file, &field, EXPECTED)?;
     if text.is_empty() {
-        r.error(file.span(), &field, format!("expected {EXPECTED}, found \"\""));
+        r.error(
+            file.span(),
+            &field,
+            format!("expected {EXPECTED}, found \"\""),
+        );
         return None;
     }
     Some(SecretsSpec {

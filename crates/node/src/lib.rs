@@ -10,5 +10,6 @@ pub mod client;
 pub mod datadir;
 pub mod metrics;
 mod node;
+mod secrets;
 
 pub use node::{Node, NodeError, NodeOptions};

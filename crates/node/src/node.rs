@@ -40,6 +40,11 @@ pub struct NodeOptions {
     pub bus_url: Option<String>,
     /// The log filter passed on to instances.
     pub log_level: Option<String>,
+    /// The private key that decrypts the app's secrets file; needed only
+    /// when a service names secrets.
+    pub secrets_key: Option<PathBuf>,
+    /// The key's certificate, for precise errors (optional).
+    pub secrets_cert: Option<PathBuf>,
 }
 
 /// Why a node could not run.
@@ -70,6 +75,21 @@ pub enum NodeError {
         /// Why.
         source: mortar_bus::BusError,
     },
+    /// Services name secrets but no key to decrypt them was given.
+    #[error(
+        "services {} get secrets from {}, but no key to decrypt it was given; set MORTAR_SECRETS_KEY (or --secrets-key) to the private key of one of its recipients",
+        services.join(", "),
+        file.display()
+    )]
+    SecretsKeyMissing {
+        /// The secrets file.
+        file: PathBuf,
+        /// The services that name secrets.
+        services: Vec<String>,
+    },
+    /// The secrets cannot be decrypted or lack what services need.
+    #[error(transparent)]
+    Secrets(#[from] mortar_secrets::SecretsError),
     /// The DNS server cannot start.
     #[error(transparent)]
     Dns(#[from] mortar_discovery::dns::DnsError),
@@ -114,6 +134,12 @@ impl Node {
         // Installed first, so a signal during start-up stops services in
         // order instead of killing the node outright.
         let mut signals = mortar_sdk::shutdown::Signals::install();
+        // Before anything starts: a secrets problem must start nothing.
+        let secrets = crate::secrets::for_services(
+            &manifest,
+            options.secrets_key.as_deref(),
+            options.secrets_cert.as_deref(),
+        )?;
         let data_dir = DataDir::lock(&data_path)?;
         let listener = TcpListener::bind(options.admin_addr)
             .await
@@ -193,6 +219,7 @@ impl Node {
                     env.insert("MORTAR_DNS_ADDR".to_owned(), dns_addr.to_string());
                     env
                 },
+                secrets,
             },
         )?);
         let info = NodeInfo {

@@ -57,9 +57,30 @@ enum Raw {
 
 /// A snapshot of environment variables, read once so that configuration
 /// cannot change under a running service.
-#[derive(Debug, Clone, Default)]
+///
+/// The variables named in `MORTAR_SECRET_NAMES` (the service's secrets, set
+/// by the supervisor) show as `<redacted>` in `Debug` and in
+/// [`ConfigError`]s, so a bad secret never reaches a log line.
+#[derive(Clone, Default)]
 pub struct Env {
     vars: BTreeMap<String, Raw>,
+}
+
+/// What a secret's value is shown as.
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut map = f.debug_map();
+        for (name, raw) in &self.vars {
+            if self.is_secret(name) {
+                map.entry(name, &format_args!("{REDACTED}"));
+            } else {
+                map.entry(name, raw);
+            }
+        }
+        map.finish()
+    }
 }
 
 impl Env {
@@ -89,6 +110,13 @@ impl Env {
             .map(|(k, v)| (k.into(), Raw::Text(v.into())))
             .collect();
         Env { vars }
+    }
+
+    /// Whether `name` holds one of the service's secrets (it is listed in
+    /// `MORTAR_SECRET_NAMES`), whose value must never be shown.
+    pub fn is_secret(&self, name: &str) -> bool {
+        self.raw("MORTAR_SECRET_NAMES")
+            .is_some_and(|names| names.split(',').any(|n| n.trim() == name))
     }
 
     /// The raw text of a variable, if set and UTF-8. Empty counts as set.
@@ -157,11 +185,26 @@ impl Env {
         expected: &str,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<Option<T>, ConfigError> {
-        let invalid = |value: &str, problem: String| ConfigError::Invalid {
-            name: name.to_owned(),
-            value: value.to_owned(),
-            expected: expected.to_owned(),
-            problem,
+        let secret = self.is_secret(name);
+        let invalid = |value: &str, problem: String| {
+            let (value, problem) = if secret {
+                // The parser's message may quote the value too.
+                let mut problem = problem;
+                for shown in [value, value.trim()] {
+                    if !shown.is_empty() {
+                        problem = problem.replace(shown, REDACTED);
+                    }
+                }
+                (REDACTED.to_owned(), problem)
+            } else {
+                (value.to_owned(), problem)
+            };
+            ConfigError::Invalid {
+                name: name.to_owned(),
+                value,
+                expected: expected.to_owned(),
+                problem,
+            }
         };
         match self.vars.get(name) {
             None => Ok(None),
@@ -388,5 +431,36 @@ mod tests {
         assert!(!is_dns_label(""));
         let env = Env::from_pairs([("MORTAR_SERVICE", "Bad_Name")]);
         assert!(ServiceConfig::from_env(&env, "x").is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_errors_and_debug() {
+        let env = Env::from_pairs([
+            ("MORTAR_SECRET_NAMES", "DB_PORT,API_KEY"),
+            ("DB_PORT", "hunter2"),
+            ("API_KEY", "k-123"),
+            ("PLAIN", "seen"),
+        ]);
+        assert!(env.is_secret("DB_PORT") && !env.is_secret("PLAIN"));
+        let e = env
+            .parse_with("DB_PORT", "a port", |s| {
+                Err::<u16, _>(format!("{s} is no port"))
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("DB_PORT=\"<redacted>\"") && e.contains("<redacted> is no port"),
+            "{e}"
+        );
+        let shown = format!("{env:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("k-123"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("seen") && shown.contains("API_KEY"),
+            "{shown}"
+        );
     }
 }

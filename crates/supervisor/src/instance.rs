@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 
 use futures::StreamExt;
+use mortar_secrets::Secrets;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncRead;
@@ -35,6 +36,9 @@ pub(crate) struct LaunchSpec<'a> {
     pub(crate) args: &'a [String],
     pub(crate) cwd: &'a Path,
     pub(crate) env: &'a BTreeMap<String, String>,
+    /// Set after `env`; their values appear nowhere but in the child's
+    /// environment.
+    pub(crate) secrets: &'a Secrets,
     pub(crate) service: &'a str,
     pub(crate) instance: &'a str,
 }
@@ -43,12 +47,26 @@ impl Process {
     /// Starts the process in its own process group (so a Ctrl-C in the
     /// terminal reaches only the node, which then stops services in order).
     pub(crate) fn spawn(spec: &LaunchSpec<'_>, hub: &LogHub) -> std::io::Result<Process> {
+        // Names only: `env` may carry credentials in URLs, and `Secrets`
+        // prints every value as <redacted>.
+        tracing::debug!(
+            program = %spec.program.display(),
+            args = ?spec.args,
+            env = ?spec.env.keys().collect::<Vec<_>>(),
+            secrets = ?spec.secrets,
+            "launching instance"
+        );
         let mut command = Command::new(spec.program);
         command
             .args(spec.args)
             .current_dir(spec.cwd)
             .env_clear()
             .envs(spec.env)
+            .envs(
+                spec.secrets
+                    .iter()
+                    .map(|(name, value)| (name, value.expose())),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

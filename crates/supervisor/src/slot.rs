@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use mortar_discovery::{Instance, Registry};
 use mortar_manifest::ServiceSpec;
+use mortar_secrets::Secrets;
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,9 @@ pub(crate) struct Slot {
     pub(crate) program: PathBuf,
     pub(crate) cwd: PathBuf,
     pub(crate) env: BTreeMap<String, String>,
+    /// The service's secrets: environment variables kept apart from `env`
+    /// so that only the spawn sees their values (they print redacted).
+    pub(crate) secrets: Arc<Secrets>,
     pub(crate) hub: LogHub,
     pub(crate) status: Arc<Mutex<InstanceStatus>>,
     pub(crate) endpoint: watch::Receiver<Option<Endpoint>>,
@@ -151,6 +155,7 @@ impl Slot {
             args: self.spec.command.get(1..).unwrap_or_default(),
             cwd: &self.cwd,
             env: &self.env,
+            secrets: &self.secrets,
             service: &self.spec.name,
             instance: &self.id,
         };

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use mortar_discovery::Registry;
 use mortar_manifest::{Manifest, ServiceSpec};
+use mortar_secrets::Secrets;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -32,6 +33,10 @@ pub struct SupervisorOptions {
     pub registry: Option<Registry>,
     /// Extra variables every instance gets (the node's DNS address, …).
     pub extra_env: BTreeMap<String, String>,
+    /// Each service's secrets, by service name: exactly those its manifest
+    /// entry names, given to its instances as environment variables and
+    /// to nothing else (not logged, not in status).
+    pub secrets: BTreeMap<String, Secrets>,
 }
 
 /// The address an instance reports after binding its port.
@@ -122,6 +127,7 @@ struct ServiceRuntime {
     spec: Arc<ServiceSpec>,
     program: PathBuf,
     env: BTreeMap<String, String>,
+    secrets: Arc<Secrets>,
     outbox_dir: PathBuf,
     slots: Vec<SlotHandle>,
     /// Cancelled to stop the service's slots; replaced when it is started again.
@@ -178,7 +184,14 @@ impl Supervisor {
         if !missing.is_empty() {
             return Err(LaunchError::MissingPrograms(missing));
         }
-        let base_env = inherited_env();
+        let mut base_env = inherited_env();
+        // A secret reaches only the services that name it, even when the
+        // node's own environment happens to hold a variable of that name.
+        for secrets in options.secrets.values() {
+            for name in secrets.names() {
+                base_env.remove(name);
+            }
+        }
         let mut services = Vec::new();
         let mut by_instance = HashMap::new();
         for (si, spec) in manifest.services.iter().enumerate() {
@@ -211,6 +224,13 @@ impl Supervisor {
                 env.insert("MORTAR_LOG_LEVEL".into(), level.clone());
             }
             env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let secrets = options.secrets.get(&spec.name).cloned().unwrap_or_default();
+            if !secrets.is_empty() {
+                // Names only, so the SDK can redact these variables' values
+                // in its configuration errors.
+                let names: Vec<&str> = secrets.names().collect();
+                env.insert("MORTAR_SECRET_NAMES".into(), names.join(","));
+            }
             let slots = (1..=spec.instances)
                 .enumerate()
                 .map(|(ii, n)| {
@@ -233,6 +253,7 @@ impl Supervisor {
                 program: manifest.resolve_program(spec),
                 spec: Arc::new(spec.clone()),
                 env,
+                secrets: Arc::new(secrets),
                 slots,
                 stop: Mutex::new(CancellationToken::new()),
                 tasks: Mutex::new(Vec::new()),
@@ -310,6 +331,7 @@ impl Supervisor {
                     env.insert("MORTAR_BUS_OUTBOX".into(), outbox.display().to_string());
                     env
                 },
+                secrets: service.secrets.clone(),
                 hub: self.hub.clone(),
                 status: handle.status.clone(),
                 endpoint: handle.endpoint.subscribe(),

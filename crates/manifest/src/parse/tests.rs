@@ -888,8 +888,18 @@ fn secret_names_must_be_variable_names_listed_once_and_not_also_in_env() {
     assert_eq!(
         errors(&source),
         [
-            e(4, 8, "secrets.file", r#"expected a path to the CMS secrets file, relative to the manifest, found """#),
-            e(5, 1, "secrets.key", "unknown key \"key\"; expected one of: file"),
+            e(
+                4,
+                8,
+                "secrets.file",
+                r#"expected a path to the CMS secrets file, relative to the manifest, found """#
+            ),
+            e(
+                5,
+                1,
+                "secrets.key",
+                "unknown key \"key\"; expected one of: file"
+            ),
             e(
                 9,
                 12,
@@ -902,14 +912,24 @@ fn secret_names_must_be_variable_names_listed_once_and_not_also_in_env() {
                 "services.a.secrets[1]",
                 r#"invalid secret name "db"; expected upper-case letters, digits and '_', not starting with a digit (^[A-Z_][A-Z0-9_]*$)"#
             ),
-            e(9, 31, "services.a.secrets[3]", r#"secret "A" is listed twice"#),
+            e(
+                9,
+                31,
+                "services.a.secrets[3]",
+                r#"secret "A" is listed twice"#
+            ),
             e(
                 9,
                 36,
                 "services.a.secrets[4]",
                 r#""TOKEN" is both a secret and an env entry of this service; remove it from env so the secret is what the service gets"#
             ),
-            e(9, 45, "services.a.secrets[5]", "expected a secret name, found an integer"),
+            e(
+                9,
+                45,
+                "services.a.secrets[5]",
+                "expected a secret name, found an integer"
+            ),
         ]
     );
 }
