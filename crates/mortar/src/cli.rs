@@ -43,6 +43,105 @@ pub(crate) enum Command {
     /// Run a benchmark that ships with mortar.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The app's secrets, encrypted as CMS (RFC 5652) for X.509 recipients: encrypt, decrypt, edit, set, unset, rotate.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretsCommand {
+    /// Encrypt a plaintext table (TOML: NAME = "value" lines) from stdin or --from into the secrets file.
+    Encrypt(SecretsEncryptArgs),
+    /// Print the decrypted secrets table (TOML) on stdout.
+    Decrypt(SecretsDecryptArgs),
+    /// Edit the secrets in $VISUAL or $EDITOR, then re-encrypt them (plaintext only in a private, wiped, removed directory, in memory when possible).
+    Edit(SecretsEditArgs),
+    /// Set one secret to a value read from stdin (not echoed on a terminal; one trailing newline is dropped).
+    Set(SecretsNameArgs),
+    /// Remove one secret.
+    Unset(SecretsNameArgs),
+    /// Re-encrypt under a new content key, for new recipients (-r) or the recorded ones.
+    Rotate(SecretsRotateArgs),
+}
+
+/// Which secrets file: given, or the manifest's `[secrets] file`.
+#[derive(Debug, Args)]
+pub(crate) struct SecretsTarget {
+    /// The secrets file [default: the manifest's [secrets] file, secrets.cms beside it unless set].
+    #[arg(value_name = "SECRETS_FILE")]
+    pub(crate) secrets_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) manifest: ManifestArgs,
+}
+
+/// The private key that decrypts.
+#[derive(Debug, Args)]
+pub(crate) struct SecretsKeyArgs {
+    /// PEM private key of one of the file's recipients.
+    #[arg(long, env = "MORTAR_SECRETS_KEY", value_name = "PATH")]
+    pub(crate) key: Option<PathBuf>,
+    /// The key's certificate, for precise errors [default: a certificate in the key file, or the matching recorded recipient].
+    #[arg(long, env = "MORTAR_SECRETS_CERT", value_name = "PATH")]
+    pub(crate) cert: Option<PathBuf>,
+}
+
+/// Who to encrypt for.
+#[derive(Debug, Args)]
+pub(crate) struct RecipientArgs {
+    /// A PEM file with recipient certificate(s), RSA or EC; repeatable [default: the recorded recipients, <file>.recipients.pem].
+    #[arg(short = 'r', long = "recipient", value_name = "CERT")]
+    pub(crate) recipients: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretsEncryptArgs {
+    #[command(flatten)]
+    pub(crate) target: SecretsTarget,
+    #[command(flatten)]
+    pub(crate) recipients: RecipientArgs,
+    /// Read the plaintext table from this file instead of stdin.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) from: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretsDecryptArgs {
+    #[command(flatten)]
+    pub(crate) target: SecretsTarget,
+    #[command(flatten)]
+    pub(crate) key: SecretsKeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretsEditArgs {
+    #[command(flatten)]
+    pub(crate) target: SecretsTarget,
+    #[command(flatten)]
+    pub(crate) key: SecretsKeyArgs,
+    #[command(flatten)]
+    pub(crate) recipients: RecipientArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretsNameArgs {
+    /// The secret's name: the environment variable services get (^[A-Z_][A-Z0-9_]*$).
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) target: SecretsTarget,
+    #[command(flatten)]
+    pub(crate) key: SecretsKeyArgs,
+    #[command(flatten)]
+    pub(crate) recipients: RecipientArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretsRotateArgs {
+    #[command(flatten)]
+    pub(crate) target: SecretsTarget,
+    #[command(flatten)]
+    pub(crate) key: SecretsKeyArgs,
+    #[command(flatten)]
+    pub(crate) recipients: RecipientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +204,12 @@ pub(crate) struct UpArgs {
     /// Log filter for the node and its instances (error, warn, info, debug, trace).
     #[arg(long, env = "MORTAR_LOG_LEVEL")]
     pub(crate) log_level: Option<String>,
+    /// PEM private key that decrypts the app's secrets file (needed when services name secrets).
+    #[arg(long, env = "MORTAR_SECRETS_KEY", value_name = "PATH")]
+    pub(crate) secrets_key: Option<PathBuf>,
+    /// That key's certificate (optional; makes decryption errors precise).
+    #[arg(long, env = "MORTAR_SECRETS_CERT", value_name = "PATH")]
+    pub(crate) secrets_cert: Option<PathBuf>,
 }
 
 /// How a one-off command finds the running node: the data directory (from
@@ -318,4 +423,14 @@ pub(crate) struct BenchStartArgs {
     /// The service to launch, after `--`.
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -11,7 +11,8 @@ use mortar_test_support::openssl::{Party, cms_decrypt, cms_encrypt, ec_party, rs
 
 fn secrets() -> Secrets {
     let mut s = Secrets::new();
-    s.insert("DB_PASSWORD", SecretValue::new("pa$$ \"word\"\n2")).unwrap();
+    s.insert("DB_PASSWORD", SecretValue::new("pa$$ \"word\"\n2"))
+        .unwrap();
     s.insert("API_KEY", SecretValue::new("k-ü-123")).unwrap();
     s
 }
@@ -50,23 +51,42 @@ fn mortar_secrets_reads_what_openssl_cms_encrypt_writes() {
     let ci = ec_party(dir.path(), "ci");
     let expected = Secrets::parse(PLAINTEXT.as_bytes(), "expected").unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("pem", cms_encrypt(PLAINTEXT.as_bytes(), &[&ops.cert, &ci.cert], "PEM", &[])),
-        ("der", cms_encrypt(PLAINTEXT.as_bytes(), &[&ops.cert], "DER", &[])),
-        ("smime", cms_encrypt(PLAINTEXT.as_bytes(), &[&ops.cert], "SMIME", &[])),
+        (
+            "pem",
+            cms_encrypt(PLAINTEXT.as_bytes(), &[&ops.cert, &ci.cert], "PEM", &[]),
+        ),
+        (
+            "der",
+            cms_encrypt(PLAINTEXT.as_bytes(), &[&ops.cert], "DER", &[]),
+        ),
+        (
+            "smime",
+            cms_encrypt(PLAINTEXT.as_bytes(), &[&ops.cert], "SMIME", &[]),
+        ),
         (
             "oaep",
             cms_encrypt(
                 PLAINTEXT.as_bytes(),
                 &[],
                 "PEM",
-                &["-recip", ops.cert.to_str().unwrap(), "-keyopt", "rsa_padding_mode:oaep"],
+                &[
+                    "-recip",
+                    ops.cert.to_str().unwrap(),
+                    "-keyopt",
+                    "rsa_padding_mode:oaep",
+                ],
             ),
         ),
         (
             "gcm",
             mortar_test_support::openssl::run_openssl(
                 &[
-                    "cms", "-encrypt", "-binary", "-aes-256-gcm", "-outform", "PEM",
+                    "cms",
+                    "-encrypt",
+                    "-binary",
+                    "-aes-256-gcm",
+                    "-outform",
+                    "PEM",
                     ops.cert.to_str().unwrap(),
                 ],
                 PLAINTEXT.as_bytes(),
@@ -76,7 +96,14 @@ fn mortar_secrets_reads_what_openssl_cms_encrypt_writes() {
             // Without -binary, openssl turns line ends into CRLF.
             "text",
             mortar_test_support::openssl::run_openssl(
-                &["cms", "-encrypt", "-aes256", "-outform", "PEM", ops.cert.to_str().unwrap()],
+                &[
+                    "cms",
+                    "-encrypt",
+                    "-aes256",
+                    "-outform",
+                    "PEM",
+                    ops.cert.to_str().unwrap(),
+                ],
                 PLAINTEXT.as_bytes(),
             ),
         ),
@@ -100,10 +127,17 @@ fn a_file_openssl_encrypted_for_someone_else_is_refused_by_name() {
     let ops = rsa_party(dir.path(), "ops");
     let eve = rsa_party(dir.path(), "eve");
     let path = dir.path().join("secrets.cms");
-    std::fs::write(&path, cms_encrypt(PLAINTEXT.as_bytes(), &[&ops.cert], "PEM", &[])).unwrap();
+    std::fs::write(
+        &path,
+        cms_encrypt(PLAINTEXT.as_bytes(), &[&ops.cert], "PEM", &[]),
+    )
+    .unwrap();
     let e = open(&path, &eve, true).unwrap_err();
     assert!(matches!(e, SecretsError::NotARecipient { .. }), "{e:?}");
     assert!(e.to_string().contains("eve.key"), "{e}");
     let e = open(&path, &eve, false).unwrap_err();
-    assert!(e.to_string().contains("not the key of any recipient"), "{e}");
+    assert!(
+        e.to_string().contains("not the key of any recipient"),
+        "{e}"
+    );
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod bins;
+pub mod cli;
 pub mod dns;
 pub mod http;
 pub mod nats;

@@ -92,7 +92,12 @@ fn make_party(dir: &Path, name: &str, key_args: &[&str]) -> Party {
 /// `openssl cms -encrypt -binary -aes256 -outform <outform>` of `plaintext`
 /// for the certificates `recipients`; extra arguments (e.g. `-keyopt
 /// rsa_padding_mode:oaep`) go before the certificates.
-pub fn cms_encrypt(plaintext: &[u8], recipients: &[&Path], outform: &str, extra: &[&str]) -> Vec<u8> {
+pub fn cms_encrypt(
+    plaintext: &[u8],
+    recipients: &[&Path],
+    outform: &str,
+    extra: &[&str],
+) -> Vec<u8> {
     let mut args: Vec<&OsStr> = vec![
         "cms".as_ref(),
         "-encrypt".as_ref(),

@@ -7,6 +7,7 @@ mod check;
 mod logs;
 mod projections;
 mod release;
+mod secrets;
 mod service;
 mod status;
 mod up;
@@ -49,6 +50,7 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Bus(args)) => runtime()?.block_on(bench::bus(args)),
         Command::Bench(BenchCommand::Http(args)) => bench::http(args),
         Command::Bench(BenchCommand::Cqrs(args)) => runtime()?.block_on(bench::cqrs(args)),
+        Command::Secrets(command) => secrets::run(command),
     }
 }
 

@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-use mortar_node::{Node, NodeOptions};
+use mortar_node::{Node, NodeError, NodeOptions};
 use mortar_supervisor::LogHub;
 
 use crate::cli::UpArgs;
@@ -31,10 +30,17 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         gateway_addr: args.gateway_addr,
         bus_url: args.bus_url,
         log_level: args.log_level,
+        secrets_key: args.secrets_key,
+        secrets_cert: args.secrets_cert,
     };
     let runtime = super::runtime()?;
-    runtime
-        .block_on(Node::run(manifest, hub, options))
-        .context("the node could not run")?;
-    Ok(ExitCode::SUCCESS)
+    match runtime.block_on(Node::run(manifest, hub, options)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // The app's secrets are its configuration: nothing was started.
+        Err(e @ (NodeError::Secrets(_) | NodeError::SecretsKeyMissing { .. })) => {
+            eprintln!("config error: {e}; nothing was started");
+            Ok(ExitCode::from(super::EXIT_CONFIG))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("the node could not run")),
+    }
 }
