@@ -114,7 +114,7 @@ impl Recipients {
 
     /// One line per certificate: its subject and serial number.
     pub fn describe(&self) -> Vec<String> {
-        self.certs.iter().map(|c| describe(c)).collect()
+        self.certs.iter().map(describe).collect()
     }
 
     /// How many there are.
@@ -155,7 +155,7 @@ impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Identity")
             .field("key_path", &self.key_path)
-            .field("cert", &self.cert.as_ref().map(|c| describe(c)))
+            .field("cert", &self.cert.as_ref().map(describe))
             .finish_non_exhaustive()
     }
 }
