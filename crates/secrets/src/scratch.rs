@@ -157,10 +157,24 @@ mod tests {
 
     #[test]
     fn create_prefers_a_memory_file_system() {
-        let scratch = Scratch::create("x.toml", b"").unwrap();
-        let expected_memory = std::env::var_os("XDG_RUNTIME_DIR")
-            .is_some_and(|d| Path::new(&d).is_dir())
-            || Path::new("/dev/shm").is_dir();
-        assert_eq!(scratch.in_memory(), expected_memory);
+        let scratch = Scratch::create("x.toml", b"A = \"1\"").unwrap();
+        let base = scratch
+            .path()
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_owned();
+        let memory: Vec<PathBuf> = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain([PathBuf::from("/dev/shm")])
+            .collect();
+        assert_eq!(scratch.in_memory(), memory.contains(&base), "{base:?}");
+        let shm_usable = tempfile::tempdir_in("/dev/shm").is_ok();
+        if shm_usable && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            assert!(scratch.in_memory(), "/dev/shm is used when it is usable");
+        }
+        assert_eq!(scratch.read().unwrap().as_slice(), b"A = \"1\"");
     }
 }

@@ -150,7 +150,8 @@ fn encrypt(args: &SecretsEncryptArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let secrets = Secrets::parse(&plaintext, &origin)?;
-    save(&file, &Secrets::new(), &secrets, &recipients)
+    // The content is replaced whole; a list of changes would mislead.
+    save(&file, &secrets, &secrets, &recipients)
 }
 
 fn decrypt(args: &SecretsDecryptArgs) -> anyhow::Result<ExitCode> {
