@@ -368,17 +368,24 @@ async fn run_editor(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Asks a yes/no question on the terminal; Enter means yes, Ctrl-C no.
+/// Asks a yes/no question on the terminal; Enter means yes, Ctrl-C and
+/// end of input no.
 async fn ask(question: &str) -> anyhow::Result<bool> {
     eprint!("{question}");
     let mut interrupt = signal(SignalKind::interrupt())?;
     let answer = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
-        std::io::stdin().read_line(&mut line).map(|_| line)
+        std::io::stdin()
+            .read_line(&mut line)
+            .map(|read| (read > 0).then_some(line))
     });
     tokio::select! {
         answer = answer => {
             let answer = answer.context("cannot read the answer")?.context("cannot read the answer")?;
+            let Some(answer) = answer else {
+                eprintln!();
+                return Ok(false);
+            };
             let answer = answer.trim().to_ascii_lowercase();
             Ok(answer.is_empty() || answer == "y" || answer == "yes")
         }
