@@ -154,6 +154,9 @@ pub enum FetchError {
     /// The body is not a JWKS document.
     #[error("the key set is not a JWKS document: {0}")]
     Json(#[from] serde_json::Error),
+    /// Any other source (e.g. an issuer's own database) failed.
+    #[error("the key source failed: {0}")]
+    Source(String),
 }
 
 /// Why a key could not be made or a token could not be signed.
