@@ -63,14 +63,16 @@ pub struct VerifierConfig {
 
 impl VerifierConfig {
     /// Defaults: 30 s leeway, refresh every 5 minutes, unknown-`kid`
-    /// refreshes at most every 5 seconds.
+    /// refreshes at most once a second (a rotated key is picked up within
+    /// a second; a flood of forged `kid`s costs the issuer one fetch a
+    /// second per verifier).
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
         VerifierConfig {
             issuer: issuer.into(),
             audience: audience.into(),
             leeway: Duration::from_secs(30),
             refresh_interval: Duration::from_secs(300),
-            min_refresh_gap: Duration::from_secs(5),
+            min_refresh_gap: Duration::from_secs(1),
         }
     }
 }
@@ -374,8 +376,16 @@ enum Fetch {
 impl Inner {
     async fn refresh(&self) -> Fetch {
         let mut last = self.last_fetch.lock().await;
-        if last.is_some_and(|t| t.elapsed() < self.config.min_refresh_gap) {
-            return Fetch::Skipped;
+        if let Some(t) = *last
+            && t.elapsed() < self.config.min_refresh_gap
+        {
+            if self.keys.load().fetched {
+                return Fetch::Skipped;
+            }
+            // Never had keys (the issuer was not up yet when the last try
+            // was made): rather than refuse, wait for the gap to pass and
+            // try again; concurrent callers wait on this one fetch.
+            tokio::time::sleep_until(t + self.config.min_refresh_gap).await;
         }
         *last = Some(Instant::now());
         match self.source.fetch().await {
