@@ -15,6 +15,7 @@
 //! fetches). A failed fetch keeps the keys already held.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -98,6 +99,9 @@ struct Inner {
     keys: ArcSwap<KeySet>,
     /// Held while fetching (one fetch at a time); the time of the last try.
     last_fetch: Mutex<Option<Instant>>,
+    /// Fetches tried so far: a caller that waited for the lock while
+    /// another fetched takes that fetch's result instead of queueing its own.
+    attempts: AtomicU64,
     /// Dropped with the last clone, which ends the background refresh.
     alive: watch::Sender<()>,
 }
@@ -251,6 +255,7 @@ impl Verifier {
                 source,
                 keys: ArcSwap::from_pointee(KeySet::default()),
                 last_fetch: Mutex::new(None),
+                attempts: AtomicU64::new(0),
                 alive,
             }),
         }
@@ -375,7 +380,11 @@ enum Fetch {
 
 impl Inner {
     async fn refresh(&self) -> Fetch {
+        let before = self.attempts.load(Ordering::Acquire);
         let mut last = self.last_fetch.lock().await;
+        if self.attempts.load(Ordering::Acquire) != before {
+            return Fetch::Skipped;
+        }
         if let Some(t) = *last
             && t.elapsed() < self.config.min_refresh_gap
         {
@@ -388,7 +397,9 @@ impl Inner {
             tokio::time::sleep_until(t + self.config.min_refresh_gap).await;
         }
         *last = Some(Instant::now());
-        match self.source.fetch().await {
+        let result = self.source.fetch().await;
+        self.attempts.fetch_add(1, Ordering::Release);
+        match result {
             Ok(jwks) => {
                 let (keys, skipped) = jwks.decoding_keys();
                 let old = self.keys.load();

@@ -347,6 +347,22 @@ async fn without_any_keys_a_token_cannot_be_checked_yet() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn while_the_issuer_was_never_reached_requests_share_each_try() {
+    let f = fixture();
+    f.source.down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        f.verifier.verify(&f.token()).await,
+        Err(AuthError::KeysUnavailable)
+    );
+    // 20 requests at once: one more fetch, not 20 in a row a second apart.
+    let started = Instant::now();
+    let all = futures_join(&f.verifier, &f.token(), 20).await;
+    assert!(all.iter().all(|r| *r == Err(AuthError::KeysUnavailable)));
+    assert_eq!(f.source.fetches.load(Ordering::SeqCst), 2);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_background_refresh_follows_the_issuer_and_stops_with_the_verifier() {
     let f = fixture();
     let task = f.verifier.spawn_refresh();
