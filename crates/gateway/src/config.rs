@@ -2,7 +2,22 @@
 
 use std::time::Duration;
 
+use mortar_auth::VerifierConfig;
 use mortar_resilience::ClientConfig;
+
+/// Who may use a route.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Access {
+    /// Anyone; the gateway checks no token (the service may).
+    #[default]
+    Open,
+    /// Only callers with a valid access token granting every one of
+    /// `scopes`; the gateway checks it before forwarding.
+    Authenticated {
+        /// Scopes the token must grant (403 otherwise).
+        scopes: Vec<String>,
+    },
+}
 
 /// One public path prefix and the service behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,17 +29,49 @@ pub struct Route {
     pub service: String,
     /// Whether GET answers may be cached and shared between clients.
     pub public: bool,
+    /// Whether a token is checked before forwarding.
+    pub access: Access,
 }
 
 impl Route {
-    /// A route; `public` enables the shared cache for its GETs.
+    /// A route without a token check; `public` enables the shared cache
+    /// for its GETs.
     pub fn new(prefix: impl Into<String>, service: impl Into<String>, public: bool) -> Self {
         Self {
             prefix: prefix.into(),
             service: service.into(),
             public,
+            access: Access::Open,
         }
     }
+
+    /// A route forwarded only with a valid access token granting `scopes`
+    /// (never cached).
+    pub fn authenticated<S: Into<String>>(
+        prefix: impl Into<String>,
+        service: impl Into<String>,
+        scopes: impl IntoIterator<Item = S>,
+    ) -> Self {
+        Self {
+            prefix: prefix.into(),
+            service: service.into(),
+            public: false,
+            access: Access::Authenticated {
+                scopes: scopes.into_iter().map(Into::into).collect(),
+            },
+        }
+    }
+}
+
+/// Whose access tokens authenticated routes accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The issuer service, whose key set is fetched by name.
+    pub issuer_service: String,
+    /// Where it publishes its key set (JWKS).
+    pub jwks_path: String,
+    /// What a token must say (issuer, audience) and the leeway.
+    pub verifier: VerifierConfig,
 }
 
 /// Per-client-IP token bucket.
@@ -73,6 +120,9 @@ pub struct GatewayConfig {
     pub cache: CacheConfig,
     /// Most sub-requests in one `POST /v1/batch`.
     pub batch_max: usize,
+    /// Token checking for authenticated routes; without it such routes
+    /// answer 503 (a manifest never gets here without it).
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -87,6 +137,7 @@ impl Default for GatewayConfig {
             }),
             cache: CacheConfig::default(),
             batch_max: 50,
+            auth: None,
         }
     }
 }

@@ -37,8 +37,13 @@ impl Gateway {
     /// runtime.
     pub fn new(resolver: Arc<dyn Resolve>, config: GatewayConfig) -> Gateway {
         let client = Client::new(resolver, config.client.clone());
+        let verifier = config
+            .auth
+            .as_ref()
+            .map(|auth| crate::auth::verifier(auth, client.clone()));
         Gateway {
             shared: Arc::new(Shared {
+                verifier,
                 routes: RouteTable::new(config.routes.clone()),
                 client,
                 cache: Cache::new(config.cache),

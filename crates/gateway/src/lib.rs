@@ -3,10 +3,13 @@
 //! A request is rate-limited per client IP, size-limited, given a W3C trace
 //! context, routed by longest path prefix to a service, optionally sent to a
 //! version by a weighted split, answered from the response cache for public
-//! GETs, and otherwise forwarded with the resilient
+//! GETs, checked for a valid access token on authenticated routes (the
+//! verified caller is passed on as `x-mortar-subject`/`x-mortar-scopes`),
+//! and otherwise forwarded with the resilient
 //! [`Client`](mortar_resilience::Client). Every gateway error is
 //! problem+json. `POST /v1/batch` runs many sub-requests in one round trip.
 
+mod auth;
 mod batch;
 mod cache;
 mod config;
@@ -18,6 +21,6 @@ mod routes;
 mod split;
 mod trace;
 
-pub use config::{CacheConfig, GatewayConfig, RateLimitConfig, Route};
+pub use config::{Access, AuthConfig, CacheConfig, GatewayConfig, RateLimitConfig, Route};
 pub use gateway::Gateway;
 pub use trace::TRACEPARENT;

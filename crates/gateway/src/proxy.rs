@@ -7,13 +7,14 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, header};
+use mortar_auth::Verifier;
 use mortar_resilience::{Client, ResponseBody};
 
 use crate::cache::Cache;
 use crate::rate_limit::RateLimiter;
 use crate::routes::RouteTable;
 use crate::split::Splits;
-use crate::{GatewayConfig, problems};
+use crate::{Access, GatewayConfig, auth, problems};
 
 /// Everything a request handler needs, shared by all connections.
 pub(crate) struct Shared {
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) cache: Cache,
     pub(crate) splits: Splits,
     pub(crate) limiter: Option<RateLimiter>,
+    /// Checks tokens on authenticated routes, when an issuer is configured.
+    pub(crate) verifier: Option<Verifier>,
 }
 
 /// The client a request came from.
@@ -105,6 +108,12 @@ impl Shared {
             return problems::no_route(path, self.routes.prefixes());
         };
         let service = route.service.as_str();
+        auth::strip_identity(req.headers_mut());
+        if let Access::Authenticated { scopes } = &route.access
+            && let Err(refused) = auth::authenticate(self.verifier.as_ref(), scopes, &mut req).await
+        {
+            return refused;
+        }
         strip_hop_by_hop(req.headers_mut());
         if let Some(client) = &peer.forwarded_for {
             add_forwarded_for(req.headers_mut(), client);

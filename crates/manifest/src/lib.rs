@@ -27,3 +27,4 @@ pub use model::{
     GatewaySpec, HealthSpec, MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT, Manifest,
     RESERVED_ENV_KEYS, RESERVED_ENV_PREFIX, RestartPolicy, RouteSpec, SecretsSpec, ServiceSpec,
 };
+pub use model::{DEFAULT_AUTH_LEEWAY, DEFAULT_JWKS_PATH, GatewayAuthSpec, MAX_AUTH_LEEWAY};

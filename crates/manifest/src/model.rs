@@ -147,6 +147,33 @@ pub struct GatewaySpec {
     pub listen: Option<std::net::SocketAddr>,
     /// The routes, in declaration order; the longest matching prefix wins.
     pub routes: Vec<RouteSpec>,
+    /// `[gateway.auth]`: whose access tokens authenticated routes accept.
+    /// Required as soon as one route is `authenticated`.
+    pub auth: Option<GatewayAuthSpec>,
+}
+
+/// Default of `gateway.auth.jwks_path`: where the issuer publishes its keys.
+pub const DEFAULT_JWKS_PATH: &str = "/.well-known/jwks.json";
+/// Default of `gateway.auth.leeway`: clock skew tolerated on `exp`/`nbf`.
+pub const DEFAULT_AUTH_LEEWAY: Duration = Duration::from_secs(30);
+/// The largest `gateway.auth.leeway`: more would keep expired tokens alive.
+pub const MAX_AUTH_LEEWAY: Duration = Duration::from_secs(300);
+
+/// The `[gateway.auth]` table: the issuer whose tokens the gateway checks
+/// on authenticated routes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GatewayAuthSpec {
+    /// The service that issues tokens; its public keys (JWKS) are fetched
+    /// from it by name.
+    pub issuer_service: String,
+    /// The `iss` tokens must carry; defaults to `issuer_service`.
+    pub issuer: String,
+    /// The `aud` tokens must carry; `None` means the app's name.
+    pub audience: Option<String>,
+    /// The path of the issuer's JWKS.
+    pub jwks_path: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
 }
 
 /// One `[[gateway.routes]]` entry: requests under `prefix` go to `service`.
@@ -159,6 +186,12 @@ pub struct RouteSpec {
     /// Public routes need no sign-in and their GET responses may be cached
     /// at the gateway.
     pub public: bool,
+    /// Authenticated routes are forwarded only with a valid access token
+    /// (checked against `[gateway.auth]`); never together with `public`.
+    pub authenticated: bool,
+    /// Scopes the token must grant, all of them (403 otherwise); only on
+    /// authenticated routes.
+    pub scopes: Vec<String>,
 }
 
 /// The `[app]` table: what the whole application is called.

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod client;
 pub mod datadir;
+mod edge;
 pub mod metrics;
 mod node;
 mod secrets;

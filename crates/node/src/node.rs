@@ -13,7 +13,7 @@ use mortar_bus_client::{ClientConfig, JetStream};
 use mortar_bus_server::{BusBackend, JetStreamBackend, run_embedded};
 use mortar_discovery::Registry;
 use mortar_discovery::dns::DnsServer;
-use mortar_gateway::{Gateway, GatewayConfig, Route};
+use mortar_gateway::{Gateway, GatewayConfig};
 use mortar_manifest::Manifest;
 use mortar_supervisor::{LaunchError, LogHub, Supervisor, SupervisorOptions};
 use tokio::net::TcpListener;
@@ -191,12 +191,8 @@ impl Node {
         let gateway = Gateway::new(
             Arc::new(registry.clone()),
             GatewayConfig {
-                routes: manifest
-                    .gateway
-                    .routes
-                    .iter()
-                    .map(|r| Route::new(&r.prefix, &r.service, r.public))
-                    .collect(),
+                routes: crate::edge::routes(&manifest),
+                auth: crate::edge::auth(&manifest),
                 ..GatewayConfig::default()
             },
         );

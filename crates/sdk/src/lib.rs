@@ -6,7 +6,8 @@
 //! binds the port named by `PORT` (0 = ephemeral) and reports it to the node,
 //! serves `/health/live` and `/health/ready`, and drains gracefully on SIGTERM
 //! or SIGINT. From the [`Context`] it gets the bus (with an offline outbox)
-//! and a resilient client that calls other services by name.
+//! and a resilient client that calls other services by name, and checks the
+//! access tokens of its callers ([`auth`]).
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
@@ -18,6 +19,7 @@
 //! }
 //! ```
 
+pub mod auth;
 pub mod bus;
 pub mod call;
 pub mod config;

@@ -101,6 +101,40 @@ impl Context {
         Ok(crate::call::Client::new(resolver, config))
     }
 
+    /// Checks the access tokens of callers against the keys that the
+    /// issuer *service* `issuer_service` publishes (fetched by name,
+    /// cached, refreshed in the background, kept while the issuer is down).
+    ///
+    /// Tokens must name `issuer_service` as `iss` (`MORTAR_AUTH_ISSUER`
+    /// overrides) and this application as `aud` (`MORTAR_APP`;
+    /// `MORTAR_AUTH_AUDIENCE` overrides); `MORTAR_AUTH_LEEWAY` (default
+    /// 30 s) is the clock skew tolerated on `exp` and `nbf`. Use the result's
+    /// [`require`](crate::auth::Auth::require) on routes. Call inside setup.
+    pub fn auth(&self, issuer_service: &str) -> Result<crate::auth::Auth, ConfigError> {
+        let audience = match self.env.raw("MORTAR_AUTH_AUDIENCE") {
+            Some(a) if !a.is_empty() => a.to_owned(),
+            _ => self
+                .env
+                .raw("MORTAR_APP")
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| ConfigError::Missing {
+                    name: "MORTAR_APP".into(),
+                    expected: "the application's name, the audience of its access tokens (mortar up sets it; or set MORTAR_AUTH_AUDIENCE)".into(),
+                })?,
+        };
+        let issuer = match self.env.raw("MORTAR_AUTH_ISSUER") {
+            Some(i) if !i.is_empty() => i.to_owned(),
+            _ => issuer_service.to_owned(),
+        };
+        let mut config = crate::auth::VerifierConfig::new(issuer, audience);
+        config.leeway = self.env.duration("MORTAR_AUTH_LEEWAY", config.leeway)?;
+        let client = self.client(crate::call::ClientConfig::default())?;
+        let verifier = crate::auth::Verifier::for_service(config, client, issuer_service);
+        verifier.spawn_refresh();
+        Ok(crate::auth::Auth::new(verifier))
+    }
+
     /// Cancelled when shutdown begins; background tasks stop taking new work
     /// when it fires.
     pub fn shutdown_token(&self) -> CancellationToken {

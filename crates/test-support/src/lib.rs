@@ -5,6 +5,7 @@
 //! through the CLI, HTTP, signals and exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod auth;
 pub mod bins;
 pub mod cli;
 pub mod dns;

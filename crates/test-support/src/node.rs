@@ -105,6 +105,15 @@ impl RunningNode {
         serde_json::from_str(&stdout).ok()
     }
 
+    /// The gateway's URL from `mortar status` (`http://127.0.0.1:<port>`).
+    pub fn gateway_url(&self) -> String {
+        wait_for(
+            "the gateway's URL in status",
+            Duration::from_secs(30),
+            || Some(self.status()?["node"]["gateway_url"].as_str()?.to_owned()),
+        )
+    }
+
     /// The instances of a service from `mortar status`.
     pub fn instances(&self, service: &str) -> Vec<Value> {
         self.status()

@@ -1,0 +1,571 @@
+//! Users, refresh tokens and signing keys in SQLite.
+//!
+//! The database is the one truth every identity instance shares: the
+//! current signing key is the newest unretired row, so a rotation made by
+//! one instance is used by all of them from their next token on. Rotation
+//! and refresh-token exchange run in `BEGIN IMMEDIATE` transactions, so two
+//! instances never rotate twice or exchange one refresh token twice.
+//!
+//! Secrets at rest: passwords only as argon2id hashes, refresh tokens only
+//! as SHA-256 hashes (a stolen database yields no usable refresh token),
+//! and the file is readable by its owner only. Private signing keys are
+//! stored as they are; the secrets work (CMS) will encrypt them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mortar_auth::{KeyError, SigningKey};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("cannot create the directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot restrict the permissions of {path}: {source}")]
+    Permissions {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("signing key: {0}")]
+    Key(#[from] KeyError),
+    #[error("the username {0:?} is taken")]
+    UsernameTaken(String),
+    #[error("the database task failed: {0}")]
+    Task(String),
+}
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct User {
+    /// The stable subject of the user's tokens.
+    pub(crate) id: String,
+    pub(crate) username: String,
+    /// The argon2id hash in PHC string form.
+    pub(crate) password_hash: String,
+    /// Granted scopes.
+    pub(crate) scopes: Vec<String>,
+}
+
+/// A signing key as stored, with its lifecycle.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredKey {
+    pub(crate) key: SigningKey,
+    pub(crate) created_at: u64,
+    /// `None` while it is the current signing key.
+    pub(crate) retired_at: Option<u64>,
+}
+
+/// What exchanging a refresh token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Exchange {
+    /// Exchanged: the token is used up, its successor stored.
+    Done { user_id: String },
+    /// No such token.
+    Unknown,
+    /// Past its expiry.
+    Expired,
+    /// Already exchanged (or its family revoked): presumably stolen, so
+    /// the whole family is revoked now.
+    Reused,
+}
+
+/// A refresh token's row: user, family, expiry, used, revoked.
+type RefreshRow = (String, String, i64, Option<i64>, Option<i64>);
+
+#[derive(Clone)]
+pub(crate) struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id            TEXT PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    scopes        TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash  BLOB PRIMARY KEY,
+    user_id     TEXT NOT NULL REFERENCES users(id),
+    family      TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    used_at     INTEGER,
+    revoked_at  INTEGER
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens(family);
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid         TEXT PRIMARY KEY,
+    seed        BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    retired_at  INTEGER
+);";
+
+/// How long opening the database may keep retrying a locked file.
+const OPEN_RETRY_LIMIT: Duration = Duration::from_secs(5);
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    restrict(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+/// Owner-only permissions: the file holds password hashes and keys.
+fn restrict(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        StoreError::Permissions {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn scopes_of(text: String) -> Vec<String> {
+    text.split_ascii_whitespace().map(str::to_owned).collect()
+}
+
+fn stored_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, i64, Option<i64>)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn to_stored(
+    (seed, created, retired): (Vec<u8>, i64, Option<i64>),
+) -> Result<StoredKey, StoreError> {
+    Ok(StoredKey {
+        key: SigningKey::from_seed_slice(&seed)?,
+        created_at: created as u64,
+        retired_at: retired.map(|r| r as u64),
+    })
+}
+
+/// Inserts a fresh signing key as the current one.
+fn insert_key(tx: &rusqlite::Transaction<'_>, now: u64) -> Result<SigningKey, StoreError> {
+    let key = SigningKey::generate()?;
+    tx.execute(
+        "INSERT INTO signing_keys (kid, seed, created_at) VALUES (?1, ?2, ?3)",
+        params![key.kid(), &key.seed()[..], now as i64],
+    )?;
+    Ok(key)
+}
+
+impl Store {
+    /// Opens (and creates) the database. Instances starting together may
+    /// race to create the schema; a locked file is retried for a while.
+    pub(crate) async fn open(path: &Path) -> Result<Store, StoreError> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+            }
+            let mut delay = Duration::from_millis(5);
+            let mut waited = Duration::ZERO;
+            loop {
+                match open_connection(&path) {
+                    Err(StoreError::Sqlite(e)) if is_busy(&e) && waited < OPEN_RETRY_LIMIT => {
+                        std::thread::sleep(delay);
+                        waited += delay;
+                        delay = (delay * 2).min(Duration::from_millis(200));
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Task("connection lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// A cheap query proving the database is usable.
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    /// Adds a user; the username must be new.
+    pub(crate) async fn add_user(&self, user: User, now: u64) -> Result<(), StoreError> {
+        self.with(move |conn| {
+            let result = conn.execute(
+                "INSERT INTO users (id, username, password_hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![user.id, user.username, user.password_hash, user.scopes.join(" "), now as i64],
+            );
+            match result {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+                {
+                    Err(StoreError::UsernameTaken(user.username))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    async fn user_where(
+        &self,
+        column: &'static str,
+        value: String,
+    ) -> Result<Option<User>, StoreError> {
+        self.with(move |conn| {
+            let sql = format!(
+                "SELECT id, username, password_hash, scopes FROM users WHERE {column} = ?1"
+            );
+            Ok(conn
+                .query_row(&sql, [value], |row| {
+                    Ok(User {
+                        id: row.get(0)?,
+                        username: row.get(1)?,
+                        password_hash: row.get(2)?,
+                        scopes: scopes_of(row.get(3)?),
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    /// The user with this (normalized) username.
+    pub(crate) async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        self.user_where("username", username.to_owned()).await
+    }
+
+    /// The user with this id (token subject).
+    pub(crate) async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+        self.user_where("id", id.to_owned()).await
+    }
+
+    /// Stores a new refresh token (by its hash) starting `family`.
+    pub(crate) async fn add_refresh(
+        &self,
+        token_hash: [u8; 32],
+        user_id: &str,
+        family: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let (user_id, family) = (user_id.to_owned(), family.to_owned());
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![&token_hash[..], user_id, family, expires_at as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Exchanges the refresh token hashed `presented` for the one hashed
+    /// `next` (same family, expiring at `next_expires_at`), once. A second
+    /// exchange of one token revokes its whole family: one of the two
+    /// parties holding it is not the user.
+    pub(crate) async fn exchange_refresh(
+        &self,
+        presented: [u8; 32],
+        next: [u8; 32],
+        now: u64,
+        next_expires_at: u64,
+    ) -> Result<Exchange, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row: Option<RefreshRow> = tx
+                .query_row(
+                    "SELECT user_id, family, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = ?1",
+                    [&presented[..]],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()?;
+            let Some((user_id, family, expires_at, used_at, revoked_at)) = row else {
+                return Ok(Exchange::Unknown);
+            };
+            if used_at.is_some() || revoked_at.is_some() {
+                tx.execute(
+                    "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family = ?2 AND revoked_at IS NULL",
+                    params![now as i64, family],
+                )?;
+                tx.commit()?;
+                return Ok(Exchange::Reused);
+            }
+            if (expires_at as u64) <= now {
+                return Ok(Exchange::Expired);
+            }
+            tx.execute(
+                "UPDATE refresh_tokens SET used_at = ?1 WHERE token_hash = ?2",
+                params![now as i64, &presented[..]],
+            )?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![&next[..], user_id, family, next_expires_at as i64],
+            )?;
+            // Expired rows are of no use to anyone.
+            tx.execute(
+                "DELETE FROM refresh_tokens WHERE expires_at < ?1",
+                [now as i64],
+            )?;
+            tx.commit()?;
+            Ok(Exchange::Done { user_id })
+        })
+        .await
+    }
+
+    /// The current signing key, creating the first one if there is none.
+    pub(crate) async fn current_key(&self, now: u64) -> Result<SigningKey, StoreError> {
+        self.with(move |conn| {
+            let found = conn
+                .query_row(
+                    "SELECT seed, created_at, retired_at FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid LIMIT 1",
+                    [],
+                    stored_key,
+                )
+                .optional()?;
+            if let Some(found) = found {
+                return Ok(to_stored(found)?.key);
+            }
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Another instance may have created it while we waited.
+            let found = tx
+                .query_row(
+                    "SELECT seed, created_at, retired_at FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid LIMIT 1",
+                    [],
+                    stored_key,
+                )
+                .optional()?;
+            let key = match found {
+                Some(found) => to_stored(found)?.key,
+                None => insert_key(&tx, now)?,
+            };
+            tx.commit()?;
+            Ok(key)
+        })
+        .await
+    }
+
+    /// Makes a new key the signing key when the current one is at least
+    /// `max_age` old (always, with `None`). The old one is retired but
+    /// stays published for `retention`; keys retired longer ago are
+    /// deleted. Returns the new key, or `None` when no rotation was due.
+    pub(crate) async fn rotate(
+        &self,
+        max_age: Option<Duration>,
+        retention: Duration,
+        now: u64,
+    ) -> Result<Option<SigningKey>, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(max_age) = max_age {
+                let newest: Option<i64> = tx.query_row(
+                    "SELECT MAX(created_at) FROM signing_keys WHERE retired_at IS NULL",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if newest.is_some_and(|c| (c as u64).saturating_add(max_age.as_secs()) > now) {
+                    return Ok(None);
+                }
+            }
+            tx.execute(
+                "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL",
+                [now as i64],
+            )?;
+            let key = insert_key(&tx, now)?;
+            tx.execute(
+                "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at + ?1 < ?2",
+                params![retention.as_secs() as i64, now as i64],
+            )?;
+            tx.commit()?;
+            Ok(Some(key))
+        })
+        .await
+    }
+
+    /// The keys verifiers must know: the current one and those retired
+    /// within `retention`, newest first.
+    pub(crate) async fn published_keys(
+        &self,
+        retention: Duration,
+        now: u64,
+    ) -> Result<Vec<StoredKey>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seed, created_at, retired_at FROM signing_keys WHERE retired_at IS NULL OR retired_at + ?1 >= ?2 ORDER BY created_at DESC, kid",
+            )?;
+            let rows = stmt.query_map(
+                params![retention.as_secs() as i64, now as i64],
+                stored_key,
+            )?;
+            rows.map(|r| to_stored(r?)).collect()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("sub/identity.db"))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    fn user(id: &str, name: &str) -> User {
+        User {
+            id: id.into(),
+            username: name.into(),
+            password_hash: "$argon2id$x".into(),
+            scopes: vec!["orders".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn usernames_are_unique_and_a_duplicate_changes_nothing() {
+        let (dir, s) = store().await;
+        s.add_user(user("u1", "ann"), 1).await.unwrap();
+        assert!(matches!(
+            s.add_user(user("u2", "ann"), 2).await,
+            Err(StoreError::UsernameTaken(_))
+        ));
+        assert_eq!(s.user_by_name("ann").await.unwrap().unwrap().id, "u1");
+        assert!(s.user_by_id("u2").await.unwrap().is_none());
+        assert_eq!(
+            s.user_by_id("u1").await.unwrap().unwrap().scopes,
+            ["orders"]
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("sub/identity.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_token_is_exchanged_once_and_reuse_revokes_its_family() {
+        let (_dir, s) = store().await;
+        s.add_user(user("u1", "ann"), 1).await.unwrap();
+        s.add_refresh([1; 32], "u1", "f1", 100).await.unwrap();
+        assert_eq!(
+            s.exchange_refresh([1; 32], [2; 32], 10, 200).await.unwrap(),
+            Exchange::Done {
+                user_id: "u1".into()
+            }
+        );
+        // The old one again: theft assumed, the family (incl. [2]) revoked.
+        assert_eq!(
+            s.exchange_refresh([1; 32], [3; 32], 11, 200).await.unwrap(),
+            Exchange::Reused
+        );
+        assert_eq!(
+            s.exchange_refresh([2; 32], [4; 32], 12, 200).await.unwrap(),
+            Exchange::Reused
+        );
+        assert_eq!(
+            s.exchange_refresh([9; 32], [5; 32], 12, 200).await.unwrap(),
+            Exchange::Unknown
+        );
+        s.add_refresh([6; 32], "u1", "f2", 100).await.unwrap();
+        assert_eq!(
+            s.exchange_refresh([6; 32], [7; 32], 100, 200)
+                .await
+                .unwrap(),
+            Exchange::Expired
+        );
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_retired_keys_published_for_the_retention() {
+        let (_dir, s) = store().await;
+        let hour = Duration::from_secs(3600);
+        let first = s.current_key(1000).await.unwrap();
+        assert_eq!(s.current_key(1001).await.unwrap().kid(), first.kid());
+        // Not due yet.
+        assert!(s.rotate(Some(hour), hour, 2000).await.unwrap().is_none());
+        let second = s
+            .rotate(Some(hour), hour, 1000 + 3600)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.current_key(4700).await.unwrap().kid(), second.kid());
+        let published = s.published_keys(hour, 4700).await.unwrap();
+        let kids: Vec<&str> = published.iter().map(|k| k.key.kid()).collect();
+        assert_eq!(kids, [second.kid(), first.kid()]);
+        assert_eq!(published[1].retired_at, Some(4600));
+        // Past the retention the old key is no longer published, then gone.
+        let published = s.published_keys(hour, 4600 + 3601).await.unwrap();
+        assert_eq!(published.len(), 1);
+        let third = s.rotate(None, hour, 4600 + 3601).await.unwrap().unwrap();
+        let all = s
+            .published_keys(Duration::from_secs(1 << 40), 8202)
+            .await
+            .unwrap();
+        let kids: Vec<&str> = all.iter().map(|k| k.key.kid()).collect();
+        assert_eq!(
+            kids,
+            [third.kid(), second.kid()],
+            "the first key was deleted"
+        );
+    }
+
+    #[tokio::test]
+    async fn instances_starting_together_agree_on_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let mut kids = Vec::new();
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move {
+                    let s = Store::open(&path).await?;
+                    s.current_key(1).await.map(|k| k.kid().to_owned())
+                })
+            })
+            .collect();
+        for t in tasks {
+            kids.push(t.await.unwrap().unwrap());
+        }
+        kids.dedup();
+        assert_eq!(kids.len(), 1);
+    }
+}
