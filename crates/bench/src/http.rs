@@ -33,7 +33,12 @@ use mortar_gateway::{Gateway, GatewayConfig, Route};
 use mortar_resilience::{Client, ClientConfig, Endpoint, StaticResolver};
 use tokio_util::sync::CancellationToken;
 
+use crate::cpu::CpuSource;
 use crate::stats::Summary;
+
+/// How the gateway names its serving threads (`mortar-gateway-<n>`, cut
+/// to 15 characters by the kernel).
+const GATEWAY_THREAD_PREFIX: &str = "mortar-gateway";
 
 /// The path every upstream answers and the gateway routes.
 const PATH: &str = "/v1/item";
@@ -58,7 +63,7 @@ pub struct HttpBenchOptions {
     pub rate: u64,
     /// Whether to compare with nginx (when it is installed).
     pub nginx: bool,
-    /// Worker threads of the gateway's runtime.
+    /// Threads serving the gateway (each its own single-threaded runtime).
     pub gateway_threads: usize,
 }
 
@@ -73,6 +78,9 @@ pub struct RunReport {
     pub latency_us: Summary,
     /// Requests that failed or answered non-2xx.
     pub errors: usize,
+    /// CPU time the target's server (upstream, gateway or nginx workers)
+    /// spent per successful request, in microseconds, when known.
+    pub cpu_us_per_req: Option<f64>,
 }
 
 /// Everything one `mortar bench http` measured.
@@ -148,7 +156,8 @@ impl HttpBenchOptions {
 pub fn run(options: &HttpBenchOptions) -> Result<HttpBenchReport, HttpBenchError> {
     options.validate()?;
     let upstream_rt = runtime("upstream", 1)?;
-    let gateway_rt = runtime("gateway", options.gateway_threads)?;
+    // Only waits for the gateway's own serving threads.
+    let gateway_rt = runtime("gateway-main", 1)?;
     let load_rt = runtime("load", 2)?;
 
     let addrs = upstream_rt.block_on(start_upstreams(options.instances))?;
@@ -162,7 +171,11 @@ pub fn run(options: &HttpBenchOptions) -> Result<HttpBenchReport, HttpBenchError
             .collect(),
     );
     let stop = CancellationToken::new();
-    let gateway = gateway_rt.block_on(start_gateway(resolver, stop.clone()))?;
+    let gateway = gateway_rt.block_on(start_gateway(
+        resolver,
+        options.gateway_threads,
+        stop.clone(),
+    ))?;
 
     let (nginx, nginx_skipped) = if options.nginx {
         match Nginx::start(&addrs) {
@@ -177,9 +190,16 @@ pub fn run(options: &HttpBenchOptions) -> Result<HttpBenchReport, HttpBenchError
     let result = load_rt.block_on(async {
         let bare = bare_client();
         let url = |addr: SocketAddr| Target::Url(Box::new(bare.clone()), uri(addr));
-        let mut targets = vec![("direct", url(first)), ("gateway", url(gateway))];
+        let mut targets = vec![
+            ("direct", url(first), CpuSource::Threads("upstream")),
+            (
+                "gateway",
+                url(gateway),
+                CpuSource::Threads(GATEWAY_THREAD_PREFIX),
+            ),
+        ];
         if let Some(n) = &nginx {
-            targets.push(("nginx", url(n.addr)));
+            targets.push(("nginx", url(n.addr), CpuSource::ChildrenOf(n.child.id())));
         }
         // Every comparison runs in interleaved rounds (a, b, c, a, b, c,
         // ...), so a change in the machine's load during the run (the
@@ -189,12 +209,12 @@ pub fn run(options: &HttpBenchOptions) -> Result<HttpBenchReport, HttpBenchError
         let mut closed = vec![Samples::default(); targets.len()];
         let mut paced_runs = vec![Samples::default(); targets.len()];
         for _ in 0..ROUNDS {
-            for ((_, t), acc) in targets.iter().zip(&mut closed) {
-                acc.add(closed_loop(t, options.concurrency, round).await);
+            for ((_, t, cpu), acc) in targets.iter().zip(&mut closed) {
+                acc.add(closed_loop(t, options.concurrency, round, Some(cpu)).await);
             }
         }
         for _ in 0..ROUNDS {
-            for ((_, t), acc) in targets.iter().zip(&mut paced_runs) {
+            for ((_, t, _), acc) in targets.iter().zip(&mut paced_runs) {
                 acc.add(paced(t, options.rate, round).await);
             }
         }
@@ -204,10 +224,10 @@ pub fn run(options: &HttpBenchOptions) -> Result<HttpBenchReport, HttpBenchError
         let bare_target = url(first);
         let (mut bare, mut mortar) = (Samples::default(), Samples::default());
         for _ in 0..ROUNDS {
-            bare.add(closed_loop(&bare_target, options.concurrency, round).await);
-            mortar.add(closed_loop(&sdk, options.concurrency, round).await);
+            bare.add(closed_loop(&bare_target, options.concurrency, round, None).await);
+            mortar.add(closed_loop(&sdk, options.concurrency, round, None).await);
         }
-        let names = targets.iter().map(|(n, _)| *n);
+        let names = targets.iter().map(|(n, _, _)| *n);
         let closed = names
             .clone()
             .zip(&closed)
@@ -278,6 +298,7 @@ async fn start_upstreams(n: usize) -> Result<Vec<SocketAddr>, HttpBenchError> {
 
 async fn start_gateway(
     resolver: Arc<StaticResolver>,
+    threads: usize,
     stop: CancellationToken,
 ) -> Result<SocketAddr, HttpBenchError> {
     let gw = Gateway::new(
@@ -285,6 +306,7 @@ async fn start_gateway(
         GatewayConfig {
             routes: vec![Route::new("/v1", SERVICE, false)],
             rate_limit: None,
+            threads,
             ..GatewayConfig::default()
         },
     );
@@ -346,6 +368,8 @@ struct Samples {
     latencies_us: Vec<f64>,
     errors: usize,
     elapsed: Duration,
+    /// CPU time of the target's server during the runs, when measured.
+    cpu: Option<Duration>,
 }
 
 impl Samples {
@@ -353,6 +377,10 @@ impl Samples {
         self.latencies_us.extend(other.latencies_us);
         self.errors += other.errors;
         self.elapsed += other.elapsed;
+        self.cpu = match (self.cpu, other.cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
     }
 
     fn report(&self, name: &str) -> Result<RunReport, HttpBenchError> {
@@ -363,14 +391,23 @@ impl Samples {
             per_sec: self.latencies_us.len() as f64 / self.elapsed.as_secs_f64().max(1e-9),
             latency_us,
             errors: self.errors,
+            cpu_us_per_req: self
+                .cpu
+                .map(|c| c.as_secs_f64() * 1e6 / self.latencies_us.len().max(1) as f64),
         })
     }
 }
 
-async fn closed_loop(target: &Target, concurrency: usize, duration: Duration) -> Samples {
+async fn closed_loop(
+    target: &Target,
+    concurrency: usize,
+    duration: Duration,
+    cpu: Option<&CpuSource>,
+) -> Samples {
     for _ in 0..WARM_UP {
         target.once().await;
     }
+    let cpu_before = cpu.and_then(CpuSource::used);
     let start = Instant::now();
     let end = start + duration;
     let mut tasks = Vec::new();
@@ -399,6 +436,10 @@ async fn closed_loop(target: &Target, concurrency: usize, duration: Duration) ->
         }
     }
     all.elapsed = start.elapsed();
+    all.cpu = cpu
+        .and_then(CpuSource::used)
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     all
 }
 

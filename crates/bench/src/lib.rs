@@ -5,6 +5,7 @@
 //! absolute numbers drift.
 
 pub mod bus;
+pub mod cpu;
 pub mod cqrs;
 pub mod http;
 pub mod start;

@@ -123,6 +123,15 @@ pub struct GatewayConfig {
     /// Token checking for authenticated routes; without it such routes
     /// answer 503 (a manifest never gets here without it).
     pub auth: Option<AuthConfig>,
+    /// Threads serving connections, each running its own single-threaded
+    /// runtime with its own upstream connections (see
+    /// [`Gateway::serve`](crate::Gateway::serve)); at least 1.
+    pub threads: usize,
+}
+
+/// One serving thread per core the process may use.
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 impl Default for GatewayConfig {
@@ -138,6 +147,7 @@ impl Default for GatewayConfig {
             cache: CacheConfig::default(),
             batch_max: 50,
             auth: None,
+            threads: default_threads(),
         }
     }
 }

@@ -23,7 +23,6 @@ use crate::cache::Cache;
 use crate::proxy::{Peer, Shared};
 use crate::rate_limit::RateLimiter;
 use crate::routes::RouteTable;
-use crate::split::Splits;
 use crate::{GatewayConfig, batch, problems, trace};
 
 /// The node's edge. Cheap to clone.
@@ -44,12 +43,12 @@ impl Gateway {
         Gateway {
             shared: Arc::new(Shared {
                 verifier,
-                routes: RouteTable::new(config.routes.clone()),
+                routes: Arc::new(RouteTable::new(config.routes.clone())),
                 client,
-                cache: Cache::new(config.cache),
-                splits: Splits::default(),
-                limiter: config.rate_limit.map(RateLimiter::new),
-                config,
+                cache: Arc::new(Cache::new(config.cache)),
+                splits: Arc::default(),
+                limiter: config.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
+                config: Arc::new(config),
             }),
         }
     }
@@ -81,46 +80,95 @@ impl Gateway {
     /// stops accepting and waits for open connections to finish the
     /// requests they are serving.
     ///
-    /// Connections are served by hyper directly, without a router in
-    /// between: the gateway has one handler, so routing layers would only
-    /// add allocations and indirections to every request.
+    /// Connections are served by [`GatewayConfig::threads`] threads, each
+    /// running its own single-threaded runtime and accepting from the same
+    /// listener, the way nginx runs one worker per core: a connection, its
+    /// requests and the upstream connections they use all stay on one
+    /// thread, so the hot path never wakes another thread or shares a lock
+    /// with one. This halved the gateway's CPU time per request against a
+    /// multi-threaded runtime (docs/benchmarks.md). Hyper serves each
+    /// connection directly, without a router: the gateway has one handler,
+    /// so routing layers would only add work to every request.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        // Each connection task holds a sender; all dropped = all drained.
-        let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
-        let open = Arc::new(Mutex::new(Open::default()));
-        loop {
-            let accepted = tokio::select! {
-                () = shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, remote) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    accept_failed(e).await;
-                    continue;
-                }
-            };
-            let shared = self.shared.clone();
-            let (id, stop) = lock(&open).add();
-            let open = open.clone();
-            let draining = open_tx.clone();
-            tokio::spawn(async move {
-                serve_connection(shared, stream, remote, stop).await;
-                lock(&open).stop.remove(&id);
-                drop(draining);
-            });
+        let listener = listener.into_std()?;
+        let threads = self.shared.config.threads.max(1);
+        // Each thread holds a sender; all dropped = every thread drained.
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        for i in 0..threads {
+            let listener = listener.try_clone()?;
+            let shared = Arc::new(self.shared.for_thread());
+            let shutdown = shutdown.clone();
+            let done = done_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("mortar-gateway-{i}"))
+                .spawn(move || {
+                    serve_thread(shared, listener, shutdown);
+                    drop(done);
+                })?;
         }
-        drop(listener);
-        // Tells every open connection to finish its request and close.
-        lock(&open).stop.clear();
-        drop(open_tx);
-        let _ = open_rx.recv().await;
+        drop(done_tx);
+        let _ = done_rx.recv().await;
         Ok(())
     }
+}
+
+/// One serving thread: its own runtime, accepting until `shutdown`.
+fn serve_thread(shared: Arc<Shared>, listener: std::net::TcpListener, shutdown: CancellationToken) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "gateway thread cannot start its runtime; the other threads serve");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => accept_loop(shared, listener, shutdown).await,
+            Err(e) => tracing::error!(error = %e, "gateway thread cannot use the listener"),
+        }
+    });
+}
+
+/// Accepts connections until `shutdown`, then waits for the open ones to
+/// finish the requests they are serving.
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, shutdown: CancellationToken) {
+    // Each connection task holds a sender; all dropped = all drained.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    let open = Arc::new(Mutex::new(Open::default()));
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                accept_failed(e).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let (id, stop) = lock(&open).add();
+        let open = open.clone();
+        let draining = open_tx.clone();
+        tokio::spawn(async move {
+            serve_connection(shared, stream, remote, stop).await;
+            lock(&open).stop.remove(&id);
+            drop(draining);
+        });
+    }
+    drop(listener);
+    // Tells every open connection to finish its request and close.
+    lock(&open).stop.clear();
+    drop(open_tx);
+    let _ = open_rx.recv().await;
 }
 
 /// The shutdown signals of open connections: dropping a connection's

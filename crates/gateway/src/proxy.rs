@@ -17,15 +17,35 @@ use crate::split::Splits;
 use crate::{Access, GatewayConfig, auth, problems};
 
 /// Everything a request handler needs, shared by all connections.
+///
+/// Each serving thread has its own copy: the forwarding client is a fork
+/// with that thread's connection pools, and everything else is the same
+/// shared state (a split or a cached page is seen by every thread).
 pub(crate) struct Shared {
-    pub(crate) config: GatewayConfig,
-    pub(crate) routes: RouteTable,
+    pub(crate) config: Arc<GatewayConfig>,
+    pub(crate) routes: Arc<RouteTable>,
     pub(crate) client: Client,
-    pub(crate) cache: Cache,
-    pub(crate) splits: Splits,
-    pub(crate) limiter: Option<RateLimiter>,
+    pub(crate) cache: Arc<Cache>,
+    pub(crate) splits: Arc<Splits>,
+    pub(crate) limiter: Option<Arc<RateLimiter>>,
     /// Checks tokens on authenticated routes, when an issuer is configured.
     pub(crate) verifier: Option<Verifier>,
+}
+
+impl Shared {
+    /// The state a serving thread uses: the same shared parts, its own
+    /// client fork.
+    pub(crate) fn for_thread(&self) -> Shared {
+        Shared {
+            config: self.config.clone(),
+            routes: self.routes.clone(),
+            client: self.client.fork(),
+            cache: self.cache.clone(),
+            splits: self.splits.clone(),
+            limiter: self.limiter.clone(),
+            verifier: self.verifier.clone(),
+        }
+    }
 }
 
 /// The client a request came from.
@@ -51,7 +71,16 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::TRANSFER_ENCODING || HOP_BY_HOP.contains(name)
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass of cheap name comparisons; most messages carry none, and
+    // removing each kind by name would hash every name every time.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)

@@ -12,20 +12,41 @@ pub(crate) const TRACEPARENT_NAME: http::HeaderName = http::HeaderName::from_sta
 
 /// The `traceparent` to send upstream for a request that came with
 /// `incoming` (kept trace id and flags, new parent id), or a new trace.
+///
+/// Written as hex into a fixed buffer: it runs on every request, and
+/// formatting through `format!` cost more than the rest of this function.
 pub(crate) fn next_hop(incoming: Option<&HeaderValue>) -> HeaderValue {
     let mut rng = rand::rng();
     let span: u64 = rng.random_range(1..=u64::MAX);
-    let parsed = incoming.and_then(|v| v.to_str().ok()).and_then(parse);
-    let value = match parsed {
-        Some((trace, flags)) => format!("00-{trace}-{span:016x}-{flags}"),
+    // "00-" trace(32) "-" parent(16) "-" flags(2)
+    let mut out = [0u8; 55];
+    out[..3].copy_from_slice(b"00-");
+    match incoming.and_then(|v| v.to_str().ok()).and_then(parse) {
+        Some((trace, flags)) => {
+            out[3..35].copy_from_slice(trace.as_bytes());
+            out[53..55].copy_from_slice(flags.as_bytes());
+        }
         None => {
             let trace: u128 = rng.random_range(1..=u128::MAX);
-            format!("00-{trace:032x}-{span:016x}-01")
+            write_hex(&mut out[3..35], trace);
+            out[53..55].copy_from_slice(b"01");
         }
-    };
-    HeaderValue::from_str(&value).unwrap_or_else(|_| {
+    }
+    out[35] = b'-';
+    write_hex(&mut out[36..52], u128::from(span));
+    out[52] = b'-';
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| {
         HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01")
     })
+}
+
+/// Writes the low `out.len()` hex digits of `v`, lowercase, zero-padded.
+fn write_hex(out: &mut [u8], mut v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 /// (trace id, flags) of a valid version-00 header.
@@ -61,6 +82,13 @@ mod tests {
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(out.ends_with("-01"));
         assert!(!out.contains("00f067aa0ba902b7"));
+    }
+
+    #[test]
+    fn hex_is_zero_padded_lowercase() {
+        let mut out = [0u8; 16];
+        write_hex(&mut out, 0xab_cdef);
+        assert_eq!(&out, b"0000000000abcdef");
     }
 
     #[test]

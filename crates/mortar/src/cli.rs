@@ -376,7 +376,7 @@ pub(crate) struct BenchHttpArgs {
     /// Request rate of the light-load runs (req/s).
     #[arg(long, default_value_t = 1000)]
     pub(crate) rate: u64,
-    /// Worker threads of the gateway's runtime.
+    /// Threads serving the gateway (one single-threaded runtime each).
     #[arg(long, default_value_t = 2)]
     pub(crate) gateway_threads: usize,
     /// Skip the nginx comparison.

@@ -61,6 +61,9 @@ pub struct Machine {
     state: BreakerState,
     consecutive: u32,
     window: VecDeque<bool>,
+    /// Failures in `window`, kept as calls come and go rather than counted
+    /// on every call.
+    failed: usize,
 }
 
 impl Machine {
@@ -71,6 +74,7 @@ impl Machine {
             state: BreakerState::Closed,
             consecutive: 0,
             window: VecDeque::new(),
+            failed: 0,
         }
     }
 
@@ -96,8 +100,14 @@ impl Machine {
     }
 
     /// Records the outcome of an admitted call; returns the new state when
-    /// it changed.
-    pub fn record(&mut self, admit: Admit, success: bool, now: Instant) -> Option<BreakerState> {
+    /// it changed. `now` is only asked for when the breaker opens, so the
+    /// common case (a success while closed) reads no clock.
+    pub fn record(
+        &mut self,
+        admit: Admit,
+        success: bool,
+        now: impl FnOnce() -> Instant,
+    ) -> Option<BreakerState> {
         match (admit, self.state) {
             (Admit::Probe, BreakerState::HalfOpen { .. }) => {
                 self.reset();
@@ -105,26 +115,27 @@ impl Machine {
                     BreakerState::Closed
                 } else {
                     BreakerState::Open {
-                        until: now + self.config.cool_down,
+                        until: now() + self.config.cool_down,
                     }
                 };
                 Some(self.state)
             }
             (Admit::Pass, BreakerState::Closed) => {
                 self.window.push_back(success);
-                if self.window.len() > self.config.window {
-                    self.window.pop_front();
+                self.failed += usize::from(!success);
+                if self.window.len() > self.config.window && self.window.pop_front() == Some(false)
+                {
+                    self.failed -= 1;
                 }
                 self.consecutive = if success { 0 } else { self.consecutive + 1 };
-                let failed = self.window.iter().filter(|ok| !**ok).count();
                 let rate_tripped = self.window.len() >= self.config.min_calls
-                    && failed as f64 >= self.config.failure_rate * self.window.len() as f64;
+                    && self.failed as f64 >= self.config.failure_rate * self.window.len() as f64;
                 if !success
                     && (self.consecutive >= self.config.consecutive_failures || rate_tripped)
                 {
                     self.reset();
                     self.state = BreakerState::Open {
-                        until: now + self.config.cool_down,
+                        until: now() + self.config.cool_down,
                     };
                     return Some(self.state);
                 }
@@ -138,6 +149,7 @@ impl Machine {
     fn reset(&mut self) {
         self.consecutive = 0;
         self.window.clear();
+        self.failed = 0;
     }
 }
 
@@ -152,7 +164,12 @@ pub(crate) struct Shared {
 impl Shared {
     fn admit(&self) -> Admit {
         let mut m = self.machine.lock().unwrap_or_else(|p| p.into_inner());
-        let admit = m.admit(Instant::now());
+        // Closed needs no clock: only an open breaker's cool-down does.
+        let admit = if m.state == BreakerState::Closed {
+            Admit::Pass
+        } else {
+            m.admit(Instant::now())
+        };
         match admit {
             Admit::Probe => {
                 inc(&self.metrics.breaker_half_opened);
@@ -166,7 +183,7 @@ impl Shared {
 
     fn record(&self, admit: Admit, success: bool) {
         let mut m = self.machine.lock().unwrap_or_else(|p| p.into_inner());
-        match m.record(admit, success, Instant::now()) {
+        match m.record(admit, success, Instant::now) {
             Some(BreakerState::Open { .. }) => {
                 inc(&self.metrics.breaker_opened);
                 tracing::warn!(service = %self.service, reason = if admit == Admit::Probe { "probe failed" } else { "failures" }, "breaker open");
@@ -326,11 +343,11 @@ mod tests {
         let t = Instant::now();
         for _ in 0..2 {
             assert_eq!(m.admit(t), Admit::Pass);
-            assert_eq!(m.record(Admit::Pass, false, t), None);
+            assert_eq!(m.record(Admit::Pass, false, || t), None);
         }
         assert_eq!(m.admit(t), Admit::Pass);
         assert!(matches!(
-            m.record(Admit::Pass, false, t),
+            m.record(Admit::Pass, false, || t),
             Some(BreakerState::Open { .. })
         ));
         assert_eq!(m.admit(t + Duration::from_secs(1)), Admit::Reject);
@@ -338,7 +355,7 @@ mod tests {
         assert_eq!(m.admit(later), Admit::Probe);
         assert_eq!(m.admit(later), Admit::Reject, "only one probe at a time");
         assert_eq!(
-            m.record(Admit::Probe, true, later),
+            m.record(Admit::Probe, true, || later),
             Some(BreakerState::Closed)
         );
         assert_eq!(m.admit(later), Admit::Pass);
@@ -350,12 +367,12 @@ mod tests {
         let t = Instant::now();
         for _ in 0..3 {
             m.admit(t);
-            m.record(Admit::Pass, false, t);
+            m.record(Admit::Pass, false, || t);
         }
         let later = t + Duration::from_secs(5);
         assert_eq!(m.admit(later), Admit::Probe);
         assert!(
-            matches!(m.record(Admit::Probe, false, later), Some(BreakerState::Open { until }) if until == later + Duration::from_secs(5))
+            matches!(m.record(Admit::Probe, false, || later), Some(BreakerState::Open { until }) if until == later + Duration::from_secs(5))
         );
         assert_eq!(m.admit(later + Duration::from_secs(1)), Admit::Reject);
     }
@@ -368,7 +385,7 @@ mod tests {
         // fail, fail, ok, repeated: never 3 in a row, but 2/3 failures.
         for i in 0..12 {
             m.admit(t);
-            if m.record(Admit::Pass, i % 3 == 2, t).is_some() {
+            if m.record(Admit::Pass, i % 3 == 2, || t).is_some() {
                 opened = true;
                 break;
             }
@@ -383,13 +400,13 @@ mod tests {
         let t = Instant::now();
         for _ in 0..100 {
             m.admit(t);
-            assert_eq!(m.record(Admit::Pass, true, t), None);
+            assert_eq!(m.record(Admit::Pass, true, || t), None);
         }
         for _ in 0..3 {
-            m.record(Admit::Pass, false, t);
+            m.record(Admit::Pass, false, || t);
         }
         // A call admitted while closed finishing now changes nothing.
-        assert_eq!(m.record(Admit::Pass, false, t), None);
+        assert_eq!(m.record(Admit::Pass, false, || t), None);
         assert!(matches!(m.state(), BreakerState::Open { .. }));
     }
 }

@@ -13,7 +13,7 @@ use tower::retry::Policy;
 
 use crate::balance::Members;
 use crate::breaker::{BreakerLayer, BreakerOpen, BreakerState};
-use crate::deadline::{self, Deadline, DeadlineReached};
+use crate::deadline::{self, DeadlineReached};
 use crate::discovery::{self, Setup};
 use crate::metrics::{Metrics, inc};
 use crate::retry::{self, RetryPolicy};
@@ -54,8 +54,11 @@ struct Inner {
     metrics: Arc<Metrics>,
     fallback: Option<Fallback>,
     stacks: Mutex<HashMap<StackKey, Arc<ServiceStack>>>,
-    breakers: Mutex<HashMap<String, BreakerLayer>>,
-    retries: Mutex<HashMap<String, Arc<retry::Shared>>>,
+    /// Shared with forks: a service has one breaker however many threads
+    /// call it.
+    breakers: Arc<Mutex<HashMap<String, BreakerLayer>>>,
+    /// Shared with forks: one retry budget per service.
+    retries: Arc<Mutex<HashMap<String, Arc<retry::Shared>>>>,
 }
 
 impl Client {
@@ -86,8 +89,32 @@ impl Client {
                 metrics: Arc::default(),
                 fallback,
                 stacks: Mutex::default(),
-                breakers: Mutex::default(),
-                retries: Mutex::default(),
+                breakers: Arc::default(),
+                retries: Arc::default(),
+            }),
+        }
+    }
+
+    /// A client for another thread's runtime: it shares this client's
+    /// breakers, retry budgets, metrics and fallback, but keeps its own
+    /// connection pools, balancer state and discovery watches, which run on
+    /// the runtime that first uses them.
+    ///
+    /// Why: a server that runs one single-threaded runtime per core (the
+    /// gateway) then sends each request on connections owned by the thread
+    /// that serves it, with no lock or cache line shared with other threads
+    /// on the hot path, while a failing service still trips one breaker.
+    pub fn fork(&self) -> Client {
+        let inner = &self.inner;
+        Client {
+            inner: Arc::new(Inner {
+                resolver: inner.resolver.clone(),
+                config: inner.config.clone(),
+                metrics: inner.metrics.clone(),
+                fallback: inner.fallback.clone(),
+                stacks: Mutex::default(),
+                breakers: inner.breakers.clone(),
+                retries: inner.retries.clone(),
             }),
         }
     }
@@ -117,7 +144,7 @@ impl Client {
         &self,
         service: &str,
         version: Option<&str>,
-        mut req: Request<Bytes>,
+        req: Request<Bytes>,
     ) -> Result<Response<ResponseBody>, CallError> {
         let inner = &self.inner;
         inc(&inner.metrics.calls);
@@ -136,8 +163,7 @@ impl Client {
             // `deadline::Attempt`) and retries are only made when they can
             // start before it, so no timer around the whole call is needed.
             let deadline = Instant::now() + budget;
-            req.extensions_mut().insert(Deadline(deadline));
-            match self.run(&stack, req).await {
+            match self.run(&stack, req, deadline).await {
                 Ok(resp) => return Ok(resp),
                 Err(e) if e.is::<DeadlineReached>() => {
                     inc(&inner.metrics.deadlines_exceeded);
@@ -175,15 +201,17 @@ impl Client {
         &self,
         stack: &ServiceStack,
         mut req: Request<Bytes>,
+        deadline: Instant,
     ) -> Result<Response<ResponseBody>, BoxError> {
         let mut policy = RetryPolicy {
             shared: stack.retry.clone(),
             attempt: 0,
+            deadline,
         };
         loop {
             let next =
                 Policy::<_, Response<ResponseBody>, BoxError>::clone_request(&mut policy, &req);
-            let mut result = self.attempt(stack, req).await;
+            let mut result = self.attempt(stack, req, deadline).await;
             let Some(mut retry) = next else {
                 return result;
             };
@@ -203,10 +231,12 @@ impl Client {
         &self,
         stack: &ServiceStack,
         mut req: Request<Bytes>,
+        deadline: Instant,
     ) -> Result<Response<ResponseBody>, BoxError> {
         let outcome = stack.breaker.admit()?;
         let end = deadline::begin_attempt(
             &mut req,
+            deadline,
             self.inner.config.per_try_timeout,
             &self.inner.metrics,
         );

@@ -13,30 +13,10 @@ use crate::metrics::{Metrics, inc};
 /// Header carrying the milliseconds left before the caller gives up.
 pub const DEADLINE_HEADER: &str = "x-mortar-deadline-ms";
 
-/// When the whole call must be finished; a request extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline(pub Instant);
-
 /// Reads a deadline a caller sent us, so a service can pass it on.
 pub fn from_headers(headers: &http::HeaderMap) -> Option<Duration> {
     let ms: u64 = headers.get(DEADLINE_HEADER)?.to_str().ok()?.parse().ok()?;
     Some(Duration::from_millis(ms))
-}
-
-/// Writes the time left for this attempt (`min(deadline, per_try)`) into the
-/// request's header; used as a `map_request` step before each try.
-pub fn stamp<B>(per_try: Duration) -> impl Fn(Request<B>) -> Request<B> + Clone {
-    move |mut req: Request<B>| {
-        let left = req
-            .extensions()
-            .get::<Deadline>()
-            .map(|d| d.0.saturating_duration_since(Instant::now()))
-            .unwrap_or(per_try)
-            .min(per_try);
-        req.headers_mut()
-            .insert(DEADLINE_HEADER, HeaderValue::from(left.as_millis() as u64));
-        req
-    }
 }
 
 /// The call's deadline passed during an attempt; never retried.
@@ -57,19 +37,23 @@ pub(crate) struct AttemptEnd {
     by_deadline: bool,
 }
 
-/// Starts an attempt of `req`: counts it and tells the callee, in
-/// [`DEADLINE_HEADER`], how long it has.
+/// Starts an attempt of `req` within the call's `deadline`: counts it and
+/// tells the callee, in [`DEADLINE_HEADER`], how long it has.
+///
+/// The deadline is passed along rather than kept in the request's
+/// extensions: inserting one allocates a map on every call.
 pub(crate) fn begin_attempt<B>(
     req: &mut Request<B>,
+    deadline: Instant,
     per_try: Duration,
     metrics: &Metrics,
 ) -> AttemptEnd {
     inc(&metrics.attempts);
     let now = Instant::now();
     let try_end = now + per_try;
-    let end = match req.extensions().get::<Deadline>() {
-        Some(Deadline(d)) if *d < try_end => AttemptEnd {
-            at: *d,
+    let end = match deadline {
+        d if d < try_end => AttemptEnd {
+            at: d,
             by_deadline: true,
         },
         _ => AttemptEnd {
@@ -101,32 +85,13 @@ where
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn stamp_writes_the_smaller_of_deadline_and_per_try() {
-        let mut req = Request::new(());
-        req.extensions_mut()
-            .insert(Deadline(Instant::now() + Duration::from_secs(60)));
-        let req = stamp(Duration::from_millis(300))(req);
-        assert_eq!(
-            from_headers(req.headers()),
-            Some(Duration::from_millis(300))
-        );
-
-        let mut req = Request::new(());
-        req.extensions_mut()
-            .insert(Deadline(Instant::now() + Duration::from_millis(100)));
-        let left = from_headers(stamp(Duration::from_secs(5))(req).headers()).unwrap();
-        assert!(left <= Duration::from_millis(100));
-    }
-
     #[tokio::test(start_paused = true)]
     async fn an_attempt_ends_at_the_per_try_timeout_or_the_deadline() {
         let metrics = Metrics::default();
         let hang = std::future::pending::<Result<(), BoxError>>;
         let mut req = Request::new(());
-        req.extensions_mut()
-            .insert(Deadline(Instant::now() + Duration::from_secs(60)));
-        let end = begin_attempt(&mut req, Duration::from_millis(300), &metrics);
+        let far = Instant::now() + Duration::from_secs(60);
+        let end = begin_attempt(&mut req, far, Duration::from_millis(300), &metrics);
         assert_eq!(
             from_headers(req.headers()),
             Some(Duration::from_millis(300))
@@ -135,9 +100,12 @@ mod tests {
         assert!(e.is::<tower::timeout::error::Elapsed>(), "{e}");
 
         let mut req = Request::new(());
-        req.extensions_mut()
-            .insert(Deadline(Instant::now() + Duration::from_millis(100)));
-        let end = begin_attempt(&mut req, Duration::from_millis(300), &metrics);
+        let near = Instant::now() + Duration::from_millis(100);
+        let end = begin_attempt(&mut req, near, Duration::from_millis(300), &metrics);
+        assert_eq!(
+            from_headers(req.headers()),
+            Some(Duration::from_millis(100))
+        );
         let e = bounded(end, hang()).await.unwrap_err();
         assert!(e.is::<DeadlineReached>(), "{e}");
         assert_eq!(metrics.snapshot().attempts, 2);

@@ -17,7 +17,6 @@ use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::breaker::BreakerOpen;
-use crate::deadline::Deadline;
 use crate::metrics::{Metrics, inc};
 use crate::{BoxError, EndpointError, RetryConfig, backoff};
 
@@ -62,6 +61,8 @@ impl Shared {
 pub(crate) struct RetryPolicy {
     pub(crate) shared: Arc<Shared>,
     pub(crate) attempt: u32,
+    /// When the whole call must be done: a retry must start before it.
+    pub(crate) deadline: Instant,
 }
 
 /// Why an outcome may be retried, or `None` when it may not.
@@ -118,9 +119,7 @@ impl<B> Policy<Request<Bytes>, Response<B>, BoxError> for RetryPolicy {
             shared.config.max_backoff,
             self.attempt,
         );
-        if let Some(Deadline(deadline)) = req.extensions().get::<Deadline>()
-            && Instant::now() + delay >= *deadline
-        {
+        if Instant::now() + delay >= self.deadline {
             tracing::debug!(service = %shared.service, reason, "not retrying: deadline too close");
             return None;
         }
@@ -141,9 +140,6 @@ impl<B> Policy<Request<Bytes>, Response<B>, BoxError> for RetryPolicy {
         *copy.uri_mut() = req.uri().clone();
         *copy.version_mut() = req.version();
         *copy.headers_mut() = req.headers().clone();
-        if let Some(d) = req.extensions().get::<Deadline>() {
-            copy.extensions_mut().insert(*d);
-        }
         Some(copy)
     }
 }
@@ -165,6 +161,7 @@ mod tests {
         RetryPolicy {
             shared: Arc::new(Shared::new("svc", config, Arc::default())),
             attempt: 0,
+            deadline: Instant::now() + Duration::from_secs(60),
         }
     }
 

@@ -350,3 +350,34 @@ async fn the_fallback_answers_for_a_failed_call() {
     assert_eq!(&body[..], b"fallback for svc");
     assert_eq!(client.metrics().snapshot().fallbacks, 1);
 }
+
+#[tokio::test]
+async fn a_fork_shares_the_breaker_but_not_the_connections() {
+    let inst = start(Duration::ZERO).await;
+    inst.failing.store(true, Ordering::Relaxed);
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.set("svc", vec![Endpoint::new("svc-0", inst.addr)]);
+    let config = ClientConfig {
+        breaker: BreakerConfig {
+            consecutive_failures: 2,
+            cool_down: Duration::from_secs(60),
+            ..BreakerConfig::default()
+        },
+        ..ClientConfig::default()
+    };
+    let client = client(&resolver, config);
+    let fork = client.fork();
+    // One failure through each: together they trip the one breaker.
+    for c in [&client, &fork] {
+        let resp = c.call("svc", get_x()).await.unwrap();
+        assert_eq!(resp.status(), 500);
+    }
+    assert!(matches!(
+        fork.breaker_state("svc"),
+        BreakerState::Open { .. }
+    ));
+    let err = client.call("svc", get_x()).await.unwrap_err();
+    assert!(matches!(err, CallError::BreakerOpen { .. }), "{err}");
+    assert_eq!(client.metrics().snapshot().breaker_opened, 1);
+    assert!(Arc::ptr_eq(client.metrics(), fork.metrics()));
+}

@@ -211,8 +211,8 @@ fn print_http(r: &HttpBenchReport) {
     }
     let header = |title: &str| {
         println!(
-            "{title:<24} {:>10} {:>9} {:>9} {:>12} {:>12} {:>7}",
-            "req/s", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "errors"
+            "{title:<24} {:>10} {:>9} {:>9} {:>12} {:>12} {:>7} {:>13}",
+            "req/s", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "errors", "cpu µs/req"
         );
     };
     let table = |runs: &[RunReport]| {
@@ -222,8 +222,11 @@ fn print_http(r: &HttpBenchReport) {
                 Some(d) if run.name != "direct" => format!("{:>12.0}", f(run) - f(d)),
                 _ => format!("{:>12}", "-"),
             };
+            let cpu = run
+                .cpu_us_per_req
+                .map_or_else(|| format!("{:>13}", "-"), |c| format!("{c:>13.1}"));
             println!(
-                "{:<24} {:>10.0} {:>9.0} {:>9.0} {} {} {:>7}",
+                "{:<24} {:>10.0} {:>9.0} {:>9.0} {} {} {:>7} {cpu}",
                 run.name,
                 run.per_sec,
                 run.latency_us.p50,
@@ -251,6 +254,12 @@ fn print_http(r: &HttpBenchReport) {
                 added(g, |s| s.p99),
                 added(n, |s| s.p99)
             );
+            if let (Some(gc), Some(nc)) = (g.cpu_us_per_req, n.cpu_us_per_req) {
+                println!(
+                    "gateway / nginx, {label}: CPU per request {gc:.1} vs {nc:.1} µs ({:.2}×)",
+                    gc / nc
+                );
+            }
         }
     };
     ratios(&r.closed, "closed loop");
