@@ -99,6 +99,7 @@ fn the_full_example_parses_to_the_expected_model() {
             max_rapid_crashes: 5,
             rapid_crash_window: Duration::from_secs(10),
         },
+        autoscale: None,
     };
     let identity = ServiceSpec {
         name: "identity".into(),
@@ -112,6 +113,7 @@ fn the_full_example_parses_to_the_expected_model() {
         startup_timeout: Duration::from_secs(30),
         health: HealthSpec::default(),
         restart: RestartPolicy::default(),
+        autoscale: None,
     };
     assert_eq!(
         manifest,
@@ -217,7 +219,7 @@ comand = ["/bin/true"]
                 10,
                 1,
                 "services.orders.comand",
-                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets"#
+                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, autoscale"#
             ),
         ]
     );
@@ -312,7 +314,7 @@ fn unknown_keys_are_caught_at_every_level() {
                 6,
                 1,
                 "services.a.instnaces",
-                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets"#
+                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, autoscale"#
             ),
             e(
                 8,
