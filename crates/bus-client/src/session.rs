@@ -464,6 +464,11 @@ async fn read_frames(
                     }
                 }
             }
+            Frame::Drained { sub_id } => {
+                // Nothing more comes for it: closing its channel lets the
+                // handlers finish what is queued and then end.
+                lock(&deliveries).remove(&sub_id);
+            }
             Frame::Ping { nonce } => {
                 let _ = tx.send(Frame::Pong { nonce }).await;
             }
