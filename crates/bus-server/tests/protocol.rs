@@ -662,7 +662,10 @@ async fn stopping_a_busy_subscription_finishes_and_acks_what_it_holds() {
     common::wait_until("some handled", || handled.lock().unwrap().len() >= 3).await;
     sub.stop().await;
     let done = handled.lock().unwrap().len() as u64;
-    assert!(done >= 8, "what was delivered was handled, not dropped: {done}");
+    assert!(
+        done >= 8,
+        "what was delivered was handled, not dropped: {done}"
+    );
     // The acks and the unsubscribe are on their way; once the broker has
     // them nothing is in flight, and nothing was given back.
     let group = || {
