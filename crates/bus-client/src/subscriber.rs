@@ -22,6 +22,10 @@ use crate::session::{Delivery, Reply, RequestError};
 /// subscription never answers); handlers already running still finish.
 const DRAINED_WAIT: Duration = Duration::from_secs(30);
 
+/// How long [`Subscription::stop`] waits for the broker to confirm it has
+/// applied the acks before returning.
+const BARRIER_WAIT: Duration = Duration::from_secs(10);
+
 /// A running subscription; [`Subscription::stop`] drains it.
 pub struct Subscription {
     /// The embedded broker's subscription id; `None` on NATS, where the
@@ -91,6 +95,17 @@ impl Subscription {
         }
         if let Some(session) = self.inner.current() {
             session.send(Frame::Unsubscribe { sub_id }).await;
+            // The acks are only queued for the socket: a process that exits
+            // now could lose them, and the broker would give the messages
+            // to another member. Once the broker answers a barrier it has
+            // applied every ack and the unsubscribe.
+            let barrier = session.barrier(self.inner.next_id());
+            if tokio::time::timeout(BARRIER_WAIT, barrier).await.is_err() {
+                tracing::warn!(
+                    sub_id,
+                    "bus client: the broker did not confirm the drained subscription's acks in time"
+                );
+            }
         }
     }
 }

@@ -188,6 +188,17 @@ fn a_burst_scales_consumers_up_to_max_and_back_to_min_with_every_message_handled
         duplicates.len(),
         handled.redelivered
     );
+    if !duplicates.is_empty() || handled.redelivered > 0 {
+        // What the node saw: restarts, kills, failed probes.
+        for line in node.json_lines() {
+            if line["level"] == "warn" || line["level"] == "error" {
+                println!("node: {line}");
+            }
+        }
+        for (payload, _) in &duplicates {
+            println!("{payload}: {:?}", handled.records.get(*payload));
+        }
+    }
     assert!(missing.is_empty(), "never handled: {missing:?}");
     assert!(
         duplicates.is_empty(),

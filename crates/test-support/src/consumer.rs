@@ -10,6 +10,8 @@ use std::path::Path;
 pub struct Handled {
     /// How many times each payload was handled.
     pub counts: BTreeMap<String, u32>,
+    /// Per payload, `(record file, attempt)` of each handling, for reports.
+    pub records: BTreeMap<String, Vec<(String, String)>>,
     /// Handlings of a redelivered message (attempt above 1).
     pub redelivered: u32,
     /// Record files read (one per process that consumed).
@@ -21,10 +23,17 @@ impl Handled {
     pub fn read(dir: &Path) -> Handled {
         let mut handled = Handled::default();
         for entry in std::fs::read_dir(dir).unwrap() {
-            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
             handled.files += 1;
             for line in text.lines() {
                 let (payload, attempt) = line.rsplit_once(' ').unwrap();
+                handled
+                    .records
+                    .entry(payload.to_owned())
+                    .or_default()
+                    .push((file.clone(), attempt.to_owned()));
                 *handled.counts.entry(payload.to_owned()).or_default() += 1;
                 if attempt != "1" {
                     handled.redelivered += 1;
