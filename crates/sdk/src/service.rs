@@ -188,7 +188,7 @@ impl Context {
         let config = self.bus_config()?;
         let shutdown = self.shutdown.clone();
         let (topic, group) = (topic.to_owned(), group.to_owned());
-        let task = tokio::spawn(async move {
+        self.spawn_drained(async move {
             let Some(bus) = crate::bus::connect_when_reachable(config, shutdown.clone()).await
             else {
                 return;
@@ -218,8 +218,19 @@ impl Context {
             subscription.stop().await;
             tracing::info!(topic, group, "subscription drained");
         });
-        self.drains.push(task);
         Ok(())
+    }
+
+    /// Spawns background work that the draining shutdown waits for (within
+    /// `MORTAR_SHUTDOWN_GRACE`, alongside in-flight requests): a task that
+    /// stops on [`Context::shutdown_token`] and then finishes what it holds
+    /// — a consumer's `Subscription::stop`, say — completes before the
+    /// process exits instead of being cut off.
+    pub fn spawn_drained<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.drains.push(tokio::spawn(work));
     }
 
     /// Cancelled when shutdown begins; background tasks stop taking new work
