@@ -13,9 +13,11 @@
 //! Crypto is rustls with the `ring` provider (no aws-lc C build).
 
 mod ca;
+mod caller;
 mod config;
 mod identity;
 
+pub use caller::{Caller, CallerError};
 pub use ca::{Ca, InstanceFiles, Issued, renew_forever};
 pub use config::{
     InstanceTls, client_config, peer_service, provider, server_config, server_name, service_uri,
