@@ -219,7 +219,7 @@ comand = ["/bin/true"]
                 10,
                 1,
                 "services.orders.comand",
-                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets"#
+                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers"#
             ),
         ]
     );
@@ -314,7 +314,7 @@ fn unknown_keys_are_caught_at_every_level() {
                 6,
                 1,
                 "services.a.instnaces",
-                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets"#
+                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers"#
             ),
             e(
                 8,
