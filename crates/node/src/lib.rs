@@ -13,4 +13,4 @@ pub mod metrics;
 mod node;
 mod secrets;
 
-pub use node::{Node, NodeError, NodeOptions};
+pub use node::{DEFAULT_CERT_LIFETIME, Node, NodeError, NodeOptions};

@@ -45,7 +45,13 @@ pub struct NodeOptions {
     pub secrets_key: Option<PathBuf>,
     /// The key's certificate, for precise errors (optional).
     pub secrets_cert: Option<PathBuf>,
+    /// How long the certificates the node's CA gives instances (and the
+    /// gateway and the node itself) live; each is renewed at two thirds.
+    pub cert_lifetime: Duration,
 }
+
+/// The default lifetime of instance certificates.
+pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Why a node could not run.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +96,9 @@ pub enum NodeError {
     /// The secrets cannot be decrypted or lack what services need.
     #[error(transparent)]
     Secrets(#[from] mortar_secrets::SecretsError),
+    /// The node's CA or a certificate cannot be made or loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] mortar_tls::TlsError),
     /// The DNS server cannot start.
     #[error(transparent)]
     Dns(#[from] mortar_discovery::dns::DnsError),
@@ -141,6 +150,7 @@ impl Node {
             options.secrets_cert.as_deref(),
         )?;
         let data_dir = DataDir::lock(&data_path)?;
+        let tls = NodeTlsSetup::start(&manifest, data_dir.path(), options.cert_lifetime)?;
         let listener = TcpListener::bind(options.admin_addr)
             .await
             .map_err(|source| NodeError::Bind {
@@ -188,14 +198,14 @@ impl Node {
                     source
                 })?
         );
-        let gateway = Gateway::new(
-            Arc::new(registry.clone()),
-            GatewayConfig {
-                routes: crate::edge::routes(&manifest),
-                auth: crate::edge::auth(&manifest),
-                ..GatewayConfig::default()
-            },
-        );
+        let mut gateway_config = GatewayConfig {
+            routes: crate::edge::routes(&manifest),
+            auth: crate::edge::auth(&manifest),
+            ..GatewayConfig::default()
+        };
+        // The gateway calls services as `gateway`, over mTLS.
+        gateway_config.client.connector = tls.gateway_connector()?;
+        let gateway = Gateway::new(Arc::new(registry.clone()), gateway_config);
         let stop_gateway = CancellationToken::new();
         let gateway_task = tokio::spawn(
             gateway
@@ -216,6 +226,7 @@ impl Node {
                     env
                 },
                 secrets,
+                tls: Some(tls.supervisor.clone()),
             },
         )?);
         let info = NodeInfo {
@@ -276,9 +287,76 @@ impl Node {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), dns_task).await;
         let _ = reaper.await;
+        drop(tls);
         data_dir.unpublish();
         tracing::info!("node stopped");
         Ok(())
+    }
+}
+
+/// The node's CA and the certificates of the node itself (probes, admin
+/// commands) and of the gateway, renewed while the node runs.
+struct NodeTlsSetup {
+    supervisor: mortar_supervisor::NodeTls,
+    gateway: mortar_tls::InstanceTls,
+    renewals: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for NodeTlsSetup {
+    fn drop(&mut self) {
+        for r in &self.renewals {
+            r.abort();
+        }
+    }
+}
+
+impl NodeTlsSetup {
+    /// Loads or creates the CA in `<data dir>/tls/ca` and issues the node's
+    /// (`<data dir>/tls/node`, read by `mortar projections`) and the
+    /// gateway's certificates.
+    fn start(
+        manifest: &Manifest,
+        data_dir: &std::path::Path,
+        lifetime: Duration,
+    ) -> Result<NodeTlsSetup, NodeError> {
+        let app = &manifest.app.name;
+        let root = data_dir.join("tls");
+        let ca = Arc::new(mortar_tls::Ca::load_or_create(&root.join("ca"), app)?);
+        let mut renewals = Vec::new();
+        let mut own = |name: &str, dir: PathBuf| -> Result<mortar_tls::InstanceTls, NodeError> {
+            let files = ca.write_instance(name, &dir, lifetime)?;
+            renewals.push(tokio::spawn(mortar_tls::renew_forever(
+                ca.clone(),
+                name.to_owned(),
+                dir,
+                lifetime,
+            )));
+            Ok(mortar_tls::InstanceTls::from_files(
+                app,
+                &files.cert,
+                &files.key,
+                &files.ca,
+            )?)
+        };
+        let node = own(mortar_tls::NODE_IDENTITY, root.join("node"))?;
+        let gateway = own(mortar_tls::GATEWAY_IDENTITY, root.join("gateway"))?;
+        Ok(NodeTlsSetup {
+            supervisor: mortar_supervisor::NodeTls {
+                caller: mortar_tls::Caller::new(&node)?,
+                ca,
+                lifetime,
+                dir: root.join("instances"),
+            },
+            gateway,
+            renewals,
+        })
+    }
+
+    fn gateway_connector(&self) -> Result<mortar_resilience::Connector, NodeError> {
+        Ok(mortar_resilience::Connector::Tls {
+            config: self.gateway.client_config()?,
+            domain: format!("{}.mortar", self.gateway.app),
+        })
     }
 }
 

@@ -37,6 +37,23 @@ pub struct SupervisorOptions {
     /// entry names, given to its instances as environment variables and
     /// to nothing else (not logged, not in status).
     pub secrets: BTreeMap<String, Secrets>,
+    /// The node's CA and certificate lifetime: each instance then gets its
+    /// own short-lived certificate at launch, renewed while it runs, and
+    /// probes speak mTLS. `None`: plain HTTP (tests of the supervisor alone).
+    pub tls: Option<NodeTls>,
+}
+
+/// What the supervisor needs to give instances certificates.
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    /// The node's CA.
+    pub ca: Arc<mortar_tls::Ca>,
+    /// How long an instance certificate lives; renewed at two thirds.
+    pub lifetime: Duration,
+    /// Where instances' certificate directories go (`<dir>/<instance>/`).
+    pub dir: PathBuf,
+    /// The node's own client identity, for health probes.
+    pub caller: mortar_tls::Caller,
 }
 
 /// The address an instance reports after binding its port.
@@ -143,6 +160,7 @@ pub struct Supervisor {
     services: Vec<ServiceRuntime>,
     by_instance: HashMap<String, (usize, usize)>,
     registry: Option<Registry>,
+    tls: Option<NodeTls>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -231,6 +249,11 @@ impl Supervisor {
                 let names: Vec<&str> = secrets.names().collect();
                 env.insert("MORTAR_SECRET_NAMES".into(), names.join(","));
             }
+            if options.tls.is_some()
+                && let Some(callers) = &spec.callers
+            {
+                env.insert(mortar_tls::CALLERS_ENV.into(), callers.join(","));
+            }
             let slots = (1..=spec.instances)
                 .enumerate()
                 .map(|(ii, n)| {
@@ -262,7 +285,8 @@ impl Supervisor {
         Ok(Supervisor {
             manifest: Arc::new(manifest),
             hub,
-            prober: Prober::new(),
+            prober: Prober::new(options.tls.as_ref().map(|t| t.caller.clone())),
+            tls: options.tls,
             services,
             by_instance,
             registry: options.registry,
@@ -338,6 +362,8 @@ impl Supervisor {
                 stop: stop.clone(),
                 prober: self.prober.clone(),
                 registry: self.registry.clone(),
+                tls: self.tls.clone(),
+                renewal: None,
             };
             // The node's log lines name the instance they are about in
             // these span fields; `service`/`instance` name the node itself.
