@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mortar_test_support::node::instance_url;
 use mortar_test_support::{RunningNode, binary, wait_for};
 use serde_json::{Value, json};
 
@@ -77,12 +76,7 @@ fn services_get_the_bus_url_and_the_http_api_delivers_acks_and_reports_backlog()
     let admin = status["node"]["admin_url"].as_str().unwrap().to_owned();
     let bus_url = status["node"]["bus_url"].as_str().unwrap().to_owned();
     assert!(bus_url.starts_with("mortar://127.0.0.1:"), "{bus_url}");
-    let seen = http()
-        .get(format!("{}/env/MORTAR_BUS_URL", instance_url(&worker)))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let seen = node.get_text(&worker, "/env/MORTAR_BUS_URL").1;
     assert_eq!(seen, bus_url, "the instance was given the node's bus");
 
     let published: Value = http()
@@ -190,14 +184,7 @@ fn with_a_nats_url_the_node_serves_jetstream_behind_the_same_api() {
     let status = node.status().unwrap();
     let admin = status["node"]["admin_url"].as_str().unwrap().to_owned();
     assert_eq!(status["node"]["bus_url"], nats.as_str());
-    let env = |name: &str| {
-        http()
-            .get(format!("{}/env/{name}", instance_url(&worker)))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
-    };
+    let env = |name: &str| node.get_text(&worker, &format!("/env/{name}")).1;
     assert_eq!(env("MORTAR_BUS_URL"), nats, "the instance was given NATS");
     assert_eq!(
         env("MORTAR_BUS_MAX_DELIVERIES"),

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mortar_test_support::node::instance_url;
 use mortar_test_support::{RunningNode, binary, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -59,7 +58,7 @@ fn killed_instance_is_restarted_and_status_shows_it_ready_again() {
     let ports: Vec<u64> = ready.iter().map(|i| i["port"].as_u64().unwrap()).collect();
     assert_ne!(ports[0], ports[1]);
     for instance in &ready {
-        let (status, page) = get(&format!("{}/v1/products", instance_url(instance)));
+        let (status, page) = node.get_json(instance, "/v1/products");
         assert_eq!(status, 200);
         assert!(!page["items"].as_array().unwrap().is_empty());
     }
@@ -84,7 +83,7 @@ fn killed_instance_is_restarted_and_status_shows_it_ready_again() {
         restarted["last_exit"].as_str().unwrap().contains("SIGKILL"),
         "{restarted}"
     );
-    let (status, _) = get(&format!("{}/v1/products/1", instance_url(&restarted)));
+    let (status, _) = node.get_json(&restarted, "/v1/products/1");
     assert_eq!(status, 200);
 
     // The human status view shows it too.

@@ -176,6 +176,73 @@ impl Drop for RunningNode {
     }
 }
 
+impl RunningNode {
+    /// Calls an instance (a status entry) directly, over mTLS with the
+    /// node's own certificate from `<data dir>/tls/node/`, as `mortar
+    /// projections` does: instances accept no plain HTTP and no caller
+    /// without a certificate from the node's CA.
+    pub fn call(
+        &self,
+        instance: &Value,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Vec<u8>) {
+        call_as_node(&self.data_dir, instance, method, path, body)
+    }
+
+    /// `GET path` on an instance: status and body as text.
+    pub fn get_text(&self, instance: &Value, path: &str) -> (u16, String) {
+        let (code, body) = self.call(instance, "GET", path, None);
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `GET path` on an instance: status and body as JSON (null if not).
+    pub fn get_json(&self, instance: &Value, path: &str) -> (u16, Value) {
+        let (code, body) = self.call(instance, "GET", path, None);
+        (code, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// Calls an instance of a node whose data directory is `data_dir` with the
+/// node's certificate (see [`RunningNode::call`]).
+pub fn call_as_node(
+    data_dir: &Path,
+    instance: &Value,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Vec<u8>) {
+    let tls = mortar_tls::InstanceTls::from_dir(&data_dir.join("tls").join("node"))
+        .expect("the node's certificate is readable");
+    let caller = mortar_tls::Caller::new(&tls).expect("a TLS client");
+    let service = instance["service"].as_str().expect("instance has a service");
+    let url = instance_url(instance);
+    let body = body
+        .map(|b| serde_json::to_vec(b).expect("JSON"))
+        .unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (code, bytes) = rt
+        .block_on(caller.request(
+            service,
+            &url,
+            method.parse().expect("an HTTP method"),
+            path,
+            body.into(),
+            Duration::from_secs(30),
+        ))
+        .expect("the instance answers");
+    (code.as_u16(), bytes.to_vec())
+}
+
 /// A URL of an instance from its status entry.
 pub fn instance_url(instance: &Value) -> String {
     format!(

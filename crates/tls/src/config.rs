@@ -136,6 +136,25 @@ impl InstanceTls {
         })
     }
 
+    /// Reads the files [`crate::Ca::write_instance`] wrote into `dir`
+    /// (`cert.pem`, `key.pem`, `ca.pem`), learning the app from the
+    /// certificate's URI SAN: what an admin command uses to act as the node.
+    pub fn from_dir(dir: &Path) -> Result<Self, TlsError> {
+        let cert = dir.join("cert.pem");
+        let leaf = read_certs(&cert)?;
+        let app = leaf
+            .first()
+            .and_then(|c| webpki::EndEntityCert::try_from(c).ok().and_then(|c| {
+                c.valid_uri_names()
+                    .find_map(|u| u.strip_prefix("mortar://")?.split_once('/').map(|(a, _)| a.to_owned()))
+            }))
+            .ok_or_else(|| TlsError::Pem {
+                path: cert.clone(),
+                reason: "the certificate names no mortar app".into(),
+            })?;
+        Self::from_files(&app, &cert, &dir.join("key.pem"), &dir.join("ca.pem"))
+    }
+
     /// The server side: client certificates required.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         server_config(self.identity.clone(), &self.ca)
@@ -197,6 +216,7 @@ mod tests {
         assert!(!tls.allows("identity"));
         assert!(tls.server_config().is_ok() && tls.client_config().is_ok());
         assert!(InstanceTls::from_lookup(|_| None).unwrap().is_none());
+        assert_eq!(InstanceTls::from_dir(&dir.path().join("i")).unwrap().app, "shop");
     }
 
     use rustls_pki_types::pem::PemObject;
