@@ -34,12 +34,6 @@ grace_period = "5s"
     )
 }
 
-fn get(url: &str) -> (u16, Value) {
-    let resp = reqwest::blocking::get(url).unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().unwrap_or_default())
-}
-
 fn alive(pid: u64) -> bool {
     kill(Pid::from_raw(pid as i32), None).is_ok()
 }
@@ -290,7 +284,7 @@ fn admin_api_answers_problem_json_and_publishes_openapi() {
         .unwrap()
         .to_owned();
 
-    let resp = reqwest::blocking::get(format!("{admin}/v1/services/nope")).unwrap();
+    let resp = node.admin_http().get(format!("{admin}/v1/services/nope")).send().unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let problem: Value = resp.json().unwrap();
@@ -300,7 +294,7 @@ fn admin_api_answers_problem_json_and_publishes_openapi() {
     );
 
     // A report with a bad body changes nothing and says what is wrong.
-    let client = reqwest::blocking::Client::new();
+    let client = node.admin_http();
     let resp = client
         .post(format!("{admin}/v1/instances/catalog-1/endpoint"))
         .header("content-type", "application/json")
@@ -318,11 +312,12 @@ fn admin_api_answers_problem_json_and_publishes_openapi() {
     assert_eq!(resp.status(), 409);
     assert_eq!(node.instances("catalog")[0]["state"], "ready");
 
-    let (status, doc) = get(&format!("{admin}/v1/openapi.json"));
-    assert_eq!(status, 200);
+    let resp = client.get(format!("{admin}/v1/openapi.json")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let doc: Value = resp.json().unwrap();
     assert!(doc["paths"]["/v1/status"].is_object());
 
-    let metrics = reqwest::blocking::get(format!("{admin}/metrics")).unwrap();
+    let metrics = node.admin_http().get(format!("{admin}/metrics")).send().unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().unwrap();
     assert!(

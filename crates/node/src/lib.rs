@@ -9,6 +9,7 @@ pub mod admin;
 pub mod client;
 pub mod datadir;
 mod edge;
+mod guard;
 pub mod metrics;
 mod node;
 mod secrets;

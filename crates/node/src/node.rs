@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mortar_bus::BrokerConfig;
 use mortar_bus_client::{ClientConfig, JetStream};
-use mortar_bus_server::{BusBackend, JetStreamBackend, run_embedded};
+use mortar_bus_server::{BusBackend, JetStreamBackend, run_embedded_with_auth};
 use mortar_discovery::Registry;
 use mortar_discovery::dns::DnsServer;
 use mortar_gateway::{Gateway, GatewayConfig};
@@ -151,6 +151,9 @@ impl Node {
         )?;
         let data_dir = DataDir::lock(&data_path)?;
         let tls = NodeTlsSetup::start(&manifest, data_dir.path(), options.cert_lifetime)?;
+        // Every node API asks for a credential the node issued: the admin
+        // token (a 0600 file for the CLI) or an instance's own token.
+        let credentials = Arc::new(mortar_tls::Credentials::create(data_dir.path())?);
         let listener = TcpListener::bind(options.admin_addr)
             .await
             .map_err(|source| NodeError::Bind {
@@ -168,7 +171,14 @@ impl Node {
         let dns = DnsServer::start(registry.clone(), &manifest.app.name, options.dns_addr).await?;
         let dns_addr = dns.local_addr();
         let dns_task = tokio::spawn(dns.run(stop_admin.clone()));
-        let bus = NodeBus::start(&manifest, &options, data_dir.path(), stop_admin.clone()).await?;
+        let bus = NodeBus::start(
+            &manifest,
+            &options,
+            data_dir.path(),
+            credentials.clone(),
+            stop_admin.clone(),
+        )
+        .await?;
         for topic in &manifest.bus.topics {
             bus.backend
                 .create_topic(topic)
@@ -227,6 +237,7 @@ impl Node {
                 },
                 secrets,
                 tls: Some(tls.supervisor.clone()),
+                credentials: Some(credentials.clone()),
             },
         )?);
         let info = NodeInfo {
@@ -251,7 +262,11 @@ impl Node {
             ],
         })
         .merge(mortar_discovery::http::router(registry))
-        .merge(mortar_bus_server::http_router(bus.backend.clone()));
+        .merge(mortar_bus_server::http_router(bus.backend.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            credentials.clone(),
+            crate::guard::require_credentials,
+        ));
         let server = tokio::spawn(
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
@@ -377,6 +392,7 @@ impl NodeBus {
         manifest: &Manifest,
         options: &NodeOptions,
         data_dir: &std::path::Path,
+        credentials: Arc<mortar_tls::Credentials>,
         stop: CancellationToken,
     ) -> Result<NodeBus, NodeError> {
         let spec = &manifest.bus;
@@ -393,7 +409,10 @@ impl NodeBus {
                 retention_age: Some(spec.retention),
                 ..BrokerConfig::default()
             };
-            let (_, bus) = run_embedded(bus_config, options.bus_addr).await?;
+            let check = mortar_bus_server::TokenCheck(Arc::new(move |token: &str| {
+                credentials.check(token).is_some()
+            }));
+            let (_, bus) = run_embedded_with_auth(bus_config, options.bus_addr, Some(check)).await?;
             return Ok(NodeBus {
                 backend: Arc::new(bus.broker().clone()),
                 url: bus.url(),

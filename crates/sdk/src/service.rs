@@ -102,7 +102,10 @@ impl Context {
                 name: "MORTAR_NODE_URL".into(),
                 expected: "the node's URL such as http://127.0.0.1:4300 (mortar up sets it)".into(),
             })?;
-        let resolver = std::sync::Arc::new(crate::registry::RemoteRegistry::new(&node));
+        let resolver = std::sync::Arc::new(crate::registry::RemoteRegistry::with_token(
+            &node,
+            self.env.raw(mortar_tls::NODE_TOKEN_ENV),
+        ));
         let mut config = config;
         if let Some(tls) = &self.tls {
             let client = tls.client_config().map_err(|e| ConfigError::Missing {
@@ -233,6 +236,7 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let node_token = env.raw(mortar_tls::NODE_TOKEN_ENV).map(str::to_owned);
     let ctx = Context {
         env,
         service: service.clone(),
@@ -307,7 +311,10 @@ where
             service.instance.clone(),
         );
         tokio::spawn(async move {
-            if let Err(e) = report::report_endpoint(&node_url, &name, &instance, local_addr).await {
+            let token = node_token.as_deref();
+            if let Err(e) =
+                report::report_endpoint(&node_url, &name, &instance, local_addr, token).await
+            {
                 tracing::warn!(error = %e, "could not report the bound port to the node");
             }
         });

@@ -48,6 +48,8 @@ pub(crate) struct Slot {
     pub(crate) registry: Option<Registry>,
     /// The node's CA, when instances get certificates.
     pub(crate) tls: Option<crate::NodeTls>,
+    /// Issues this instance's token for the node's APIs at each launch.
+    pub(crate) credentials: Option<Arc<mortar_tls::Credentials>>,
     /// Renews the running process's certificate; stops with it.
     pub(crate) renewal: Option<tokio::task::AbortHandle>,
 }
@@ -158,6 +160,14 @@ impl Slot {
     fn launch(&mut self) -> std::io::Result<Process> {
         self.endpoint.mark_unchanged();
         let mut env = std::borrow::Cow::Borrowed(&self.env);
+        if let Some(credentials) = &self.credentials {
+            let token = credentials
+                .issue(&self.id)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let env = env.to_mut();
+            env.insert(mortar_tls::NODE_TOKEN_ENV.into(), token.clone());
+            env.insert("MORTAR_BUS_TOKEN".into(), token);
+        }
         if let Some(tls) = &self.tls {
             // A fresh certificate at every launch, in a directory only this
             // instance (and the node) can read, renewed while it runs.

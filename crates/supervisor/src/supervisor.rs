@@ -41,6 +41,10 @@ pub struct SupervisorOptions {
     /// own short-lived certificate at launch, renewed while it runs, and
     /// probes speak mTLS. `None`: plain HTTP (tests of the supervisor alone).
     pub tls: Option<NodeTls>,
+    /// The node's API credentials: each launch of an instance gets a fresh
+    /// token (`MORTAR_NODE_TOKEN`, also `MORTAR_BUS_TOKEN`), revoking the
+    /// previous one. `None`: the node's APIs are open (tests).
+    pub credentials: Option<Arc<mortar_tls::Credentials>>,
 }
 
 /// What the supervisor needs to give instances certificates.
@@ -161,6 +165,7 @@ pub struct Supervisor {
     by_instance: HashMap<String, (usize, usize)>,
     registry: Option<Registry>,
     tls: Option<NodeTls>,
+    credentials: Option<Arc<mortar_tls::Credentials>>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -287,6 +292,7 @@ impl Supervisor {
             hub,
             prober: Prober::new(options.tls.as_ref().map(|t| t.caller.clone())),
             tls: options.tls,
+            credentials: options.credentials,
             services,
             by_instance,
             registry: options.registry,
@@ -363,6 +369,7 @@ impl Supervisor {
                 prober: self.prober.clone(),
                 registry: self.registry.clone(),
                 tls: self.tls.clone(),
+                credentials: self.credentials.clone(),
                 renewal: None,
             };
             // The node's log lines name the instance they are about in

@@ -207,6 +207,38 @@ impl RunningNode {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+
+    /// The admin token the node wrote into its data directory.
+    pub fn admin_token(&self) -> String {
+        wait_for("the node's admin token", Duration::from_secs(30), || {
+            std::fs::read_to_string(self.data_dir.join("admin.token"))
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| t.trim().to_owned())
+        })
+    }
+
+    /// The admin API's URL from `mortar status`.
+    pub fn admin_url(&self) -> String {
+        wait_for("the admin URL in status", Duration::from_secs(30), || {
+            Some(self.status()?["node"]["admin_url"].as_str()?.to_owned())
+        })
+    }
+
+    /// An HTTP client for the node's APIs that sends the admin token, as
+    /// the CLI does (the node answers 401 to requests without it).
+    pub fn admin_http(&self) -> reqwest::blocking::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.admin_token()).parse().unwrap(),
+        );
+        reqwest::blocking::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
 }
 
 /// Calls an instance of a node whose data directory is `data_dir` with the

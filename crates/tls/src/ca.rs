@@ -245,7 +245,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
 }
 
 /// Writes `bytes` to a temporary file with `mode` and renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     let err = |source| TlsError::Io {
         path: path.to_path_buf(),
         source,

@@ -15,6 +15,7 @@
 mod ca;
 mod caller;
 mod config;
+mod credentials;
 mod identity;
 
 pub use caller::{Caller, CallerError};
@@ -22,6 +23,7 @@ pub use ca::{Ca, InstanceFiles, Issued, renew_forever};
 pub use config::{
     InstanceTls, client_config, peer_service, provider, server_config, server_name, service_uri,
 };
+pub use credentials::{ADMIN_TOKEN_FILE, Credentials, NODE_TOKEN_ENV, Role};
 pub use identity::Identity;
 
 /// Environment variable: the instance's certificate (PEM), renewed in place.
