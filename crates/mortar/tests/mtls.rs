@@ -123,3 +123,88 @@ fn certificates_renew_without_restarting_anything() {
         (through_gateway(&node, "/v1/products/1") == 200).then_some(())
     });
 }
+
+/// The bus's answer to a `Hello` carrying `token`.
+fn bus_hello(bus_url: &str, token: &str) -> mortar_bus_proto::Frame {
+    use futures::{SinkExt, StreamExt};
+    use mortar_bus_proto::{BusCodec, Frame, Hello};
+    let addr = bus_url.trim_start_matches("mortar://").to_owned();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut framed = tokio_util::codec::Framed::new(tcp, BusCodec::new(1 << 20));
+            framed
+                .send(Frame::Hello(Hello::new("test", token)))
+                .await
+                .unwrap();
+            framed.next().await.unwrap().unwrap()
+        })
+}
+
+#[test]
+fn node_apis_refuse_requests_without_the_credentials_the_node_issued() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &[]);
+    node.wait_ready("catalog", 1);
+    let admin = node.admin_url();
+    let anonymous = reqwest::blocking::Client::new();
+    for path in [
+        "/v1/status",
+        "/v1/logs",
+        "/v1/registry/services/catalog",
+        "/v1/bus/stats",
+    ] {
+        for token in [None, Some("not-a-token-the-node-issued")] {
+            let mut req = anonymous.get(format!("{admin}{path}"));
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            let resp = req.send().unwrap();
+            assert_eq!(resp.status(), 401, "{path} with {token:?}");
+            assert_eq!(resp.headers()["content-type"], "application/problem+json");
+            let problem: serde_json::Value = resp.json().unwrap();
+            assert_eq!(problem["status"], 401);
+            assert!(problem["detail"].as_str().unwrap().contains("token"), "{problem}");
+        }
+    }
+    // A stop request without credentials stops nothing.
+    let resp = anonymous
+        .post(format!("{admin}/v1/services/catalog/stop"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(node.instances("catalog")[0]["state"], "ready");
+    // The admin token (what the CLI reads from the data directory) works,
+    // and so does the CLI.
+    let resp = node.admin_http().get(format!("{admin}/v1/status")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let (code, out, err) = node.cli(&["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(node.data_dir().join("admin.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the admin token is private");
+
+    // The bus refuses a Hello without a valid token, and takes the node's.
+    let bus_url = node.status().unwrap()["node"]["bus_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for token in ["", "forged"] {
+        match bus_hello(&bus_url, token) {
+            mortar_bus_proto::Frame::Error { code, .. } => {
+                assert_eq!(code, mortar_bus_proto::ErrorCode::Unauthorized, "{token:?}")
+            }
+            other => panic!("the bus accepted {token:?}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        bus_hello(&bus_url, &node.admin_token()),
+        mortar_bus_proto::Frame::HelloOk { .. }
+    ));
+}
