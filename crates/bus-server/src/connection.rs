@@ -125,7 +125,8 @@ impl Connection {
                         if token.is_empty() {
                             "no credentials: send the token the node issued (MORTAR_BUS_TOKEN) in Hello".to_owned()
                         } else {
-                            "the token in Hello is not one this node issued (or it was revoked)".to_owned()
+                            "the token in Hello is not one this node issued (or it was revoked)"
+                                .to_owned()
                         },
                     )
                 } else {

@@ -58,14 +58,19 @@ fn only_certified_callers_listed_in_the_manifest_get_in() {
     let data = node.data_dir().to_owned();
 
     // The gateway is an allowed caller: the shop works end to end.
-    wait_for("the gateway to reach catalog", Duration::from_secs(30), || {
-        (through_gateway(&node, "/v1/products/1") == 200).then_some(())
-    });
+    wait_for(
+        "the gateway to reach catalog",
+        Duration::from_secs(30),
+        || (through_gateway(&node, "/v1/products/1") == 200).then_some(()),
+    );
 
     // No certificate: the handshake fails, nothing is served.
     let as_gateway = identity_for(&data, "shop", "gateway", &dir.path().join("gw"));
     let refused = request_without_certificate(&as_gateway, &catalog);
-    assert!(refused.is_err(), "answered without a client certificate: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "answered without a client certificate: {refused:?}"
+    );
     // Plain HTTP gets no HTTP answer either.
     let url = mortar_test_support::node::instance_url(&catalog);
     let plain = reqwest::blocking::get(format!("{url}/v1/products/1"));
@@ -79,7 +84,10 @@ fn only_certified_callers_listed_in_the_manifest_get_in() {
     let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(problem["status"], 403);
     assert_eq!(problem["caller"], "ordering");
-    assert!(problem["detail"].as_str().unwrap().contains("callers"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("callers"),
+        "{problem}"
+    );
 
     // The listed caller gets in.
     let (code, body) = get_as(&as_gateway, &catalog, "/v1/products/1").unwrap();
@@ -88,13 +96,21 @@ fn only_certified_callers_listed_in_the_manifest_get_in() {
     // A certificate for the right name from another CA is refused at the
     // handshake.
     let foreign = tempfile::tempdir().unwrap();
-    let impostor = identity_for(foreign.path(), "shop", "gateway", &foreign.path().join("gw"));
+    let impostor = identity_for(
+        foreign.path(),
+        "shop",
+        "gateway",
+        &foreign.path().join("gw"),
+    );
     let impostor = InstanceTls {
         ca: as_gateway.ca.clone(),
         ..impostor
     };
     let refused = get_as(&impostor, &catalog, "/v1/products/1");
-    assert!(refused.is_err(), "a foreign CA's certificate got in: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "a foreign CA's certificate got in: {refused:?}"
+    );
 }
 
 #[test]
@@ -110,7 +126,10 @@ fn certificates_renew_without_restarting_anything() {
     // Past the first certificate's expiry.
     std::thread::sleep(Duration::from_millis(4500));
     let second = served_certificate(&as_gateway, &catalog);
-    assert_ne!(first, second, "the instance still serves its first certificate");
+    assert_ne!(
+        first, second,
+        "the instance still serves its first certificate"
+    );
 
     // Same process, still ready to the node's probes (the node's own
     // certificate renewed too), still reachable through the gateway.
@@ -119,9 +138,11 @@ fn certificates_renew_without_restarting_anything() {
     assert_eq!(now["restarts"], 0);
     let (code, _) = node.get_json(&now, "/v1/products/1");
     assert_eq!(code, 200);
-    wait_for("the gateway to reach catalog", Duration::from_secs(10), || {
-        (through_gateway(&node, "/v1/products/1") == 200).then_some(())
-    });
+    wait_for(
+        "the gateway to reach catalog",
+        Duration::from_secs(10),
+        || (through_gateway(&node, "/v1/products/1") == 200).then_some(()),
+    );
 }
 
 /// The bus's answer to a `Hello` carrying `token`.
@@ -167,7 +188,10 @@ fn node_apis_refuse_requests_without_the_credentials_the_node_issued() {
             assert_eq!(resp.headers()["content-type"], "application/problem+json");
             let problem: serde_json::Value = resp.json().unwrap();
             assert_eq!(problem["status"], 401);
-            assert!(problem["detail"].as_str().unwrap().contains("token"), "{problem}");
+            assert!(
+                problem["detail"].as_str().unwrap().contains("token"),
+                "{problem}"
+            );
         }
     }
     // A stop request without credentials stops nothing.
@@ -179,7 +203,11 @@ fn node_apis_refuse_requests_without_the_credentials_the_node_issued() {
     assert_eq!(node.instances("catalog")[0]["state"], "ready");
     // The admin token (what the CLI reads from the data directory) works,
     // and so does the CLI.
-    let resp = node.admin_http().get(format!("{admin}/v1/status")).send().unwrap();
+    let resp = node
+        .admin_http()
+        .get(format!("{admin}/v1/status"))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let (code, out, err) = node.cli(&["status"]);
     assert_eq!(code, 0, "{out}{err}");

@@ -392,10 +392,7 @@ fn each_service_sees_only_its_own_secrets_and_no_log_holds_a_secret_value() {
     assert_eq!(get(&billing, "/env/API_KEY"), "");
     assert_eq!(get(&search, "/env/API_KEY"), "s3cr3t-api-Zk9");
     assert_eq!(get(&search, "/env/DB_PASSWORD"), "");
-    assert_eq!(
-        get(&billing, "/env/MORTAR_SECRET_NAMES"),
-        "DB_PASSWORD"
-    );
+    assert_eq!(get(&billing, "/env/MORTAR_SECRET_NAMES"), "DB_PASSWORD");
     assert_eq!(get(&billing, "/env/MORTAR_SECRETS_KEY"), "");
 
     let (code, logs, _) = node.cli(&["logs", "--tail", "10000"]);

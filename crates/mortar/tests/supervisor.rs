@@ -284,7 +284,11 @@ fn admin_api_answers_problem_json_and_publishes_openapi() {
         .unwrap()
         .to_owned();
 
-    let resp = node.admin_http().get(format!("{admin}/v1/services/nope")).send().unwrap();
+    let resp = node
+        .admin_http()
+        .get(format!("{admin}/v1/services/nope"))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let problem: Value = resp.json().unwrap();
@@ -312,12 +316,19 @@ fn admin_api_answers_problem_json_and_publishes_openapi() {
     assert_eq!(resp.status(), 409);
     assert_eq!(node.instances("catalog")[0]["state"], "ready");
 
-    let resp = client.get(format!("{admin}/v1/openapi.json")).send().unwrap();
+    let resp = client
+        .get(format!("{admin}/v1/openapi.json"))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let doc: Value = resp.json().unwrap();
     assert!(doc["paths"]["/v1/status"].is_object());
 
-    let metrics = node.admin_http().get(format!("{admin}/metrics")).send().unwrap();
+    let metrics = node
+        .admin_http()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().unwrap();
     assert!(

@@ -69,8 +69,8 @@ impl AdminClient {
     /// admin credential) as a bearer token on every request.
     pub fn with_token(base: &str, token: Option<&str>) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(value) = token
-            .and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        if let Some(value) =
+            token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
         {
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }

@@ -90,8 +90,14 @@ mod tests {
     fn instances_reach_the_registry_the_bus_and_their_own_endpoint_only() {
         assert!(instance_may("catalog-1", "/v1/registry/services/catalog"));
         assert!(instance_may("catalog-1", "/v1/bus/topics/orders/messages"));
-        assert!(instance_may("catalog-1", "/v1/instances/catalog-1/endpoint"));
-        assert!(!instance_may("catalog-1", "/v1/instances/catalog-2/endpoint"));
+        assert!(instance_may(
+            "catalog-1",
+            "/v1/instances/catalog-1/endpoint"
+        ));
+        assert!(!instance_may(
+            "catalog-1",
+            "/v1/instances/catalog-2/endpoint"
+        ));
         assert!(!instance_may("catalog-1", "/v1/services/catalog/stop"));
         assert!(!instance_may("catalog-1", "/v1/logs"));
         assert!(is_open("/health/ready") && !is_open("/v1/status"));

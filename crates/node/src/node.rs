@@ -412,7 +412,8 @@ impl NodeBus {
             let check = mortar_bus_server::TokenCheck(Arc::new(move |token: &str| {
                 credentials.check(token).is_some()
             }));
-            let (_, bus) = run_embedded_with_auth(bus_config, options.bus_addr, Some(check)).await?;
+            let (_, bus) =
+                run_embedded_with_auth(bus_config, options.bus_addr, Some(check)).await?;
             return Ok(NodeBus {
                 backend: Arc::new(bus.broker().clone()),
                 url: bus.url(),

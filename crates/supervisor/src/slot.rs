@@ -249,7 +249,11 @@ impl Slot {
                 _ = self.stop.cancelled() => return self.terminate(process).await,
                 _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             }
-            if self.prober.ok(&self.spec.name, &base, &self.spec.health.live).await {
+            if self
+                .prober
+                .ok(&self.spec.name, &base, &self.spec.health.live)
+                .await
+            {
                 live_failures = 0;
             } else {
                 live_failures += 1;
@@ -261,7 +265,10 @@ impl Slot {
                     return Outcome::Unhealthy(why);
                 }
             }
-            let is_ready = self.prober.ok(&self.spec.name, &base, &self.spec.health.ready).await;
+            let is_ready = self
+                .prober
+                .ok(&self.spec.name, &base, &self.spec.health.ready)
+                .await;
             let was = self.state();
             let now = if is_ready {
                 InstanceState::Ready

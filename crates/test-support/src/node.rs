@@ -253,7 +253,9 @@ pub fn call_as_node(
     let tls = mortar_tls::InstanceTls::from_dir(&data_dir.join("tls").join("node"))
         .expect("the node's certificate is readable");
     let caller = mortar_tls::Caller::new(&tls).expect("a TLS client");
-    let service = instance["service"].as_str().expect("instance has a service");
+    let service = instance["service"]
+        .as_str()
+        .expect("instance has a service");
     let url = instance_url(instance);
     let body = body
         .map(|b| serde_json::to_vec(b).expect("JSON"))

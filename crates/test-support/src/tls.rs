@@ -33,12 +33,16 @@ pub fn identity_for(data_dir: &Path, app: &str, service: &str, into: &Path) -> I
 
 /// The server name an instance (status entry) must prove.
 fn server_name(tls: &InstanceTls, instance: &Value) -> ServerName<'static> {
-    let service = instance["service"].as_str().expect("instance has a service");
+    let service = instance["service"]
+        .as_str()
+        .expect("instance has a service");
     ServerName::try_from(mortar_tls::server_name(&tls.app, service)).expect("a valid name")
 }
 
 fn address(instance: &Value) -> String {
-    instance_url(instance).trim_start_matches("http://").to_owned()
+    instance_url(instance)
+        .trim_start_matches("http://")
+        .to_owned()
 }
 
 /// `GET path` on `instance` presenting `tls`'s certificate: status and
@@ -49,7 +53,9 @@ pub fn get_as(
     path: &str,
 ) -> Result<(u16, String), mortar_tls::CallerError> {
     let caller = mortar_tls::Caller::new(tls).expect("a TLS client");
-    let service = instance["service"].as_str().expect("instance has a service");
+    let service = instance["service"]
+        .as_str()
+        .expect("instance has a service");
     let (code, body) = runtime().block_on(caller.request(
         service,
         &instance_url(instance),
@@ -65,7 +71,10 @@ pub fn get_as(
 /// presenting no certificate, sends a request and reads: `Err` when the
 /// server refused the handshake (as it must), `Ok(bytes)` if anything
 /// came back.
-pub fn request_without_certificate(ca_of: &InstanceTls, instance: &Value) -> std::io::Result<Vec<u8>> {
+pub fn request_without_certificate(
+    ca_of: &InstanceTls,
+    instance: &Value,
+) -> std::io::Result<Vec<u8>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in &ca_of.ca {
         roots.add(cert.clone()).expect("a CA certificate");

@@ -144,10 +144,15 @@ impl InstanceTls {
         let leaf = read_certs(&cert)?;
         let app = leaf
             .first()
-            .and_then(|c| webpki::EndEntityCert::try_from(c).ok().and_then(|c| {
-                c.valid_uri_names()
-                    .find_map(|u| u.strip_prefix("mortar://")?.split_once('/').map(|(a, _)| a.to_owned()))
-            }))
+            .and_then(|c| {
+                webpki::EndEntityCert::try_from(c).ok().and_then(|c| {
+                    c.valid_uri_names().find_map(|u| {
+                        u.strip_prefix("mortar://")?
+                            .split_once('/')
+                            .map(|(a, _)| a.to_owned())
+                    })
+                })
+            })
             .ok_or_else(|| TlsError::Pem {
                 path: cert.clone(),
                 reason: "the certificate names no mortar app".into(),
@@ -216,7 +221,10 @@ mod tests {
         assert!(!tls.allows("identity"));
         assert!(tls.server_config().is_ok() && tls.client_config().is_ok());
         assert!(InstanceTls::from_lookup(|_| None).unwrap().is_none());
-        assert_eq!(InstanceTls::from_dir(&dir.path().join("i")).unwrap().app, "shop");
+        assert_eq!(
+            InstanceTls::from_dir(&dir.path().join("i")).unwrap().app,
+            "shop"
+        );
     }
 
     use rustls_pki_types::pem::PemObject;

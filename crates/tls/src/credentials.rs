@@ -118,7 +118,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(creds.check(&admin), Some(Role::Admin));
         let first = creds.issue("catalog-1").unwrap();
-        assert_eq!(creds.check(&first), Some(Role::Instance("catalog-1".into())));
+        assert_eq!(
+            creds.check(&first),
+            Some(Role::Instance("catalog-1".into()))
+        );
         let second = creds.issue("catalog-1").unwrap();
         assert_eq!(creds.check(&first), None);
         assert!(creds.check(&second).is_some());

@@ -18,8 +18,8 @@ mod config;
 mod credentials;
 mod identity;
 
-pub use caller::{Caller, CallerError};
 pub use ca::{Ca, InstanceFiles, Issued, renew_forever};
+pub use caller::{Caller, CallerError};
 pub use config::{
     InstanceTls, client_config, peer_service, provider, server_config, server_name, service_uri,
 };
