@@ -37,10 +37,8 @@ pub fn peer_service(certs: &[CertificateDer<'_>], app: &str) -> Option<String> {
     let leaf = certs.first()?;
     let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
     let prefix = format!("mortar://{app}/");
-    let found = cert
-        .valid_uri_names()
-        .find_map(|uri| uri.strip_prefix(&prefix).map(str::to_owned));
-    found
+    cert.valid_uri_names()
+        .find_map(|uri| uri.strip_prefix(&prefix).map(str::to_owned))
 }
 
 fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TlsError> {
@@ -194,7 +192,7 @@ mod tests {
         let issued = ca.issue("ordering", Duration::from_secs(60)).unwrap();
         let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
         assert_eq!(
-            peer_service(&[der.clone()], "shop").as_deref(),
+            peer_service(std::slice::from_ref(&der), "shop").as_deref(),
             Some("ordering")
         );
         assert_eq!(peer_service(&[der], "other"), None);
