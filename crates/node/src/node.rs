@@ -164,6 +164,11 @@ impl Node {
             addr: options.admin_addr,
             source,
         })?;
+        if !admin_addr.ip().is_loopback() {
+            // Credentials are still required, but they travel in clear
+            // HTTP: only loopback keeps them off the network.
+            tracing::warn!(%admin_addr, "the admin API listens beyond loopback; its bearer tokens cross the network unencrypted");
+        }
         let admin_url = format!("http://{admin_addr}");
         let stop_admin = CancellationToken::new();
         let registry = Registry::new();
