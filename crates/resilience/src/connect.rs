@@ -126,3 +126,114 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::Request;
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::pool::{Pool, SendError};
+
+    /// One TLS server for `catalog` of `shop` that answers every request
+    /// with 200 and the caller's service name.
+    async fn catalog(dir: &std::path::Path) -> (SocketAddr, mortar_tls::Ca) {
+        let ca = mortar_tls::Ca::load_or_create(&dir.join("ca"), "shop").unwrap();
+        let files = ca
+            .write_instance("catalog", &dir.join("catalog"), Duration::from_secs(60))
+            .unwrap();
+        let tls = mortar_tls::InstanceTls::from_files("shop", &files.cert, &files.key, &files.ca)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let caller = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| mortar_tls::peer_service(c, "shop"))
+                        .unwrap_or_default();
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{caller}",
+                        caller.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.flush().await;
+                });
+            }
+        });
+        (addr, ca)
+    }
+
+    fn connector(ca: &mortar_tls::Ca, dir: &std::path::Path, as_service: &str) -> Connector {
+        let files = ca
+            .write_instance(as_service, &dir.join(as_service), Duration::from_secs(60))
+            .unwrap();
+        let tls = mortar_tls::InstanceTls::from_files("shop", &files.cert, &files.key, &files.ca)
+            .unwrap();
+        Connector::Tls {
+            config: tls.client_config().unwrap(),
+            domain: "shop.mortar".into(),
+        }
+    }
+
+    fn get() -> Request<Full<Bytes>> {
+        Request::get("/")
+            .header(http::header::HOST, "catalog")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_pool_speaks_mtls_and_the_server_learns_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, ca) = catalog(dir.path()).await;
+        let pool = Pool::with_connector(
+            addr,
+            connector(&ca, dir.path(), "gateway"),
+            "catalog",
+            Duration::from_secs(30),
+            4,
+        );
+        let resp = pool.send(get()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        use http_body_util::BodyExt;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"gateway");
+    }
+
+    #[tokio::test]
+    async fn a_server_proving_another_service_name_is_a_connect_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, ca) = catalog(dir.path()).await;
+        // The address now answers as catalog, but we wanted ordering.
+        let pool = Pool::with_connector(
+            addr,
+            connector(&ca, dir.path(), "gateway"),
+            "ordering",
+            Duration::from_secs(30),
+            4,
+        );
+        match pool.send(get()).await {
+            Err(SendError::Connect(_)) => {}
+            other => panic!(
+                "expected a connect error, got {:?}",
+                other.map(|r| r.status())
+            ),
+        }
+    }
+}
