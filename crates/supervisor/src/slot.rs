@@ -198,8 +198,10 @@ impl Slot {
         };
         let process = Process::spawn(&spec, &self.hub)?;
         let pid = process.pid;
+        let tls = self.tls.is_some();
         self.set(|s| {
             s.state = InstanceState::Starting;
+            s.tls = tls;
             s.pid = Some(pid);
             s.port = None;
             s.address = None;
