@@ -19,7 +19,8 @@ pub struct Hello {
     pub version: u16,
     /// Who is connecting, for logs and consumer names.
     pub client_name: String,
-    /// A bearer token; carried now, checked once the security layer exists.
+    /// A bearer token issued by the node; a node's embedded broker refuses
+    /// a `Hello` without a valid one (`Unauthorized`).
     pub token: String,
 }
 

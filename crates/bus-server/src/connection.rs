@@ -100,8 +100,13 @@ impl Connection {
                 magic,
                 version,
                 client_name,
-                ..
+                token,
             })))) => {
+                let allowed = self
+                    .options
+                    .authenticate
+                    .as_ref()
+                    .is_none_or(|check| (check.0)(&token));
                 if magic != MAGIC {
                     refuse(
                         ErrorCode::BadHandshake,
@@ -113,6 +118,16 @@ impl Connection {
                         format!(
                             "protocol version {version} is not supported; this server speaks version {PROTOCOL_VERSION}"
                         ),
+                    )
+                } else if !allowed {
+                    refuse(
+                        ErrorCode::Unauthorized,
+                        if token.is_empty() {
+                            "no credentials: send the token the node issued (MORTAR_BUS_TOKEN) in Hello".to_owned()
+                        } else {
+                            "the token in Hello is not one this node issued (or it was revoked)"
+                                .to_owned()
+                        },
                     )
                 } else {
                     let ok = Frame::HelloOk {

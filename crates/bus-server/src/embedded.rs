@@ -65,8 +65,19 @@ pub async fn run_embedded(
     config: BrokerConfig,
     addr: SocketAddr,
 ) -> Result<(SocketAddr, EmbeddedBus), ServerError> {
+    run_embedded_with_auth(config, addr, None).await
+}
+
+/// [`run_embedded`], admitting only clients whose `Hello` token passes
+/// `authenticate` (the node's credentials).
+pub async fn run_embedded_with_auth(
+    config: BrokerConfig,
+    addr: SocketAddr,
+    authenticate: Option<crate::TokenCheck>,
+) -> Result<(SocketAddr, EmbeddedBus), ServerError> {
     let options = ServerOptions {
         max_message_bytes: config.max_message_bytes,
+        authenticate,
         ..ServerOptions::default()
     };
     let listener = TcpListener::bind(addr)

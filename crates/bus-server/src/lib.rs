@@ -16,6 +16,6 @@ mod serve;
 mod subscription;
 
 pub use backend::{BusBackend, JetStreamBackend};
-pub use embedded::{EmbeddedBus, ServerError, run_embedded};
+pub use embedded::{EmbeddedBus, ServerError, run_embedded, run_embedded_with_auth};
 pub use http::{http_router, openapi};
-pub use serve::{ServerOptions, serve, serve_with};
+pub use serve::{ServerOptions, TokenCheck, serve, serve_with};

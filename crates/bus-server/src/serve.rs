@@ -20,6 +20,20 @@ pub struct ServerOptions {
     pub max_in_flight_publishes: usize,
     /// How long a new connection may take to send its `Hello`.
     pub handshake_timeout: Duration,
+    /// Checks the bearer token of each `Hello`; `None` accepts any (a
+    /// bus run on its own, for tests). The node sets it so only its
+    /// instances and its operator get in.
+    pub authenticate: Option<TokenCheck>,
+}
+
+/// Decides whether a `Hello`'s token is valid.
+#[derive(Clone)]
+pub struct TokenCheck(pub std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for TokenCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenCheck")
+    }
 }
 
 impl Default for ServerOptions {
@@ -27,6 +41,7 @@ impl Default for ServerOptions {
         ServerOptions {
             max_message_bytes: mortar_bus::BrokerConfig::default().max_message_bytes,
             max_in_flight_publishes: 1024,
+            authenticate: None,
             handshake_timeout: Duration::from_secs(10),
         }
     }

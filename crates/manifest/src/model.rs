@@ -222,6 +222,12 @@ pub struct ServiceSpec {
     /// variable of that name; it gets no others. Values stay in the secrets
     /// file until the node decrypts it at launch.
     pub secrets: Vec<String>,
+    /// The services (and `gateway`) allowed to call this one; any other
+    /// caller gets 403. `None` (no `callers` key): any service of the app
+    /// with a certificate from the node. The node's own probes are always
+    /// allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callers: Option<Vec<String>>,
     /// Time between SIGTERM and SIGKILL when stopping an instance.
     #[serde(serialize_with = "human_duration")]
     pub grace_period: Duration,
@@ -424,6 +430,7 @@ mod tests {
             depends_on: vec![],
             env: BTreeMap::new(),
             secrets: vec![],
+            callers: None,
             grace_period: DEFAULT_GRACE_PERIOD,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             health: HealthSpec::default(),

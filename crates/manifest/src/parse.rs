@@ -35,6 +35,7 @@ const SERVICE_KEYS: &[&str] = &[
     "health",
     "restart",
     "secrets",
+    "callers",
     "autoscale",
 ];
 /// Keys of `[services.<name>.health]`.
@@ -353,6 +354,10 @@ fn read_service(
         Some(v) => crate::secrets::read_service_secrets(r, v, &f("secrets"), env.as_ref()),
         None => Some(Vec::new()),
     };
+    let callers = match table.get("callers") {
+        Some(v) => read_callers(r, v, &f("callers"), names).map(Some),
+        None => Some(None),
+    };
     let limited = |r: &mut Reader<'_>, key: &str, default: Duration| match table.get(key) {
         Some(v) => r.duration(v, &f(key), Some(MAX_SERVICE_TIMEOUT)),
         None => Some(default),
@@ -392,6 +397,7 @@ fn read_service(
             depends_on: depends_on?,
             env: env?,
             secrets: secrets?,
+            callers: callers?,
             grace_period: grace_period?,
             startup_timeout: startup_timeout?,
             health: health?,
@@ -478,6 +484,44 @@ fn read_depends_on(
         }
     }
     (ok.then_some(depends_on), edges)
+}
+
+/// `callers`: the services (or `gateway`) allowed to call this one over
+/// mTLS. Unknown names are errors, so a typo cannot silently lock a
+/// caller out.
+fn read_callers(
+    r: &mut Reader<'_>,
+    value: &Value<'_>,
+    field: &str,
+    names: &[&str],
+) -> Option<Vec<String>> {
+    let Some(array) = value.get_ref().as_array() else {
+        r.wrong_type(value, field, "an array of service names (or \"gateway\")");
+        return None;
+    };
+    let mut callers: Vec<String> = Vec::new();
+    let mut ok = true;
+    for (i, item) in array.iter().enumerate() {
+        let item_field = format!("{field}[{i}]");
+        let Some(name) = r.string(item, &item_field, "a service name") else {
+            ok = false;
+            continue;
+        };
+        if name != "gateway" && !names.contains(&name) {
+            r.error(
+                item.span(),
+                &item_field,
+                format!(
+                    "unknown caller {name:?}; expected \"gateway\" or a service of this manifest: {}",
+                    names.join(", ")
+                ),
+            );
+            ok = false;
+        } else if !callers.iter().any(|c| c == name) {
+            callers.push(name.to_owned());
+        }
+    }
+    ok.then_some(callers)
 }
 
 /// `env`: extra variables, which may not collide with what mortar sets.

@@ -210,6 +210,20 @@ pub(crate) struct UpArgs {
     /// That key's certificate (optional; makes decryption errors precise).
     #[arg(long, env = "MORTAR_SECRETS_CERT", value_name = "PATH")]
     pub(crate) secrets_cert: Option<PathBuf>,
+    /// Lifetime of the certificates the node's CA gives instances, the
+    /// gateway and itself (renewed at two thirds), e.g. `24h`, `10m`.
+    #[arg(long, env = "MORTAR_CERT_LIFETIME", default_value = "24h", value_parser = parse_lifetime)]
+    pub(crate) cert_lifetime: std::time::Duration,
+}
+
+/// A certificate lifetime: a duration of at least 3 seconds (renewal
+/// happens at two thirds of it) and at most 30 days.
+fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(3) || d > std::time::Duration::from_secs(30 * 86400) {
+        return Err("expected a duration from 3s to 30d, such as 24h".into());
+    }
+    Ok(d)
 }
 
 /// How a one-off command finds the running node: the data directory (from

@@ -50,16 +50,10 @@ ack_deadline = "120s"
     .unwrap();
 }
 
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-fn publish(admin: &str, seqs: std::ops::Range<u64>) {
+/// Publishes through the node's bus HTTP API with the admin's credentials.
+fn publish(http: &reqwest::blocking::Client, admin: &str, seqs: std::ops::Range<u64>) {
     let messages: Vec<Value> = seqs.map(|n| json!({ "payload": n })).collect();
-    let answer = http()
+    let answer = http
         .post(format!("{admin}/v1/bus/topics/jobs/messages"))
         .json(&json!({ "messages": messages }))
         .send()
@@ -67,8 +61,8 @@ fn publish(admin: &str, seqs: std::ops::Range<u64>) {
     assert!(answer.status().is_success(), "publish: {}", answer.status());
 }
 
-fn metric(admin: &str, series: &str) -> Option<f64> {
-    let text = http()
+fn metric(http: &reqwest::blocking::Client, admin: &str, series: &str) -> Option<f64> {
+    let text = http
         .get(format!("{admin}/metrics"))
         .send()
         .ok()?
@@ -96,12 +90,10 @@ fn a_burst_scales_consumers_up_to_max_and_back_to_min_with_every_message_handled
     write_manifest(dir.path(), &handled_dir);
     let node = RunningNode::start(&dir.path().join("mortar.toml"), &dir.path().join("data"));
     node.wait_ready("worker", MIN);
-    let admin = node.status().unwrap()["node"]["admin_url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let admin = node.admin_url();
+    let http = node.admin_http();
 
-    publish(&admin, 0..BURST);
+    publish(&http, &admin, 0..BURST);
     println!("published a burst of {BURST}");
     wait_for(
         "the consumer count to reach the max",
@@ -116,12 +108,13 @@ fn a_burst_scales_consumers_up_to_max_and_back_to_min_with_every_message_handled
     let done = Arc::new(AtomicBool::new(false));
     let trickle = {
         let (admin, next, done) = (admin.clone(), next.clone(), done.clone());
+        let http = http.clone();
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
                 let from = next.load(Ordering::SeqCst);
                 // 12 a second: below what one consumer handles (4 at a
                 // time, 200 ms each), so the count can fall to the min.
-                publish(&admin, from..from + 3);
+                publish(&http, &admin, from..from + 3);
                 next.store(from + 3, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(250));
             }
@@ -141,9 +134,10 @@ fn a_burst_scales_consumers_up_to_max_and_back_to_min_with_every_message_handled
 
     let backlog = r#"mortar_bus_backlog{topic="jobs",group="workers"}"#;
     wait_for("the backlog to drain", Duration::from_secs(120), || {
-        (metric(&admin, backlog) == Some(0.0)).then_some(())
+        (metric(&http, &admin, backlog) == Some(0.0)).then_some(())
     });
     let desired = metric(
+        &http,
         &admin,
         r#"mortar_autoscale_desired_instances{service="worker"}"#,
     );

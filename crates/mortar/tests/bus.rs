@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mortar_test_support::node::instance_url;
 use mortar_test_support::{RunningNode, binary, wait_for};
 use serde_json::{Value, json};
 
@@ -37,16 +36,13 @@ ack_deadline = "30s"
     .unwrap();
 }
 
-fn http() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+fn http(node: &RunningNode) -> reqwest::blocking::Client {
+    node.admin_http()
 }
 
 /// Long-polls up to `max` messages of `orders` for `group`.
-fn pull(admin: &str, group: &str, max: usize) -> Value {
-    http()
+fn pull(node: &RunningNode, admin: &str, group: &str, max: usize) -> Value {
+    http(node)
         .post(format!("{admin}/v1/bus/topics/orders/groups/{group}/pull"))
         .json(&json!({"consumer": "test", "max": max, "wait_ms": 5000}))
         .send()
@@ -55,8 +51,8 @@ fn pull(admin: &str, group: &str, max: usize) -> Value {
         .unwrap()
 }
 
-fn metric(admin: &str, series: &str) -> Option<f64> {
-    let text = http()
+fn metric(node: &RunningNode, admin: &str, series: &str) -> Option<f64> {
+    let text = http(node)
         .get(format!("{admin}/metrics"))
         .send()
         .ok()?
@@ -77,15 +73,10 @@ fn services_get_the_bus_url_and_the_http_api_delivers_acks_and_reports_backlog()
     let admin = status["node"]["admin_url"].as_str().unwrap().to_owned();
     let bus_url = status["node"]["bus_url"].as_str().unwrap().to_owned();
     assert!(bus_url.starts_with("mortar://127.0.0.1:"), "{bus_url}");
-    let seen = http()
-        .get(format!("{}/env/MORTAR_BUS_URL", instance_url(&worker)))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let seen = node.get_text(&worker, "/env/MORTAR_BUS_URL").1;
     assert_eq!(seen, bus_url, "the instance was given the node's bus");
 
-    let published: Value = http()
+    let published: Value = http(&node)
         .post(format!("{admin}/v1/bus/topics/orders/messages"))
         .json(&json!({"messages": [
             {"key": "o-1", "payload": {"order": 1}},
@@ -98,26 +89,26 @@ fn services_get_the_bus_url_and_the_http_api_delivers_acks_and_reports_backlog()
         .unwrap();
     assert_eq!(published["ids"].as_array().unwrap().len(), 3, "{published}");
 
-    let pulled: Value = pull(&admin, "billing", 10);
+    let pulled: Value = pull(&node, &admin, "billing", 10);
     let messages = pulled["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 3, "{pulled}");
     assert_eq!(messages[0]["payload"]["order"], 1);
     let backlog = r#"mortar_bus_backlog{topic="orders",group="billing"}"#;
-    assert_eq!(metric(&admin, backlog), Some(3.0));
+    assert_eq!(metric(&node, &admin, backlog), Some(3.0));
 
     let ids: Vec<Value> = messages.iter().map(|m| m["id"].clone()).collect();
-    let resp = http()
+    let resp = http(&node)
         .post(format!("{admin}/v1/bus/topics/orders/groups/billing/ack"))
         .json(&json!({"ids": ids}))
         .send()
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.text().unwrap());
     wait_for("the backlog to drain", Duration::from_secs(10), || {
-        (metric(&admin, backlog) == Some(0.0)).then_some(())
+        (metric(&node, &admin, backlog) == Some(0.0)).then_some(())
     });
 
     // Bad input is a problem document and changes nothing.
-    let resp = http()
+    let resp = http(&node)
         .post(format!("{admin}/v1/bus/topics/nosuch/messages"))
         .json(&json!({"messages": [{"payload": 1}]}))
         .send()
@@ -135,17 +126,17 @@ fn dead_letters_can_be_replayed_from_the_cli() {
         .as_str()
         .unwrap()
         .to_owned();
-    http()
+    http(&node)
         .post(format!("{admin}/v1/bus/topics/orders/messages"))
         .json(&json!({"messages": [{"payload": "poison"}]}))
         .send()
         .unwrap();
     // Two deliveries, both refused: the message goes to orders.dlq.
     for _ in 0..2 {
-        let pulled: Value = pull(&admin, "g", 1);
+        let pulled: Value = pull(&node, &admin, "g", 1);
         let id = pulled["messages"][0]["id"].clone();
         assert!(!id.is_null(), "{pulled}");
-        http()
+        http(&node)
             .post(format!("{admin}/v1/bus/topics/orders/groups/g/nack"))
             .json(&json!({"ids": [id], "delay_ms": 0, "reason": "cannot parse"}))
             .send()
@@ -155,13 +146,13 @@ fn dead_letters_can_be_replayed_from_the_cli() {
     wait_for(
         "the message to be dead-lettered",
         Duration::from_secs(10),
-        || (metric(&admin, dead) == Some(1.0)).then_some(()),
+        || (metric(&node, &admin, dead) == Some(1.0)).then_some(()),
     );
 
     let (code, out, err) = node.cli(&["bus", "dlq", "replay", "orders"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("1 dead letter(s) moved back"), "{out}");
-    let pulled: Value = pull(&admin, "g", 1);
+    let pulled: Value = pull(&node, &admin, "g", 1);
     assert_eq!(pulled["messages"][0]["payload"], "poison");
 
     let (code, out, _) = node.cli(&["bus", "stats"]);
@@ -190,14 +181,7 @@ fn with_a_nats_url_the_node_serves_jetstream_behind_the_same_api() {
     let status = node.status().unwrap();
     let admin = status["node"]["admin_url"].as_str().unwrap().to_owned();
     assert_eq!(status["node"]["bus_url"], nats.as_str());
-    let env = |name: &str| {
-        http()
-            .get(format!("{}/env/{name}", instance_url(&worker)))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
-    };
+    let env = |name: &str| node.get_text(&worker, &format!("/env/{name}")).1;
     assert_eq!(env("MORTAR_BUS_URL"), nats, "the instance was given NATS");
     assert_eq!(
         env("MORTAR_BUS_MAX_DELIVERIES"),
@@ -205,7 +189,7 @@ fn with_a_nats_url_the_node_serves_jetstream_behind_the_same_api() {
         "and the manifest's delivery rules"
     );
 
-    let published: Value = http()
+    let published: Value = http(&node)
         .post(format!("{admin}/v1/bus/topics/{topic}/messages"))
         .json(&json!({"messages": [{"payload": {"order": 1}}, {"payload": {"order": 2}}]}))
         .send()
@@ -214,7 +198,7 @@ fn with_a_nats_url_the_node_serves_jetstream_behind_the_same_api() {
         .unwrap();
     assert_eq!(published["ids"].as_array().unwrap().len(), 2, "{published}");
     let backlog = format!(r#"mortar_bus_backlog{{topic="{topic}",group="billing"}}"#);
-    let pulled: Value = http()
+    let pulled: Value = http(&node)
         .post(format!("{admin}/v1/bus/topics/{topic}/groups/billing/pull"))
         .json(&json!({"consumer": "test", "max": 10, "wait_ms": 5000}))
         .send()
@@ -226,16 +210,16 @@ fn with_a_nats_url_the_node_serves_jetstream_behind_the_same_api() {
     wait_for(
         "the backlog from JetStream's consumer info",
         Duration::from_secs(30),
-        || (metric(&admin, &backlog) == Some(2.0)).then_some(()),
+        || (metric(&node, &admin, &backlog) == Some(2.0)).then_some(()),
     );
     let ids: Vec<Value> = messages.iter().map(|m| m["id"].clone()).collect();
-    let resp = http()
+    let resp = http(&node)
         .post(format!("{admin}/v1/bus/topics/{topic}/groups/billing/ack"))
         .json(&json!({"ids": ids}))
         .send()
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.text().unwrap());
     wait_for("the backlog to drain", Duration::from_secs(30), || {
-        (metric(&admin, &backlog) == Some(0.0)).then_some(())
+        (metric(&node, &admin, &backlog) == Some(0.0)).then_some(())
     });
 }

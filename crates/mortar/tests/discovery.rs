@@ -117,10 +117,7 @@ fn registry_http_api_registers_under_a_lease_and_watches() {
         .unwrap()
         .to_owned();
     let dns = dns_addr(&node);
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let http = node.admin_http();
 
     // A process the node does not run registers itself with a 2 s lease.
     let resp = http

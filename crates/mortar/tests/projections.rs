@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mortar_test_support::node::instance_url;
 use mortar_test_support::{RunningNode, binary, wait_for};
 use serde_json::json;
 
@@ -48,18 +47,18 @@ fn row(stdout: &str) -> Option<(String, String)> {
 fn status_shows_lag_and_rebuild_reaches_the_owning_service() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
-    let ordering = instance_url(&node.wait_ready("ordering", 1)[0]);
+    let ordering = node.wait_ready("ordering", 1).remove(0);
     node.wait_ready("order-history", 1);
 
-    let http = reqwest::blocking::Client::new();
     for quantity in 1..=3 {
-        let resp = http
-            .post(format!("{ordering}/v1/orders"))
-            .json(&json!({"customer": "ann", "lines": [
-                {"sku": "MUG-001", "quantity": quantity, "unit_price_cents": 1290}]}))
-            .send()
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 201);
+        let (code, _) = node.call(
+            &ordering,
+            "POST",
+            "/v1/orders",
+            Some(&json!({"customer": "ann", "lines": [
+                {"sku": "MUG-001", "quantity": quantity, "unit_price_cents": 1290}]})),
+        );
+        assert_eq!(code, 201);
     }
 
     let (code, stdout, stderr) = wait_for(

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mortar_test_support::cli::{Outcome, run_mortar};
-use mortar_test_support::node::instance_url;
 use mortar_test_support::openssl::{Party, cms_decrypt, cms_encrypt, rsa_party, run_openssl};
 use mortar_test_support::{RunningNode, binary};
 
@@ -352,10 +351,6 @@ secrets = ["API_KEY"]
     manifest
 }
 
-fn get(url: &str) -> String {
-    reqwest::blocking::get(url).unwrap().text().unwrap()
-}
-
 /// Every file under `dir`, recursively.
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -389,18 +384,16 @@ fn each_service_sees_only_its_own_secrets_and_no_log_holds_a_secret_value() {
             ("API_KEY", "from-the-node-env"),
         ],
     );
-    let billing = instance_url(&node.wait_ready("billing", 1)[0]);
-    let search = instance_url(&node.wait_ready("search", 1)[0]);
+    let billing = node.wait_ready("billing", 1).remove(0);
+    let search = node.wait_ready("search", 1).remove(0);
+    let get = |instance: &serde_json::Value, path: &str| node.get_text(instance, path).1;
 
-    assert_eq!(get(&format!("{billing}/env/DB_PASSWORD")), "s3cr3t-db-Xq7");
-    assert_eq!(get(&format!("{billing}/env/API_KEY")), "");
-    assert_eq!(get(&format!("{search}/env/API_KEY")), "s3cr3t-api-Zk9");
-    assert_eq!(get(&format!("{search}/env/DB_PASSWORD")), "");
-    assert_eq!(
-        get(&format!("{billing}/env/MORTAR_SECRET_NAMES")),
-        "DB_PASSWORD"
-    );
-    assert_eq!(get(&format!("{billing}/env/MORTAR_SECRETS_KEY")), "");
+    assert_eq!(get(&billing, "/env/DB_PASSWORD"), "s3cr3t-db-Xq7");
+    assert_eq!(get(&billing, "/env/API_KEY"), "");
+    assert_eq!(get(&search, "/env/API_KEY"), "s3cr3t-api-Zk9");
+    assert_eq!(get(&search, "/env/DB_PASSWORD"), "");
+    assert_eq!(get(&billing, "/env/MORTAR_SECRET_NAMES"), "DB_PASSWORD");
+    assert_eq!(get(&billing, "/env/MORTAR_SECRETS_KEY"), "");
 
     let (code, logs, _) = node.cli(&["logs", "--tail", "10000"]);
     assert_eq!(code, 0);

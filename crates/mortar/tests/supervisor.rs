@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mortar_test_support::node::instance_url;
 use mortar_test_support::{RunningNode, binary, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -35,12 +34,6 @@ grace_period = "5s"
     )
 }
 
-fn get(url: &str) -> (u16, Value) {
-    let resp = reqwest::blocking::get(url).unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().unwrap_or_default())
-}
-
 fn alive(pid: u64) -> bool {
     kill(Pid::from_raw(pid as i32), None).is_ok()
 }
@@ -59,7 +52,7 @@ fn killed_instance_is_restarted_and_status_shows_it_ready_again() {
     let ports: Vec<u64> = ready.iter().map(|i| i["port"].as_u64().unwrap()).collect();
     assert_ne!(ports[0], ports[1]);
     for instance in &ready {
-        let (status, page) = get(&format!("{}/v1/products", instance_url(instance)));
+        let (status, page) = node.get_json(instance, "/v1/products");
         assert_eq!(status, 200);
         assert!(!page["items"].as_array().unwrap().is_empty());
     }
@@ -84,7 +77,7 @@ fn killed_instance_is_restarted_and_status_shows_it_ready_again() {
         restarted["last_exit"].as_str().unwrap().contains("SIGKILL"),
         "{restarted}"
     );
-    let (status, _) = get(&format!("{}/v1/products/1", instance_url(&restarted)));
+    let (status, _) = node.get_json(&restarted, "/v1/products/1");
     assert_eq!(status, 200);
 
     // The human status view shows it too.
@@ -291,7 +284,11 @@ fn admin_api_answers_problem_json_and_publishes_openapi() {
         .unwrap()
         .to_owned();
 
-    let resp = reqwest::blocking::get(format!("{admin}/v1/services/nope")).unwrap();
+    let resp = node
+        .admin_http()
+        .get(format!("{admin}/v1/services/nope"))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let problem: Value = resp.json().unwrap();
@@ -301,7 +298,7 @@ fn admin_api_answers_problem_json_and_publishes_openapi() {
     );
 
     // A report with a bad body changes nothing and says what is wrong.
-    let client = reqwest::blocking::Client::new();
+    let client = node.admin_http();
     let resp = client
         .post(format!("{admin}/v1/instances/catalog-1/endpoint"))
         .header("content-type", "application/json")
@@ -319,11 +316,19 @@ fn admin_api_answers_problem_json_and_publishes_openapi() {
     assert_eq!(resp.status(), 409);
     assert_eq!(node.instances("catalog")[0]["state"], "ready");
 
-    let (status, doc) = get(&format!("{admin}/v1/openapi.json"));
-    assert_eq!(status, 200);
+    let resp = client
+        .get(format!("{admin}/v1/openapi.json"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let doc: Value = resp.json().unwrap();
     assert!(doc["paths"]["/v1/status"].is_object());
 
-    let metrics = reqwest::blocking::get(format!("{admin}/metrics")).unwrap();
+    let metrics = node
+        .admin_http()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().unwrap();
     assert!(

@@ -62,8 +62,21 @@ pub struct AdminClient {
 impl AdminClient {
     /// A client for the admin API at `base` (e.g. `http://127.0.0.1:4300`).
     pub fn new(base: &str) -> Self {
+        Self::with_token(base, None)
+    }
+
+    /// A client for the admin API at `base` that sends `token` (the node's
+    /// admin credential) as a bearer token on every request.
+    pub fn with_token(base: &str, token: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) =
+            token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
+            .default_headers(headers)
             .build()
             .unwrap_or_default();
         AdminClient {
@@ -74,7 +87,10 @@ impl AdminClient {
 
     /// A client for the node that runs with this data directory.
     pub fn for_data_dir(dir: &Path) -> Result<Self, ClientError> {
-        Ok(Self::new(&read_node_info(dir)?.admin_url))
+        let url = read_node_info(dir)?.admin_url;
+        // Without the token the node answers 401, which names the problem.
+        let token = mortar_tls::Credentials::read_admin_token(dir).ok();
+        Ok(Self::with_token(&url, token.as_deref()))
     }
 
     /// The admin API's base URL.

@@ -9,8 +9,9 @@ pub mod admin;
 pub mod client;
 pub mod datadir;
 mod edge;
+mod guard;
 pub mod metrics;
 mod node;
 mod secrets;
 
-pub use node::{Node, NodeError, NodeOptions};
+pub use node::{DEFAULT_CERT_LIFETIME, Node, NodeError, NodeOptions};

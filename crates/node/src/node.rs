@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mortar_bus::BrokerConfig;
 use mortar_bus_client::{ClientConfig, JetStream};
-use mortar_bus_server::{BusBackend, JetStreamBackend, run_embedded};
+use mortar_bus_server::{BusBackend, JetStreamBackend, run_embedded_with_auth};
 use mortar_discovery::Registry;
 use mortar_discovery::dns::DnsServer;
 use mortar_gateway::{Gateway, GatewayConfig};
@@ -45,7 +45,13 @@ pub struct NodeOptions {
     pub secrets_key: Option<PathBuf>,
     /// The key's certificate, for precise errors (optional).
     pub secrets_cert: Option<PathBuf>,
+    /// How long the certificates the node's CA gives instances (and the
+    /// gateway and the node itself) live; each is renewed at two thirds.
+    pub cert_lifetime: Duration,
 }
+
+/// The default lifetime of instance certificates.
+pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Why a node could not run.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +96,9 @@ pub enum NodeError {
     /// The secrets cannot be decrypted or lack what services need.
     #[error(transparent)]
     Secrets(#[from] mortar_secrets::SecretsError),
+    /// The node's CA or a certificate cannot be made or loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] mortar_tls::TlsError),
     /// The DNS server cannot start.
     #[error(transparent)]
     Dns(#[from] mortar_discovery::dns::DnsError),
@@ -141,6 +150,10 @@ impl Node {
             options.secrets_cert.as_deref(),
         )?;
         let data_dir = DataDir::lock(&data_path)?;
+        let tls = NodeTlsSetup::start(&manifest, data_dir.path(), options.cert_lifetime)?;
+        // Every node API asks for a credential the node issued: the admin
+        // token (a 0600 file for the CLI) or an instance's own token.
+        let credentials = Arc::new(mortar_tls::Credentials::create(data_dir.path())?);
         let listener = TcpListener::bind(options.admin_addr)
             .await
             .map_err(|source| NodeError::Bind {
@@ -151,6 +164,11 @@ impl Node {
             addr: options.admin_addr,
             source,
         })?;
+        if !admin_addr.ip().is_loopback() {
+            // Credentials are still required, but they travel in clear
+            // HTTP: only loopback keeps them off the network.
+            tracing::warn!(%admin_addr, "the admin API listens beyond loopback; its bearer tokens cross the network unencrypted");
+        }
         let admin_url = format!("http://{admin_addr}");
         let stop_admin = CancellationToken::new();
         let registry = Registry::new();
@@ -158,7 +176,14 @@ impl Node {
         let dns = DnsServer::start(registry.clone(), &manifest.app.name, options.dns_addr).await?;
         let dns_addr = dns.local_addr();
         let dns_task = tokio::spawn(dns.run(stop_admin.clone()));
-        let bus = NodeBus::start(&manifest, &options, data_dir.path(), stop_admin.clone()).await?;
+        let bus = NodeBus::start(
+            &manifest,
+            &options,
+            data_dir.path(),
+            credentials.clone(),
+            stop_admin.clone(),
+        )
+        .await?;
         for topic in &manifest.bus.topics {
             bus.backend
                 .create_topic(topic)
@@ -188,14 +213,14 @@ impl Node {
                     source
                 })?
         );
-        let gateway = Gateway::new(
-            Arc::new(registry.clone()),
-            GatewayConfig {
-                routes: crate::edge::routes(&manifest),
-                auth: crate::edge::auth(&manifest),
-                ..GatewayConfig::default()
-            },
-        );
+        let mut gateway_config = GatewayConfig {
+            routes: crate::edge::routes(&manifest),
+            auth: crate::edge::auth(&manifest),
+            ..GatewayConfig::default()
+        };
+        // The gateway calls services as `gateway`, over mTLS.
+        gateway_config.client.connector = tls.gateway_connector()?;
+        let gateway = Gateway::new(Arc::new(registry.clone()), gateway_config);
         let stop_gateway = CancellationToken::new();
         let gateway_task = tokio::spawn(
             gateway
@@ -216,6 +241,8 @@ impl Node {
                     env
                 },
                 secrets,
+                tls: Some(tls.supervisor.clone()),
+                credentials: Some(credentials.clone()),
             },
         )?);
         let info = NodeInfo {
@@ -240,7 +267,11 @@ impl Node {
             ],
         })
         .merge(mortar_discovery::http::router(registry))
-        .merge(mortar_bus_server::http_router(bus.backend.clone()));
+        .merge(mortar_bus_server::http_router(bus.backend.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            credentials.clone(),
+            crate::guard::require_credentials,
+        ));
         let server = tokio::spawn(
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
@@ -287,6 +318,7 @@ impl Node {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), dns_task).await;
         let _ = reaper.await;
+        drop(tls);
         data_dir.unpublish();
         tracing::info!("node stopped");
         Ok(())
@@ -308,6 +340,72 @@ fn backlog_source(backend: Arc<dyn BusBackend>) -> mortar_supervisor::autoscale:
     })
 }
 
+/// The node's CA and the certificates of the node itself (probes, admin
+/// commands) and of the gateway, renewed while the node runs.
+struct NodeTlsSetup {
+    supervisor: mortar_supervisor::NodeTls,
+    gateway: mortar_tls::InstanceTls,
+    renewals: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for NodeTlsSetup {
+    fn drop(&mut self) {
+        for r in &self.renewals {
+            r.abort();
+        }
+    }
+}
+
+impl NodeTlsSetup {
+    /// Loads or creates the CA in `<data dir>/tls/ca` and issues the node's
+    /// (`<data dir>/tls/node`, read by `mortar projections`) and the
+    /// gateway's certificates.
+    fn start(
+        manifest: &Manifest,
+        data_dir: &std::path::Path,
+        lifetime: Duration,
+    ) -> Result<NodeTlsSetup, NodeError> {
+        let app = &manifest.app.name;
+        let root = data_dir.join("tls");
+        let ca = Arc::new(mortar_tls::Ca::load_or_create(&root.join("ca"), app)?);
+        let mut renewals = Vec::new();
+        let mut own = |name: &str, dir: PathBuf| -> Result<mortar_tls::InstanceTls, NodeError> {
+            let files = ca.write_instance(name, &dir, lifetime)?;
+            renewals.push(tokio::spawn(mortar_tls::renew_forever(
+                ca.clone(),
+                name.to_owned(),
+                dir,
+                lifetime,
+            )));
+            Ok(mortar_tls::InstanceTls::from_files(
+                app,
+                &files.cert,
+                &files.key,
+                &files.ca,
+            )?)
+        };
+        let node = own(mortar_tls::NODE_IDENTITY, root.join("node"))?;
+        let gateway = own(mortar_tls::GATEWAY_IDENTITY, root.join("gateway"))?;
+        Ok(NodeTlsSetup {
+            supervisor: mortar_supervisor::NodeTls {
+                caller: mortar_tls::Caller::new(&node)?,
+                ca,
+                lifetime,
+                dir: root.join("instances"),
+            },
+            gateway,
+            renewals,
+        })
+    }
+
+    fn gateway_connector(&self) -> Result<mortar_resilience::Connector, NodeError> {
+        Ok(mortar_resilience::Connector::Tls {
+            config: self.gateway.client_config()?,
+            domain: format!("{}.mortar", self.gateway.app),
+        })
+    }
+}
+
 /// The node's bus: the embedded broker, or an external NATS JetStream.
 struct NodeBus {
     /// What the admin API and metrics serve.
@@ -325,6 +423,7 @@ impl NodeBus {
         manifest: &Manifest,
         options: &NodeOptions,
         data_dir: &std::path::Path,
+        credentials: Arc<mortar_tls::Credentials>,
         stop: CancellationToken,
     ) -> Result<NodeBus, NodeError> {
         let spec = &manifest.bus;
@@ -341,7 +440,11 @@ impl NodeBus {
                 retention_age: Some(spec.retention),
                 ..BrokerConfig::default()
             };
-            let (_, bus) = run_embedded(bus_config, options.bus_addr).await?;
+            let check = mortar_bus_server::TokenCheck(Arc::new(move |token: &str| {
+                credentials.check(token).is_some()
+            }));
+            let (_, bus) =
+                run_embedded_with_auth(bus_config, options.bus_addr, Some(check)).await?;
             return Ok(NodeBus {
                 backend: Arc::new(bus.broker().clone()),
                 url: bus.url(),

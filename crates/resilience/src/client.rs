@@ -332,6 +332,7 @@ impl Client {
                 service: service.to_owned(),
                 version: version.map(str::to_owned),
                 pool_idle_timeout: cfg.pool_idle_timeout,
+                connector: cfg.connector.clone(),
                 default_rtt: cfg.default_rtt,
                 outlier: cfg.outlier.clone(),
                 metrics: inner.metrics.clone(),

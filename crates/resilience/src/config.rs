@@ -25,6 +25,9 @@ pub struct ClientConfig {
     pub ewma_decay: Duration,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout: Duration,
+    /// How connections are opened: plain TCP, or mutual TLS when the node
+    /// gave this process a certificate.
+    pub connector: crate::Connector,
 }
 
 impl Default for ClientConfig {
@@ -39,6 +42,7 @@ impl Default for ClientConfig {
             default_rtt: Duration::from_millis(5),
             ewma_decay: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(30),
+            connector: crate::Connector::Plain,
         }
     }
 }

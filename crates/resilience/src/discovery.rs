@@ -37,6 +37,8 @@ pub(crate) struct Setup {
     pub(crate) version: Option<String>,
     /// How long an idle upstream connection is kept.
     pub(crate) pool_idle_timeout: std::time::Duration,
+    /// Plain TCP or TLS to the instances.
+    pub(crate) connector: crate::Connector,
     pub(crate) outlier: OutlierConfig,
     /// Latency assumed for an instance before it has been measured.
     pub(crate) default_rtt: std::time::Duration,
@@ -168,8 +170,10 @@ impl Task {
             }
             self.generation += 1;
             let mut member = Member {
-                pool: Pool::new(
+                pool: Pool::with_connector(
                     endpoint.address,
+                    self.setup.connector.clone(),
+                    &self.setup.service,
                     self.setup.pool_idle_timeout,
                     MAX_IDLE_PER_INSTANCE,
                 ),

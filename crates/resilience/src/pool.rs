@@ -32,13 +32,13 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::BoxError;
 use crate::client::ResponseBody;
+use crate::connect::{Connector, Stream};
 
-type Conn = Connection<TokioIo<TcpStream>, Full<Bytes>>;
+type Conn = Connection<TokioIo<Stream>, Full<Bytes>>;
 
 /// Answers up to this size (known from `Content-Length`) are read whole
 /// before the call returns, so their connection goes back at once.
@@ -83,6 +83,10 @@ struct Idle {
 /// The kept-alive connections to one address.
 pub(crate) struct Pool {
     address: SocketAddr,
+    /// Plain TCP or TLS, and the service the address belongs to (the
+    /// server name TLS checks).
+    connector: Connector,
+    service: Arc<str>,
     idle_timeout: Duration,
     max_idle: usize,
     /// Most recently used last: checkouts take the warmest connection and
@@ -93,9 +97,24 @@ pub(crate) struct Pool {
 impl Pool {
     /// A pool for `address`. Call inside a tokio runtime: it starts the task
     /// that drops idle connections, which ends when the pool is dropped.
+    #[cfg(test)]
     pub(crate) fn new(address: SocketAddr, idle_timeout: Duration, max_idle: usize) -> Arc<Pool> {
+        Self::with_connector(address, Connector::Plain, "", idle_timeout, max_idle)
+    }
+
+    /// A pool for `address`, an instance of `service`, connecting through
+    /// `connector`.
+    pub(crate) fn with_connector(
+        address: SocketAddr,
+        connector: Connector,
+        service: &str,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             address,
+            connector,
+            service: Arc::from(service),
             idle_timeout,
             max_idle,
             idle: Mutex::new(Vec::new()),
@@ -215,13 +234,11 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Box<Pooled>, SendError> {
-        let stream = TcpStream::connect(self.address)
+        let stream = self
+            .connector
+            .connect(self.address, &self.service)
             .await
             .map_err(SendError::Connect)?;
-        // Requests are written whole; Nagle would only delay them.
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an upstream connection");
-        }
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Exchange)?;

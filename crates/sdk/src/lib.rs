@@ -31,9 +31,13 @@ mod registry;
 mod report;
 mod service;
 pub mod shutdown;
+mod tls;
 
 pub use config::{ConfigError, Env, FromEnv, ServiceConfig};
 pub use health::Readiness;
+/// TLS material from the node (re-exported for services that need it).
+pub use mortar_tls::InstanceTls;
 pub use problem::Problem;
 pub use registry::RemoteRegistry;
 pub use service::{BoxError, Context, EXIT_CONFIG, run};
+pub use tls::Peer;

@@ -58,7 +58,15 @@ impl std::fmt::Debug for RemoteRegistry {
 impl RemoteRegistry {
     /// A resolver asking the node at `node_url` (its admin API).
     pub fn new(node_url: &str) -> Self {
+        Self::with_token(node_url, None)
+    }
+
+    /// Like [`RemoteRegistry::new`], sending `token` (the instance's
+    /// `MORTAR_NODE_TOKEN`) as its credential: the node refuses registry
+    /// queries without one.
+    pub fn with_token(node_url: &str, token: Option<&str>) -> Self {
         let http = reqwest::Client::builder()
+            .default_headers(crate::report::bearer_headers(token))
             .connect_timeout(Duration::from_secs(2))
             .timeout(WAIT + Duration::from_secs(10))
             .build()

@@ -16,6 +16,19 @@ struct Endpoint<'a> {
     pid: u32,
 }
 
+/// Headers carrying `token` as a bearer credential (none without one).
+pub(crate) fn bearer_headers(token: Option<&str>) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(mut value) = token
+        .filter(|t| !t.is_empty())
+        .and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+    {
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    headers
+}
+
 /// Posts the endpoint to `{node_url}/v1/instances/{instance}/endpoint`,
 /// retrying briefly: the node may still be starting its admin API.
 pub(crate) async fn report_endpoint(
@@ -23,6 +36,7 @@ pub(crate) async fn report_endpoint(
     service: &str,
     instance: &str,
     addr: SocketAddr,
+    token: Option<&str>,
 ) -> Result<(), String> {
     let url = format!("{node_url}/v1/instances/{instance}/endpoint");
     let body = Endpoint {
@@ -32,6 +46,7 @@ pub(crate) async fn report_endpoint(
         pid: std::process::id(),
     };
     let client = reqwest::Client::builder()
+        .default_headers(bearer_headers(token))
         .timeout(Duration::from_secs(2))
         .build()
         .map_err(|e| e.to_string())?;

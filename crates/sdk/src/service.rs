@@ -3,9 +3,11 @@
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use mortar_tls::InstanceTls;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +35,9 @@ pub struct Context {
     /// Work the drain waits for after the HTTP server (bus consumers
     /// finishing and acking what they hold).
     drains: Drains,
+    /// The node's TLS material when it gave this instance some: the server
+    /// then requires client certificates and clients present this one.
+    tls: Option<Arc<InstanceTls>>,
 }
 
 /// Tasks the draining shutdown waits for, within the grace period.
@@ -122,7 +127,21 @@ impl Context {
                 name: "MORTAR_NODE_URL".into(),
                 expected: "the node's URL such as http://127.0.0.1:4300 (mortar up sets it)".into(),
             })?;
-        let resolver = std::sync::Arc::new(crate::registry::RemoteRegistry::new(&node));
+        let resolver = std::sync::Arc::new(crate::registry::RemoteRegistry::with_token(
+            &node,
+            self.env.raw(mortar_tls::NODE_TOKEN_ENV),
+        ));
+        let mut config = config;
+        if let Some(tls) = &self.tls {
+            let client = tls.client_config().map_err(|e| ConfigError::Missing {
+                name: mortar_tls::CERT_ENV.into(),
+                expected: format!("a usable certificate and key from the node ({e})"),
+            })?;
+            config.connector = mortar_resilience::Connector::Tls {
+                config: client,
+                domain: format!("{}.mortar", tls.app),
+            };
+        }
         Ok(crate::call::Client::new(resolver, config))
     }
 
@@ -233,6 +252,12 @@ impl Context {
         self.drains.push(tokio::spawn(work));
     }
 
+    /// The instance's TLS material (certificate, CA, allowed callers), when
+    /// the node handed it over (`MORTAR_TLS_CERT` …).
+    pub fn tls(&self) -> Option<&Arc<InstanceTls>> {
+        self.tls.as_ref()
+    }
+
     /// Cancelled when shutdown begins; background tasks stop taking new work
     /// when it fires.
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -302,6 +327,14 @@ where
             return ExitCode::FAILURE;
         }
     };
+    let tls = match InstanceTls::from_lookup(|k| env.raw(k).map(str::to_owned)) {
+        Ok(tls) => tls.map(Arc::new),
+        Err(e) => {
+            eprintln!("config error: TLS material from the node is unusable: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let node_token = env.raw(mortar_tls::NODE_TOKEN_ENV).map(str::to_owned);
     let ctx = Context {
         env,
         service: service.clone(),
@@ -309,6 +342,7 @@ where
         readiness: Readiness::default(),
         shutdown: CancellationToken::new(),
         drains: Drains::default(),
+        tls: tls.clone(),
     };
     let readiness = ctx.readiness.clone();
     let token = ctx.shutdown.clone();
@@ -328,15 +362,46 @@ where
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed);
 
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(token.clone().cancelled_owned())
-        .into_future();
-    let mut server = tokio::spawn(server);
+    let mut server = match &tls {
+        None => tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(token.clone().cancelled_owned())
+                .into_future(),
+        ),
+        Some(tls) => {
+            let listener = match tls
+                .server_config()
+                .map_err(|e| e.to_string())
+                .and_then(|config| {
+                    crate::tls::TlsListener::new(listener, config, tls.app.clone())
+                        .map_err(|e| e.to_string())
+                }) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    eprintln!("config error: cannot serve TLS with the node's certificate: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let app = app.layer(axum::middleware::from_fn_with_state(
+                tls.clone(),
+                crate::tls::require_caller,
+            ));
+            tokio::spawn(
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<crate::tls::Peer>(),
+                )
+                .with_graceful_shutdown(token.clone().cancelled_owned())
+                .into_future(),
+            )
+        }
+    };
 
     tracing::info!(
         address = %local_addr.ip(),
         port = local_addr.port(),
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        tls = tls.is_some(),
         "listening"
     );
     if let Some(node_url) = &service.node_url {
@@ -346,7 +411,10 @@ where
             service.instance.clone(),
         );
         tokio::spawn(async move {
-            if let Err(e) = report::report_endpoint(&node_url, &name, &instance, local_addr).await {
+            let token = node_token.as_deref();
+            if let Err(e) =
+                report::report_endpoint(&node_url, &name, &instance, local_addr, token).await
+            {
                 tracing::warn!(error = %e, "could not report the bound port to the node");
             }
         });

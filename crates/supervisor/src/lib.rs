@@ -18,5 +18,5 @@ mod supervisor;
 pub use logs::LogHub;
 pub use status::{InstanceState, InstanceStatus, ServiceState, ServiceStatus};
 pub use supervisor::{
-    Endpoint, EndpointError, LaunchError, Supervisor, SupervisorOptions, UnknownService,
+    Endpoint, EndpointError, LaunchError, NodeTls, Supervisor, SupervisorOptions, UnknownService,
 };

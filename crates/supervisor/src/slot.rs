@@ -46,6 +46,12 @@ pub(crate) struct Slot {
     pub(crate) stop: CancellationToken,
     pub(crate) prober: Prober,
     pub(crate) registry: Option<Registry>,
+    /// The node's CA, when instances get certificates.
+    pub(crate) tls: Option<crate::NodeTls>,
+    /// Issues this instance's token for the node's APIs at each launch.
+    pub(crate) credentials: Option<Arc<mortar_tls::Credentials>>,
+    /// Renews the running process's certificate; stops with it.
+    pub(crate) renewal: Option<tokio::task::AbortHandle>,
 }
 
 /// Why a running process stopped being watched.
@@ -83,6 +89,9 @@ impl Slot {
                 Ok(process) => {
                     let outcome = self.supervise(process, started).await;
                     self.deregister();
+                    if let Some(renewal) = self.renewal.take() {
+                        renewal.abort();
+                    }
                     outcome
                 }
                 Err(e) => Outcome::Exited(format!("could not start: {e}"), None),
@@ -150,19 +159,49 @@ impl Slot {
 
     fn launch(&mut self) -> std::io::Result<Process> {
         self.endpoint.mark_unchanged();
+        let mut env = std::borrow::Cow::Borrowed(&self.env);
+        if let Some(credentials) = &self.credentials {
+            let token = credentials
+                .issue(&self.id)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let env = env.to_mut();
+            env.insert(mortar_tls::NODE_TOKEN_ENV.into(), token.clone());
+            env.insert("MORTAR_BUS_TOKEN".into(), token);
+        }
+        if let Some(tls) = &self.tls {
+            // A fresh certificate at every launch, in a directory only this
+            // instance (and the node) can read, renewed while it runs.
+            let dir = tls.dir.join(&self.id);
+            let files = tls
+                .ca
+                .write_instance(&self.spec.name, &dir, tls.lifetime)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            env.to_mut().extend(files.env());
+            let renewal = tokio::spawn(mortar_tls::renew_forever(
+                tls.ca.clone(),
+                self.spec.name.clone(),
+                dir,
+                tls.lifetime,
+            ));
+            if let Some(old) = self.renewal.replace(renewal.abort_handle()) {
+                old.abort();
+            }
+        }
         let spec = LaunchSpec {
             program: &self.program,
             args: self.spec.command.get(1..).unwrap_or_default(),
             cwd: &self.cwd,
-            env: &self.env,
+            env: &env,
             secrets: &self.secrets,
             service: &self.spec.name,
             instance: &self.id,
         };
         let process = Process::spawn(&spec, &self.hub)?;
         let pid = process.pid;
+        let tls = self.tls.is_some();
         self.set(|s| {
             s.state = InstanceState::Starting;
+            s.tls = tls;
             s.pid = Some(pid);
             s.port = None;
             s.address = None;
@@ -181,7 +220,7 @@ impl Slot {
             exit = process.wait() => return exited(exit),
             _ = self.stop.cancelled() => return self.terminate(process).await,
             _ = &mut deadline => false,
-            ready = wait_ready(&mut self.endpoint, &self.prober, &self.spec.health.ready, pid) => ready,
+            ready = wait_ready(&mut self.endpoint, &self.prober, &self.spec.name, &self.spec.health.ready, pid) => ready,
         };
         if !ready {
             let why = format!(
@@ -212,7 +251,11 @@ impl Slot {
                 _ = self.stop.cancelled() => return self.terminate(process).await,
                 _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             }
-            if self.prober.ok(&base, &self.spec.health.live).await {
+            if self
+                .prober
+                .ok(&self.spec.name, &base, &self.spec.health.live)
+                .await
+            {
                 live_failures = 0;
             } else {
                 live_failures += 1;
@@ -224,7 +267,10 @@ impl Slot {
                     return Outcome::Unhealthy(why);
                 }
             }
-            let is_ready = self.prober.ok(&base, &self.spec.health.ready).await;
+            let is_ready = self
+                .prober
+                .ok(&self.spec.name, &base, &self.spec.health.ready)
+                .await;
             let was = self.state();
             let now = if is_ready {
                 InstanceState::Ready
@@ -326,6 +372,7 @@ fn exited(exit: std::io::Result<std::process::ExitStatus>) -> Outcome {
 async fn wait_ready(
     endpoint: &mut watch::Receiver<Option<Endpoint>>,
     prober: &Prober,
+    service: &str,
     ready_path: &str,
     pid: u32,
 ) -> bool {
@@ -340,7 +387,7 @@ async fn wait_ready(
     };
     let mut delay = Duration::from_millis(2);
     loop {
-        if prober.ok(&base, ready_path).await {
+        if prober.ok(service, &base, ready_path).await {
             return true;
         }
         tokio::time::sleep(delay).await;

@@ -47,6 +47,10 @@ pub struct InstanceStatus {
     pub started_at: Option<String>,
     /// How the previous process ended, e.g. `exit status: 1` or `signal: 9 (SIGKILL)`.
     pub last_exit: Option<String>,
+    /// Whether it serves mTLS (it got a certificate from the node), so its
+    /// URL is `https://` and callers need a certificate of their own.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 impl InstanceStatus {
@@ -62,20 +66,22 @@ impl InstanceStatus {
             restarts: 0,
             started_at: None,
             last_exit: None,
+            tls: false,
         }
     }
 
     /// The instance's base URL, once it has reported its port.
     pub fn url(&self) -> Option<String> {
         let port = self.port?;
+        let scheme = if self.tls { "https" } else { "http" };
         let address = self.address.as_deref().unwrap_or("127.0.0.1");
         let host = match address {
             "0.0.0.0" => "127.0.0.1",
             "::" => "[::1]",
-            a if a.contains(':') => return Some(format!("http://[{a}]:{port}")),
+            a if a.contains(':') => return Some(format!("{scheme}://[{a}]:{port}")),
             a => a,
         };
-        Some(format!("http://{host}:{port}"))
+        Some(format!("{scheme}://{host}:{port}"))
     }
 }
 
@@ -176,5 +182,7 @@ mod tests {
         assert_eq!(i.url().unwrap(), "http://127.0.0.1:8080");
         i.address = Some("::1".into());
         assert_eq!(i.url().unwrap(), "http://[::1]:8080");
+        i.tls = true;
+        assert_eq!(i.url().unwrap(), "https://[::1]:8080");
     }
 }

@@ -39,6 +39,27 @@ pub struct SupervisorOptions {
     /// entry names, given to its instances as environment variables and
     /// to nothing else (not logged, not in status).
     pub secrets: BTreeMap<String, Secrets>,
+    /// The node's CA and certificate lifetime: each instance then gets its
+    /// own short-lived certificate at launch, renewed while it runs, and
+    /// probes speak mTLS. `None`: plain HTTP (tests of the supervisor alone).
+    pub tls: Option<NodeTls>,
+    /// The node's API credentials: each launch of an instance gets a fresh
+    /// token (`MORTAR_NODE_TOKEN`, also `MORTAR_BUS_TOKEN`), revoking the
+    /// previous one. `None`: the node's APIs are open (tests).
+    pub credentials: Option<Arc<mortar_tls::Credentials>>,
+}
+
+/// What the supervisor needs to give instances certificates.
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    /// The node's CA.
+    pub ca: Arc<mortar_tls::Ca>,
+    /// How long an instance certificate lives; renewed at two thirds.
+    pub lifetime: Duration,
+    /// Where instances' certificate directories go (`<dir>/<instance>/`).
+    pub dir: PathBuf,
+    /// The node's own client identity, for health probes.
+    pub caller: mortar_tls::Caller,
 }
 
 /// The address an instance reports after binding its port.
@@ -155,6 +176,8 @@ pub struct Supervisor {
     services: Vec<ServiceRuntime>,
     by_instance: HashMap<String, (usize, usize)>,
     registry: Option<Registry>,
+    tls: Option<NodeTls>,
+    credentials: Option<Arc<mortar_tls::Credentials>>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -243,6 +266,11 @@ impl Supervisor {
                 let names: Vec<&str> = secrets.names().collect();
                 env.insert("MORTAR_SECRET_NAMES".into(), names.join(","));
             }
+            if options.tls.is_some()
+                && let Some(callers) = &spec.callers
+            {
+                env.insert(mortar_tls::CALLERS_ENV.into(), callers.join(","));
+            }
             let capacity = spec
                 .autoscale
                 .as_ref()
@@ -281,7 +309,9 @@ impl Supervisor {
         Ok(Supervisor {
             manifest: Arc::new(manifest),
             hub,
-            prober: Prober::new(),
+            prober: Prober::new(options.tls.as_ref().map(|t| t.caller.clone())),
+            tls: options.tls,
+            credentials: options.credentials,
             services,
             by_instance,
             registry: options.registry,
@@ -375,6 +405,9 @@ impl Supervisor {
                 stop: slot_stop.clone(),
                 prober: self.prober.clone(),
                 registry: self.registry.clone(),
+                tls: self.tls.clone(),
+                credentials: self.credentials.clone(),
+                renewal: None,
             };
             // The node's log lines name the instance they are about in
             // these span fields; `service`/`instance` name the node itself.

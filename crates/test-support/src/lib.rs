@@ -17,6 +17,7 @@ pub mod openssl;
 pub mod registry;
 pub mod service;
 pub mod stores;
+pub mod tls;
 pub mod wait;
 
 pub use bins::{binary, example};

@@ -185,6 +185,107 @@ impl Drop for RunningNode {
     }
 }
 
+impl RunningNode {
+    /// Calls an instance (a status entry) directly, over mTLS with the
+    /// node's own certificate from `<data dir>/tls/node/`, as `mortar
+    /// projections` does: instances accept no plain HTTP and no caller
+    /// without a certificate from the node's CA.
+    pub fn call(
+        &self,
+        instance: &Value,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Vec<u8>) {
+        call_as_node(&self.data_dir, instance, method, path, body)
+    }
+
+    /// `GET path` on an instance: status and body as text.
+    pub fn get_text(&self, instance: &Value, path: &str) -> (u16, String) {
+        let (code, body) = self.call(instance, "GET", path, None);
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `GET path` on an instance: status and body as JSON (null if not).
+    pub fn get_json(&self, instance: &Value, path: &str) -> (u16, Value) {
+        let (code, body) = self.call(instance, "GET", path, None);
+        (code, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The admin token the node wrote into its data directory.
+    pub fn admin_token(&self) -> String {
+        wait_for("the node's admin token", Duration::from_secs(30), || {
+            std::fs::read_to_string(self.data_dir.join("admin.token"))
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| t.trim().to_owned())
+        })
+    }
+
+    /// The admin API's URL from `mortar status`.
+    pub fn admin_url(&self) -> String {
+        wait_for("the admin URL in status", Duration::from_secs(30), || {
+            Some(self.status()?["node"]["admin_url"].as_str()?.to_owned())
+        })
+    }
+
+    /// An HTTP client for the node's APIs that sends the admin token, as
+    /// the CLI does (the node answers 401 to requests without it).
+    pub fn admin_http(&self) -> reqwest::blocking::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.admin_token()).parse().unwrap(),
+        );
+        reqwest::blocking::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
+}
+
+/// Calls an instance of a node whose data directory is `data_dir` with the
+/// node's certificate (see [`RunningNode::call`]).
+pub fn call_as_node(
+    data_dir: &Path,
+    instance: &Value,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Vec<u8>) {
+    let tls = mortar_tls::InstanceTls::from_dir(&data_dir.join("tls").join("node"))
+        .expect("the node's certificate is readable");
+    let caller = mortar_tls::Caller::new(&tls).expect("a TLS client");
+    let service = instance["service"]
+        .as_str()
+        .expect("instance has a service");
+    let url = instance_url(instance);
+    let body = body
+        .map(|b| serde_json::to_vec(b).expect("JSON"))
+        .unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (code, bytes) = rt
+        .block_on(caller.request(
+            service,
+            &url,
+            method.parse().expect("an HTTP method"),
+            path,
+            body.into(),
+            Duration::from_secs(30),
+        ))
+        .expect("the instance answers");
+    (code.as_u16(), bytes.to_vec())
+}
+
 /// A URL of an instance from its status entry.
 pub fn instance_url(instance: &Value) -> String {
     format!(

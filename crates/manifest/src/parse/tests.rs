@@ -87,6 +87,7 @@ fn the_full_example_parses_to_the_expected_model() {
         depends_on: vec!["identity".into()],
         env: BTreeMap::from([("CATALOG_PAGE_SIZE".into(), "50".into())]),
         secrets: vec![],
+        callers: None,
         grace_period: Duration::from_secs(10),
         startup_timeout: Duration::from_secs(30),
         health: HealthSpec {
@@ -109,6 +110,7 @@ fn the_full_example_parses_to_the_expected_model() {
         depends_on: vec![],
         env: BTreeMap::new(),
         secrets: vec![],
+        callers: None,
         grace_period: Duration::from_secs(10),
         startup_timeout: Duration::from_secs(30),
         health: HealthSpec::default(),
@@ -219,7 +221,7 @@ comand = ["/bin/true"]
                 10,
                 1,
                 "services.orders.comand",
-                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, autoscale"#
+                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers, autoscale"#
             ),
         ]
     );
@@ -314,7 +316,7 @@ fn unknown_keys_are_caught_at_every_level() {
                 6,
                 1,
                 "services.a.instnaces",
-                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, autoscale"#
+                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers, autoscale"#
             ),
             e(
                 8,
@@ -934,4 +936,28 @@ fn secret_names_must_be_variable_names_listed_once_and_not_also_in_env() {
             ),
         ]
     );
+}
+
+#[test]
+fn callers_name_services_or_the_gateway() {
+    let toml = r#"
+[app]
+name = "shop"
+[services.catalog]
+command = ["./catalog"]
+callers = ["gateway", "ordering"]
+[services.ordering]
+command = ["./ordering"]
+callers = ["nobody"]
+"#;
+    let errors = parse(toml).unwrap_err();
+    let text = errors.to_string();
+    assert!(text.contains("services.ordering.callers[0]"), "{text}");
+    assert!(text.contains("unknown caller \"nobody\""), "{text}");
+    let ok = parse(&toml.replace(r#"callers = ["nobody"]"#, "")).unwrap();
+    assert_eq!(
+        ok.service("catalog").unwrap().callers.as_deref(),
+        Some(&["gateway".to_owned(), "ordering".to_owned()][..])
+    );
+    assert_eq!(ok.service("ordering").unwrap().callers, None);
 }

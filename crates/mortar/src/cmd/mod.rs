@@ -95,7 +95,11 @@ fn data_dir(file: &Path, explicit: Option<&PathBuf>) -> PathBuf {
 /// A client for the node named by the arguments.
 fn admin_client(file: &Path, node: &NodeArgs) -> anyhow::Result<AdminClient> {
     if let Some(url) = &node.admin_url {
-        return Ok(AdminClient::new(url));
+        // The token from MORTAR_ADMIN_TOKEN, else from the data directory.
+        let token = std::env::var("MORTAR_ADMIN_TOKEN").ok().or_else(|| {
+            mortar_tls::Credentials::read_admin_token(&data_dir(file, node.data_dir.as_ref())).ok()
+        });
+        return Ok(AdminClient::with_token(url, token.as_deref()));
     }
     Ok(AdminClient::for_data_dir(&data_dir(
         file,

@@ -96,9 +96,8 @@ fn ready_instances(services: &[ServiceStatus]) -> Vec<(String, String)> {
 }
 
 /// A service's error answer as one line (its problem detail when it sent one).
-async fn failure(what: &str, resp: reqwest::Response) -> anyhow::Error {
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
+fn failure(what: &str, status: http::StatusCode, body: &[u8]) -> anyhow::Error {
+    let text = String::from_utf8_lossy(body);
     match serde_json::from_str::<Problem>(&text) {
         Ok(problem) => anyhow!("{what}: {problem}"),
         Err(_) => anyhow!("{what}: {status}: {}", text.trim()),
@@ -110,30 +109,35 @@ async fn failure(what: &str, resp: reqwest::Response) -> anyhow::Error {
 async fn collect(args_target: &crate::cli::TargetArgs) -> anyhow::Result<Vec<Row>> {
     let node = super::admin_client(&args_target.manifest.file, &args_target.node)?;
     let status = node.status().await?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(15))
-        .build()
-        .context("cannot build an HTTP client")?;
+    let http = node_caller(args_target)?;
     let mut rows = Vec::new();
     for (service, url) in ready_instances(&status.services) {
-        let endpoint = format!("{url}/v1/projections");
-        let resp = match http.get(&endpoint).send().await {
+        let resp = http
+            .request(
+                &service,
+                &url,
+                http::Method::GET,
+                "/v1/projections",
+                Default::default(),
+                Duration::from_secs(15),
+            )
+            .await;
+        let (code, body) = match resp {
             Ok(resp) => resp,
             Err(e) => {
                 eprintln!("warning: {service} at {url} did not answer: {e}");
                 continue;
             }
         };
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        if code == http::StatusCode::NOT_FOUND {
             continue;
         }
-        if !resp.status().is_success() {
-            let e = failure(&format!("{service} at {url}"), resp).await;
+        if !code.is_success() {
+            let e = failure(&format!("{service} at {url}"), code, &body);
             eprintln!("warning: {e}");
             continue;
         }
-        let body: Value = match resp.json().await {
+        let body: Value = match serde_json::from_slice(&body) {
             Ok(body) => body,
             Err(e) => {
                 eprintln!("warning: {service} at {url}: /v1/projections is not JSON: {e}");
@@ -148,6 +152,21 @@ async fn collect(args_target: &crate::cli::TargetArgs) -> anyhow::Result<Vec<Row
     Ok(rows)
 }
 
+/// Services serve mTLS and admit the node: act as the node, with the
+/// certificate it keeps (renewed) in `<data dir>/tls/node/`.
+fn node_caller(target: &crate::cli::TargetArgs) -> anyhow::Result<mortar_tls::Caller> {
+    let dir = super::data_dir(&target.manifest.file, target.node.data_dir.as_ref())
+        .join("tls")
+        .join("node");
+    let tls = mortar_tls::InstanceTls::from_dir(&dir).with_context(|| {
+        format!(
+            "cannot read the node's certificate in {}; is the node running with this data directory (--data-dir)?",
+            dir.display()
+        )
+    })?;
+    Ok(mortar_tls::Caller::new(&tls)?)
+}
+
 pub(crate) async fn status(args: ProjectionsStatusArgs) -> anyhow::Result<ExitCode> {
     let rows = collect(&args.target).await?;
     if rows.is_empty() {
@@ -160,27 +179,27 @@ pub(crate) async fn status(args: ProjectionsStatusArgs) -> anyhow::Result<ExitCo
 pub(crate) async fn rebuild(args: ProjectionsRebuildArgs) -> anyhow::Result<ExitCode> {
     let rows = collect(&args.target).await?;
     let row = owner(&rows, &args.name)?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(3600))
-        .build()
-        .context("cannot build an HTTP client")?;
-    let endpoint = format!("{}/v1/projections/{}/rebuild", row.url, row.projection);
-    let resp = http
-        .post(&endpoint)
-        .send()
+    let http = node_caller(&args.target)?;
+    let endpoint = format!("/v1/projections/{}/rebuild", row.projection);
+    let (code, body) = http
+        .request(
+            &row.service,
+            &row.url,
+            http::Method::POST,
+            &endpoint,
+            Default::default(),
+            Duration::from_secs(3600),
+        )
         .await
         .with_context(|| format!("{} at {} did not answer", row.service, row.url))?;
-    if !resp.status().is_success() {
+    if !code.is_success() {
         return Err(failure(
             &format!("rebuilding {} in {}", row.projection, row.service),
-            resp,
-        )
-        .await);
+            code,
+            &body,
+        ));
     }
-    let done: Value = resp
-        .json()
-        .await
+    let done: Value = serde_json::from_slice(&body)
         .with_context(|| format!("{endpoint} answered something that is not JSON"))?;
     println!("{}", rebuilt_line(&row.service, &row.projection, &done));
     Ok(ExitCode::SUCCESS)

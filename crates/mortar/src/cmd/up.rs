@@ -32,6 +32,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         log_level: args.log_level,
         secrets_key: args.secrets_key,
         secrets_cert: args.secrets_cert,
+        cert_lifetime: args.cert_lifetime,
     };
     let runtime = super::runtime()?;
     match runtime.block_on(Node::run(manifest, hub, options)) {

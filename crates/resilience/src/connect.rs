@@ -1,0 +1,239 @@
+//! How the pool opens a connection: plain TCP, or mutual TLS over TCP.
+//!
+//! Kept apart from the pool so the pool stays about reuse: it asks the
+//! [`Connector`] for a [`Stream`] and speaks HTTP/1 over whatever it gets.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// How connections to instances are made.
+#[derive(Clone, Default)]
+pub enum Connector {
+    /// Plain TCP (outside a node, or a node without TLS).
+    #[default]
+    Plain,
+    /// TLS with `config` (which presents this caller's certificate); the
+    /// server must prove the name `<service>.<domain>`, so an address that
+    /// now belongs to another service is refused.
+    Tls {
+        /// Client configuration: roots and the client certificate.
+        config: Arc<rustls::ClientConfig>,
+        /// Suffix of the server names, e.g. `shop.mortar`.
+        domain: String,
+    },
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connector::Plain => f.write_str("Plain"),
+            Connector::Tls { domain, .. } => f.debug_struct("Tls").field("domain", domain).finish(),
+        }
+    }
+}
+
+impl Connector {
+    /// Connects to `address`, an instance of `service`.
+    pub(crate) async fn connect(&self, address: SocketAddr, service: &str) -> io::Result<Stream> {
+        let tcp = TcpStream::connect(address).await?;
+        // Requests are written whole; Nagle would only delay them.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an upstream connection");
+        }
+        match self {
+            Connector::Plain => Ok(Stream::Plain(tcp)),
+            Connector::Tls { config, domain } => {
+                let name = ServerName::try_from(format!("{service}.{domain}"))
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let tls = TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await?;
+                Ok(Stream::Tls(Box::new(tls)))
+            }
+        }
+    }
+}
+
+/// A connection to an instance, plain or TLS.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::Request;
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::pool::{Pool, SendError};
+
+    /// One TLS server for `catalog` of `shop` that answers every request
+    /// with 200 and the caller's service name.
+    async fn catalog(dir: &std::path::Path) -> (SocketAddr, mortar_tls::Ca) {
+        let ca = mortar_tls::Ca::load_or_create(&dir.join("ca"), "shop").unwrap();
+        let files = ca
+            .write_instance("catalog", &dir.join("catalog"), Duration::from_secs(60))
+            .unwrap();
+        let tls = mortar_tls::InstanceTls::from_files("shop", &files.cert, &files.key, &files.ca)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let caller = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| mortar_tls::peer_service(c, "shop"))
+                        .unwrap_or_default();
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{caller}",
+                        caller.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.flush().await;
+                });
+            }
+        });
+        (addr, ca)
+    }
+
+    fn connector(ca: &mortar_tls::Ca, dir: &std::path::Path, as_service: &str) -> Connector {
+        let files = ca
+            .write_instance(as_service, &dir.join(as_service), Duration::from_secs(60))
+            .unwrap();
+        let tls = mortar_tls::InstanceTls::from_files("shop", &files.cert, &files.key, &files.ca)
+            .unwrap();
+        Connector::Tls {
+            config: tls.client_config().unwrap(),
+            domain: "shop.mortar".into(),
+        }
+    }
+
+    fn get() -> Request<Full<Bytes>> {
+        Request::get("/")
+            .header(http::header::HOST, "catalog")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_pool_speaks_mtls_and_the_server_learns_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, ca) = catalog(dir.path()).await;
+        let pool = Pool::with_connector(
+            addr,
+            connector(&ca, dir.path(), "gateway"),
+            "catalog",
+            Duration::from_secs(30),
+            4,
+        );
+        let resp = pool.send(get()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        use http_body_util::BodyExt;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"gateway");
+    }
+
+    #[tokio::test]
+    async fn a_server_proving_another_service_name_is_a_connect_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, ca) = catalog(dir.path()).await;
+        // The address now answers as catalog, but we wanted ordering.
+        let pool = Pool::with_connector(
+            addr,
+            connector(&ca, dir.path(), "gateway"),
+            "ordering",
+            Duration::from_secs(30),
+            4,
+        );
+        match pool.send(get()).await {
+            Err(SendError::Connect(_)) => {}
+            other => panic!(
+                "expected a connect error, got {:?}",
+                other.map(|r| r.status())
+            ),
+        }
+    }
+}
