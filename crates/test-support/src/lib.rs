@@ -10,6 +10,7 @@ pub mod dns;
 pub mod http;
 pub mod nats;
 pub mod node;
+pub mod pgproxy;
 pub mod registry;
 pub mod service;
 pub mod stores;
@@ -17,4 +18,4 @@ pub mod wait;
 
 pub use bins::{binary, example};
 pub use node::RunningNode;
-pub use wait::wait_for;
+pub use wait::{eventually, wait_for};
