@@ -29,7 +29,7 @@ pub enum StoreError {
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL failed.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", crate::pg::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// A stored event or snapshot could not be decoded.
     #[error("cannot decode stored data: {0}")]

@@ -36,8 +36,8 @@ pub use event::{Metadata, NewEvent, RecordedEvent};
 pub use open::{STORE_URL_ENV, StoreUrl, open};
 pub use outbox::{EVENT_ID_HEADER, OutboxMessage, PendingMessage};
 pub use pg::{
-    PgConn, PgExclusive, PgSession, PgTarget, Reconnect, is_connection_error,
-    is_store_connection_error,
+    PgConn, PgExclusive, PgSession, PgTarget, Reconnect, describe as describe_postgres_error,
+    is_connection_error, is_store_connection_error,
 };
 pub use postgres::{PostgresStore, connect_session, migrate as migrate_schema};
 pub use relay::{OutboxRelay, Publisher, RelayError};

@@ -103,7 +103,12 @@ impl PgTarget {
         let (schema, role) = (self.schema.clone(), self.role.clone());
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::warn!(schema, role, error = %e, "PostgreSQL connection closed");
+                tracing::warn!(
+                    schema,
+                    role,
+                    error = describe(&e),
+                    "PostgreSQL connection closed"
+                );
             }
         });
         client
@@ -195,6 +200,27 @@ impl PgConn {
             .get(sql)
             .cloned()
     }
+}
+
+/// A driver error in words, including what the server said (the driver's
+/// own `Display` says only "db error" for every server error).
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 /// True when `error` means the session is gone (closed, an I/O failure,

@@ -450,14 +450,18 @@ async fn settle(session: &mut PgExclusive, batch: &[Write]) -> Settled {
             error,
         }) => {
             session.check(&error);
-            tracing::warn!(xid, error = %error, "the session dropped during COMMIT; asking the server whether it committed");
+            let schema = session.reconnect().target().schema().to_owned();
+            tracing::warn!(schema, xid, error = %error, "the writer's session dropped with COMMIT sent; asking the server whether it committed");
             match resolve(session, &xid, pid).await {
                 Ok(true) => {
-                    tracing::info!(xid, "the interrupted transaction had committed");
+                    tracing::info!(schema, xid, "the interrupted transaction had committed");
                     let newest = newest_position(&outcomes);
                     Settled::Done(outcomes, newest)
                 }
-                Ok(false) => Settled::Failed(Answerable::NotCommitted(error.to_string())),
+                Ok(false) => {
+                    tracing::info!(schema, xid, "the interrupted transaction had not committed");
+                    Settled::Failed(Answerable::NotCommitted(error.to_string()))
+                }
                 Err(why) => {
                     Settled::Failed(Answerable::OutcomeUnknown(format!("{error}; then: {why}")))
                 }

@@ -35,6 +35,12 @@ fn one(stream: &str, expected: i64) -> AppendRequest {
 }
 
 async fn postgres() -> Option<(TestStores, String)> {
+    // The store's log lines (lost, reconnecting, reconnected) in the output
+    // of a failing test, or with `--no-capture`.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("mortar_eventstore=info")
+        .try_init();
     let stores = TestStores::new(Backend::Postgres).await?;
     let schema = schema_of(&stores.events_url).expect("a schema in the URL");
     Some((stores, schema))

@@ -54,7 +54,7 @@ pub enum ReadStoreError {
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL failed.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", mortar_eventstore::describe_postgres_error(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// Another runner moved the checkpoint first: nothing was applied.
     #[error(
