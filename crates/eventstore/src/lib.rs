@@ -39,7 +39,7 @@ pub use pg::{
     PgConn, PgExclusive, PgSession, PgTarget, Reconnect, describe as describe_postgres_error,
     is_connection_error, is_store_connection_error,
 };
-pub use postgres::{PostgresStore, connect_session, migrate as migrate_schema};
+pub use postgres::{PostgresStore, migrate as migrate_schema};
 pub use relay::{OutboxRelay, Publisher, RelayError};
 pub use snapshot::Snapshot;
 pub use sqlite::SqliteStore;

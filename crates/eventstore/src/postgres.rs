@@ -135,15 +135,6 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// Connects one session with `search_path` set to `schema` (no reconnection:
-/// for one-off work; long-lived users want [`PgSession`] or [`PgExclusive`]).
-pub async fn connect_session(conninfo: &str, schema: &str) -> Result<Client, StoreError> {
-    let conn = PgTarget::new(conninfo, schema, "session")?
-        .connect()
-        .await?;
-    Ok(conn.into_client())
-}
-
 /// Creates `schema` and runs `ddl` in it, serialized with any other process
 /// doing the same (so concurrent starts do not trip over each other).
 pub async fn migrate(client: &mut Client, schema: &str, ddl: &str) -> Result<(), StoreError> {
