@@ -97,6 +97,11 @@ impl PgTarget {
         &self.role
     }
 
+    /// The `application_name` its sessions carry.
+    pub fn application_name(&self) -> Option<&str> {
+        self.config.get_application_name()
+    }
+
     /// Opens one session with `search_path` set to the schema.
     pub async fn connect(&self) -> Result<PgConn, StoreError> {
         let (client, connection) = self.config.connect(NoTls).await?;

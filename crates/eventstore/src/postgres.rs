@@ -454,6 +454,12 @@ async fn settle(session: &mut PgExclusive, batch: &[Write]) -> Settled {
                     Settled::Failed(Answerable::NotCommitted(error.to_string()))
                 }
                 Err(why) => {
+                    tracing::warn!(
+                        schema,
+                        xid,
+                        problem = why,
+                        "cannot learn whether the interrupted transaction committed"
+                    );
                     Settled::Failed(Answerable::OutcomeUnknown(format!("{error}; then: {why}")))
                 }
             }
@@ -466,6 +472,12 @@ async fn settle(session: &mut PgExclusive, batch: &[Write]) -> Settled {
 async fn resolve(session: &mut PgExclusive, xid: &str, pid: i32) -> Result<bool, String> {
     let deadline = Instant::now() + RESOLVE_WITHIN;
     let mut terminated = false;
+    let name = session
+        .reconnect()
+        .target()
+        .application_name()
+        .unwrap_or_default()
+        .to_owned();
     loop {
         if session.get().await.is_err() {
             let conn = session
@@ -484,6 +496,7 @@ async fn resolve(session: &mut PgExclusive, xid: &str, pid: i32) -> Result<bool,
                 if Instant::now() >= deadline {
                     return Err(e.to_string());
                 }
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
         };
@@ -492,12 +505,17 @@ async fn resolve(session: &mut PgExclusive, xid: &str, pid: i32) -> Result<bool,
             Some("aborted") => return Ok(false),
             Some(_) if Instant::now() < deadline => {
                 // The old backend has not noticed yet: make it stop (its
-                // transaction then aborts) and ask again.
+                // transaction then aborts) and ask again. Only if that pid
+                // is still this store's writer, never a stranger's session.
                 if !terminated {
                     terminated = true;
                     let _ = conn
                         .client()
-                        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                        .execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                             WHERE pid = $1 AND application_name = $2",
+                            &[&pid, &name],
+                        )
                         .await;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
