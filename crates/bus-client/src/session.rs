@@ -257,6 +257,18 @@ impl Session {
         reply_rx.await.map_err(|_| RequestError::Disconnected)
     }
 
+    /// Waits until the broker has processed every frame sent before this
+    /// call: it answers a `Ping` in order, after them. `id` must be unique
+    /// among this session's requests; the nonce has its top bit set so a
+    /// keepalive pong (small nonces) never answers it.
+    pub(crate) async fn barrier(&self, id: u64) -> bool {
+        let nonce = id | (1 << 63);
+        matches!(
+            self.request(nonce, Frame::Ping { nonce }).await,
+            Ok(Reply::Done)
+        )
+    }
+
     /// Publishes a batch and waits until it is durable.
     pub(crate) async fn publish(
         &self,
@@ -464,8 +476,18 @@ async fn read_frames(
                     }
                 }
             }
+            Frame::Drained { sub_id } => {
+                // Nothing more comes for it: closing its channel lets the
+                // handlers finish what is queued and then end.
+                lock(&deliveries).remove(&sub_id);
+            }
             Frame::Ping { nonce } => {
                 let _ = tx.send(Frame::Pong { nonce }).await;
+            }
+            Frame::Pong { nonce } => {
+                // A barrier's answer (see `Session::barrier`); keepalive
+                // pongs have nobody waiting.
+                answer(nonce, Reply::Done);
             }
             _ => {}
         }

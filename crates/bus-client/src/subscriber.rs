@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::FutureExt;
 use mortar_bus_proto::{ErrorCode, Frame, Message};
@@ -15,14 +17,24 @@ use crate::client::{Client, Inner, SubSpec, lock, nack_delay};
 use crate::error::ClientError;
 use crate::session::{Delivery, Reply, RequestError};
 
-/// A running subscription; [`Subscription::stop`] ends it. Messages it had
-/// not acked are redelivered (to another member of the group, or later).
+/// How long [`Subscription::stop`] waits for the broker's `Drained` before
+/// it stops listening for deliveries anyway (a broker that lost the
+/// subscription never answers); handlers already running still finish.
+const DRAINED_WAIT: Duration = Duration::from_secs(30);
+
+/// How long [`Subscription::stop`] waits for the broker to confirm it has
+/// applied the acks before returning.
+const BARRIER_WAIT: Duration = Duration::from_secs(10);
+
+/// A running subscription; [`Subscription::stop`] drains it.
 pub struct Subscription {
     /// The embedded broker's subscription id; `None` on NATS, where the
     /// task itself hands back what it did not start.
     sub_id: Option<u64>,
     inner: Arc<Inner>,
     stop: CancellationToken,
+    /// Set by `stop`: handlers settle without topping credits up.
+    draining: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -35,20 +47,65 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    /// Stops taking messages, waits for the handlers running now (they ack
-    /// or nack), then unsubscribes so that messages delivered but not yet
-    /// handled go straight back to the group: a draining shutdown.
-    pub async fn stop(self) {
-        if let Some(sub_id) = self.sub_id {
-            lock(&self.inner.subs).remove(&sub_id);
+    /// A draining stop, for scale-in and shutdown: asks the broker to send
+    /// nothing more (`Drain`), stops granting credits, handles and acks
+    /// every message already delivered — including those still on the
+    /// wire, up to the broker's `Drained` — then unsubscribes. Nothing is
+    /// left to go back to the group, so stopping causes no redelivery
+    /// (unless the connection is lost meanwhile: then the broker gives the
+    /// unacked messages to another member, as at-least-once delivery says).
+    ///
+    /// On NATS JetStream it stops pulling, waits for the handlers running
+    /// now, and hands back what it had not started.
+    pub async fn stop(mut self) {
+        let Some(sub_id) = self.sub_id else {
+            self.stop.cancel();
+            let _ = self.task.await;
+            return;
+        };
+        // Not re-subscribed by a reconnect from now on.
+        lock(&self.inner.subs).remove(&sub_id);
+        self.draining.store(true, Ordering::SeqCst);
+        let session = self.inner.current();
+        let asked = match &session {
+            Some(session) => session.send(Frame::Drain { sub_id }).await,
+            None => false,
+        };
+        if !asked {
             lock(&self.inner.deliveries).remove(&sub_id);
         }
-        self.stop.cancel();
-        let _ = self.task.await;
-        if let Some(sub_id) = self.sub_id
-            && let Some(session) = self.inner.current()
-        {
+        let lost = async {
+            match &session {
+                Some(session) => session.closed().cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut self.task => {}
+            () = lost => {
+                // Its deliveries are void; the broker redelivers them.
+                lock(&self.inner.deliveries).remove(&sub_id);
+                let _ = (&mut self.task).await;
+            }
+            () = tokio::time::sleep(DRAINED_WAIT) => {
+                tracing::warn!(sub_id, "bus client: no Drained from the broker; finishing what was delivered");
+                lock(&self.inner.deliveries).remove(&sub_id);
+                let _ = (&mut self.task).await;
+            }
+        }
+        if let Some(session) = self.inner.current() {
             session.send(Frame::Unsubscribe { sub_id }).await;
+            // The acks are only queued for the socket: a process that exits
+            // now could lose them, and the broker would give the messages
+            // to another member. Once the broker answers a barrier it has
+            // applied every ack and the unsubscribe.
+            let barrier = session.barrier(self.inner.next_id());
+            if tokio::time::timeout(BARRIER_WAIT, barrier).await.is_err() {
+                tracing::warn!(
+                    sub_id,
+                    "bus client: the broker did not confirm the drained subscription's acks in time"
+                );
+            }
         }
     }
 }
@@ -77,6 +134,7 @@ impl Client {
                 sub_id: None,
                 inner,
                 stop,
+                draining: Arc::default(),
                 task,
             });
         }
@@ -114,18 +172,20 @@ impl Client {
             }
         }
         let stop = CancellationToken::new();
+        let draining = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(run_handlers(
             inner.clone(),
             sub_id,
             concurrency,
             rx,
             Arc::new(handler),
-            stop.clone(),
+            draining.clone(),
         ));
         Ok(Subscription {
             sub_id: Some(sub_id),
             inner,
             stop,
+            draining,
             task,
         })
     }
@@ -137,20 +197,20 @@ async fn run_handlers<F, Fut, E>(
     concurrency: usize,
     mut rx: mpsc::UnboundedReceiver<Delivery>,
     handler: Arc<F>,
-    stop: CancellationToken,
+    draining: Arc<AtomicBool>,
 ) where
     F: Fn(Message) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
+    // Runs until the delivery channel closes: at `Drained` (everything
+    // delivered is queued by then), or when `stop` gives up on it.
     let slots = Arc::new(Semaphore::new(concurrency));
-    let stopped = stop.cancelled();
     let shut_down = inner.shutdown.cancelled();
-    tokio::pin!(stopped, shut_down);
+    tokio::pin!(shut_down);
     loop {
         let (message, delivered_on) = tokio::select! {
             biased;
-            _ = &mut stopped => break,
             _ = &mut shut_down => break,
             m = rx.recv() => match m { Some(m) => m, None => break },
         };
@@ -159,6 +219,7 @@ async fn run_handlers<F, Fut, E>(
         };
         let inner = inner.clone();
         let handler = handler.clone();
+        let draining = draining.clone();
         tokio::spawn(async move {
             let id = message.id;
             let attempt = message.attempt;
@@ -189,7 +250,7 @@ async fn run_handlers<F, Fut, E>(
                 }
             };
             if let Some(session) = inner.current() {
-                if delivered_on.is_cancelled() {
+                if delivered_on.is_cancelled() || draining.load(Ordering::SeqCst) {
                     session.send(settle).await;
                 } else {
                     session

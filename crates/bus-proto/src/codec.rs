@@ -265,6 +265,8 @@ mod tests {
                 }
             ),
             any::<u64>().prop_map(|sub_id| Frame::Unsubscribe { sub_id }),
+            any::<u64>().prop_map(|sub_id| Frame::Drain { sub_id }),
+            any::<u64>().prop_map(|sub_id| Frame::Drained { sub_id }),
             any::<u64>().prop_map(|nonce| Frame::Ping { nonce }),
             any::<u64>().prop_map(|nonce| Frame::Pong { nonce }),
         ]

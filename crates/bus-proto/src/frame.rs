@@ -139,6 +139,19 @@ pub enum Frame {
         /// The subscription to stop.
         sub_id: u64,
     },
+    /// Client → server: send nothing more on this subscription (scale-in,
+    /// shutdown); the client finishes and acks what it holds. Answered by
+    /// `Drained` once the last `Deliver` for it has been sent.
+    Drain {
+        /// The subscription to drain.
+        sub_id: u64,
+    },
+    /// Server → client: no `Deliver` follows for this subscription; every
+    /// message it will get has arrived.
+    Drained {
+        /// The subscription drained.
+        sub_id: u64,
+    },
     /// Either way: are you there?
     Ping {
         /// Echoed in the pong.
@@ -183,6 +196,10 @@ pub enum FrameType {
     Nack = 0x25,
     /// [`Frame::Unsubscribe`]
     Unsubscribe = 0x26,
+    /// [`Frame::Drain`]
+    Drain = 0x27,
+    /// [`Frame::Drained`]
+    Drained = 0x28,
     /// [`Frame::Ping`]
     Ping = 0x30,
     /// [`Frame::Pong`]
@@ -207,6 +224,8 @@ impl FrameType {
             0x24 => FrameType::Ack,
             0x25 => FrameType::Nack,
             0x26 => FrameType::Unsubscribe,
+            0x27 => FrameType::Drain,
+            0x28 => FrameType::Drained,
             0x30 => FrameType::Ping,
             0x31 => FrameType::Pong,
             _ => return None,
@@ -232,6 +251,8 @@ impl Frame {
             Frame::Ack { .. } => FrameType::Ack,
             Frame::Nack { .. } => FrameType::Nack,
             Frame::Unsubscribe { .. } => FrameType::Unsubscribe,
+            Frame::Drain { .. } => FrameType::Drain,
+            Frame::Drained { .. } => FrameType::Drained,
             Frame::Ping { .. } => FrameType::Ping,
             Frame::Pong { .. } => FrameType::Pong,
         }
@@ -330,7 +351,9 @@ impl Frame {
                 dst.put_u64(*delay_ms);
                 put_string(dst, "reason", reason)?;
             }
-            Frame::Unsubscribe { sub_id } => dst.put_u64(*sub_id),
+            Frame::Unsubscribe { sub_id } | Frame::Drain { sub_id } | Frame::Drained { sub_id } => {
+                dst.put_u64(*sub_id)
+            }
             Frame::Ping { nonce } | Frame::Pong { nonce } => dst.put_u64(*nonce),
         }
         Ok(())
@@ -411,6 +434,12 @@ impl Frame {
                 reason: r.string("reason")?,
             },
             FrameType::Unsubscribe => Frame::Unsubscribe {
+                sub_id: r.u64("sub id")?,
+            },
+            FrameType::Drain => Frame::Drain {
+                sub_id: r.u64("sub id")?,
+            },
+            FrameType::Drained => Frame::Drained {
                 sub_id: r.u64("sub id")?,
             },
             FrameType::Ping => Frame::Ping {

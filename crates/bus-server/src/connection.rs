@@ -268,6 +268,10 @@ impl Connection {
                     }
                     None => unknown_sub(tx, sub_id).await,
                 },
+                Frame::Drain { sub_id } => match subs.get_mut(&sub_id) {
+                    Some(sub) => sub.drain().await,
+                    None => unknown_sub(tx, sub_id).await,
+                },
                 Frame::Unsubscribe { sub_id } => match subs.remove(&sub_id) {
                     Some(sub) => sub.stop().await,
                     None => unknown_sub(tx, sub_id).await,

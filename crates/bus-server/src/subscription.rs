@@ -32,7 +32,10 @@ pub(crate) struct Subscription {
     credits: Arc<Semaphore>,
     tx: mpsc::Sender<Frame>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    /// Cancelled by `Drain`: the puller takes nothing more.
+    drain: CancellationToken,
+    /// The puller, until it has been waited for (by a drain or the stop).
+    task: Option<JoinHandle<()>>,
 }
 
 impl Subscription {
@@ -50,7 +53,9 @@ impl Subscription {
     ) -> Self {
         let credits = Arc::new(Semaphore::new(credits as usize));
         let stop = CancellationToken::new();
+        let drain = CancellationToken::new();
         let puller = Puller {
+            drain: drain.clone(),
             broker: broker.clone(),
             sub_id,
             topic: topic.clone(),
@@ -71,8 +76,27 @@ impl Subscription {
             credits,
             tx,
             stop,
-            task,
+            drain,
+            task: Some(task),
         }
+    }
+
+    /// Stops taking messages for this subscription and answers `Drained`
+    /// once every `Deliver` for it has been queued (the puller sends on the
+    /// same queue, so `Drained` follows the last of them). What was
+    /// delivered stays in flight for the client to ack; credits are ignored
+    /// from now on.
+    pub(crate) async fn drain(&mut self) {
+        self.drain.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let _ = self
+            .tx
+            .send(Frame::Drained {
+                sub_id: self.sub_id,
+            })
+            .await;
     }
 
     /// Lets the server send `n` more messages.
@@ -118,7 +142,9 @@ impl Subscription {
     /// group, so another member gets them at once.
     pub(crate) async fn stop(self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
         self.broker
             .release(&self.topic, &self.group, &self.consumer)
             .await;
@@ -135,6 +161,7 @@ struct Puller {
     credits: Arc<Semaphore>,
     tx: mpsc::Sender<Frame>,
     stop: CancellationToken,
+    drain: CancellationToken,
     frame_budget: usize,
 }
 
@@ -143,6 +170,7 @@ impl Puller {
         loop {
             let first = tokio::select! {
                 _ = self.stop.cancelled() => return,
+                _ = self.drain.cancelled() => return,
                 permit = self.credits.acquire() => match permit {
                     Ok(p) => p,
                     Err(_) => return,
@@ -161,16 +189,22 @@ impl Puller {
                 None => 0,
             };
             let want = 1 + extra;
+            // Not raced against `drain`: dropping a fetch could lose
+            // messages it already reserved; `fetch_unless` returns empty
+            // instead, and only while it holds none.
             let fetched = tokio::select! {
                 _ = self.stop.cancelled() => return,
-                r = self.broker.fetch(&self.topic, &self.group, &self.consumer, want, LONG_POLL) => r,
+                r = self.broker.fetch_unless(
+                    &self.topic, &self.group, &self.consumer, want, LONG_POLL,
+                    self.drain.cancelled(),
+                ) => r,
             };
             match fetched {
                 Ok(messages) => {
                     if messages.len() < want {
                         self.credits.add_permits(want - messages.len());
                     }
-                    if !self.deliver(messages).await {
+                    if !self.deliver(messages).await || self.drain.is_cancelled() {
                         return;
                     }
                 }
@@ -183,6 +217,7 @@ impl Puller {
                     }
                     tokio::select! {
                         _ = self.stop.cancelled() => return,
+                        _ = self.drain.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }

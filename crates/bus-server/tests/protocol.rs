@@ -549,6 +549,135 @@ async fn unsubscribing_hands_unacked_messages_to_another_member_at_once() {
 }
 
 #[tokio::test]
+async fn a_drained_subscription_gets_nothing_after_drained_and_gives_nothing_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = mortar_bus::BrokerConfig {
+        ack_deadline: Duration::from_secs(3600),
+        ..common::config(dir.path(), 1 << 20)
+    };
+    let (bound, bus) = mortar_bus_server::run_embedded(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    bus.broker().create_topic("work").await.unwrap();
+    let url = format!("mortar://{bound}");
+    let client = Client::connect(&url, "test", "").await.unwrap();
+    client
+        .publish_batch(
+            "work",
+            (0..10).map(|n| NewMessage::new(format!("{n}"))).collect(),
+        )
+        .await
+        .unwrap();
+
+    let mut drainer = raw(&url).await;
+    drainer
+        .send(Frame::Subscribe {
+            sub_id: 1,
+            topic: "work".into(),
+            group: "g".into(),
+            credits: 4,
+        })
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    while held.len() < 4 {
+        if let Frame::Deliver { messages, .. } = drainer.next().await.unwrap().unwrap() {
+            held.extend(messages.into_iter().map(|m| m.id));
+        }
+    }
+    drainer.send(Frame::Drain { sub_id: 1 }).await.unwrap();
+    // Credits after Drain are ignored.
+    drainer
+        .send(Frame::Credit { sub_id: 1, n: 10 })
+        .await
+        .unwrap();
+    loop {
+        match drainer.next().await.unwrap().unwrap() {
+            Frame::Drained { sub_id: 1 } => break,
+            Frame::Deliver { messages, .. } => held.extend(messages.into_iter().map(|m| m.id)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(held.len(), 4, "only what the first credits allowed");
+    // Acks still work after Drained; then nothing is left to give back.
+    drainer
+        .send(Frame::Ack {
+            sub_id: 1,
+            ids: held.clone(),
+        })
+        .await
+        .unwrap();
+    drainer
+        .send(Frame::Unsubscribe { sub_id: 1 })
+        .await
+        .unwrap();
+    drainer.send(Frame::Ping { nonce: 7 }).await.unwrap();
+    match drainer.next().await.unwrap().unwrap() {
+        Frame::Pong { nonce: 7 } => {}
+        Frame::Deliver { .. } => panic!("a delivery after Drained"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let stats = bus.broker().stats();
+    let group = &stats.iter().find(|t| t.topic == "work").unwrap().groups[0];
+    assert_eq!(
+        (group.backlog, group.in_flight, group.redelivered),
+        (6, 0, 0)
+    );
+    bus.shutdown().await;
+}
+
+#[tokio::test]
+async fn stopping_a_busy_subscription_finishes_and_acks_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = mortar_bus::BrokerConfig {
+        ack_deadline: Duration::from_secs(3600),
+        ..common::config(dir.path(), 1 << 20)
+    };
+    let (bound, bus) = mortar_bus_server::run_embedded(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    bus.broker().create_topic("work").await.unwrap();
+    let url = format!("mortar://{bound}");
+    let client = Client::connect(&url, "test", "").await.unwrap();
+    client
+        .publish_batch(
+            "work",
+            (0..40).map(|n| NewMessage::new(format!("{n}"))).collect(),
+        )
+        .await
+        .unwrap();
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let sink = handled.clone();
+    let sub = client
+        .subscribe("work", "g", 8, move |m| {
+            let sink = sink.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                sink.lock().unwrap().push(m.id);
+                Ok::<(), String>(())
+            }
+        })
+        .await
+        .unwrap();
+    common::wait_until("some handled", || handled.lock().unwrap().len() >= 3).await;
+    sub.stop().await;
+    let done = handled.lock().unwrap().len() as u64;
+    assert!(
+        done >= 8,
+        "what was delivered was handled, not dropped: {done}"
+    );
+    // `stop` returns once the broker has applied the acks and the
+    // unsubscribe (the process may exit right after): nothing in flight,
+    // nothing given back.
+    let stats = bus.broker().stats();
+    let group = &stats.iter().find(|t| t.topic == "work").unwrap().groups[0];
+    assert_eq!(group.in_flight, 0, "everything delivered was settled");
+    assert_eq!(group.redelivered, 0, "stopping gave nothing back");
+    assert_eq!(group.backlog, 40 - done);
+    bus.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_batch_too_large_for_one_frame_is_refused_before_sending() {
     let dir = tempfile::tempdir().unwrap();
     let (url, bus) = common::start(dir.path(), 1024, &["t"]).await;

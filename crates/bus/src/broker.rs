@@ -149,6 +149,25 @@ impl Broker {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Message>, BusError> {
+        self.fetch_unless(topic, group, consumer, max, wait, std::future::pending())
+            .await
+    }
+
+    /// [`Broker::fetch`] that gives up waiting, with nothing, once `stop`
+    /// completes. Unlike dropping a `fetch`, this never loses messages that
+    /// were already reserved for the consumer: `stop` is only heeded while
+    /// nothing is reserved. A draining subscription uses it to stop taking
+    /// work without leaving messages in flight that nobody will see.
+    pub async fn fetch_unless(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Vec<Message>, BusError> {
+        tokio::pin!(stop);
         self.check_open()?;
         let topic = self.topic(topic)?;
         let group = topic.group(group)?;
@@ -190,6 +209,7 @@ impl Broker {
             tokio::select! {
                 () = &mut wakeup => {}
                 () = tokio::time::sleep_until(wake) => {}
+                () = &mut stop => return Ok(Vec::new()),
             }
         }
     }

@@ -8,6 +8,7 @@
 //! What comes out is a fully validated, typed [`Manifest`] with every default
 //! applied, so the rest of mortar never re-checks it.
 
+mod autoscale;
 mod bus;
 mod error;
 mod gateway;
@@ -27,4 +28,5 @@ pub use model::{
     GatewaySpec, HealthSpec, MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT, Manifest,
     RESERVED_ENV_KEYS, RESERVED_ENV_PREFIX, RestartPolicy, RouteSpec, SecretsSpec, ServiceSpec,
 };
+pub use model::{AutoscaleSpec, DEFAULT_SCALE_DOWN_WINDOW, MAX_SCALE_DOWN_WINDOW};
 pub use model::{DEFAULT_AUTH_LEEWAY, DEFAULT_JWKS_PATH, GatewayAuthSpec, MAX_AUTH_LEEWAY};

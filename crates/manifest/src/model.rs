@@ -238,6 +238,39 @@ pub struct ServiceSpec {
     pub health: HealthSpec,
     /// How crashed instances are restarted.
     pub restart: RestartPolicy,
+    /// `[services.<name>.autoscale]`: when present, the node adds and
+    /// removes instances between `min` and `max` by the backlog of a bus
+    /// subscription, and `instances` is only the starting count.
+    pub autoscale: Option<AutoscaleSpec>,
+}
+
+/// Default of `autoscale.scale_down_window`: long enough that a consumer
+/// pausing between bursts is not stopped and started again every few seconds.
+pub const DEFAULT_SCALE_DOWN_WINDOW: Duration = Duration::from_secs(30);
+
+/// Upper bound of `autoscale.scale_down_window`; beyond it the value is
+/// almost certainly a unit mistake.
+pub const MAX_SCALE_DOWN_WINDOW: Duration = Duration::from_secs(3600);
+
+/// The `[services.<name>.autoscale]` table: scale a consumer by the backlog
+/// of one subscription (`desired = ceil(backlog / target_backlog)`, clamped
+/// to `min..=max`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AutoscaleSpec {
+    /// Fewest instances, at least 1 (a consumer is never scaled to zero).
+    pub min: u32,
+    /// Most instances, at least `min`.
+    pub max: u32,
+    /// The topic whose backlog drives scaling; listed in `[bus] topics`.
+    pub topic: String,
+    /// The consumer group the service's instances share on `topic`.
+    pub group: String,
+    /// The backlog one instance is expected to keep up with.
+    pub target_backlog: u32,
+    /// A lower desired count must hold for this long before instances are
+    /// removed (scaling up is immediate).
+    #[serde(serialize_with = "human_duration")]
+    pub scale_down_window: Duration,
 }
 
 /// The `[services.<name>.health]` table: the HTTP paths mortar probes.
@@ -402,6 +435,7 @@ mod tests {
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             health: HealthSpec::default(),
             restart: RestartPolicy::default(),
+            autoscale: None,
         };
         let manifest = Manifest {
             path: Path::new(dir).join("mortar.toml"),

@@ -36,6 +36,7 @@ const SERVICE_KEYS: &[&str] = &[
     "restart",
     "secrets",
     "callers",
+    "autoscale",
 ];
 /// Keys of `[services.<name>.health]`.
 const HEALTH_KEYS: &[&str] = &["ready", "live"];
@@ -137,7 +138,10 @@ fn read_manifest(
         ROOT_KEYS,
         "at least one service is required; add a [services.<name>] table with a command",
     )
-    .and_then(|value| read_services(r, value));
+    .and_then(|value| {
+        let topics = bus_topics(root);
+        read_services(r, value, topics.as_deref())
+    });
     let names: Vec<&str> = match root.get("services").and_then(|v| v.get_ref().as_table()) {
         Some(table) => table.keys().map(|k| k.get_ref().as_ref()).collect(),
         None => Vec::new(),
@@ -155,6 +159,24 @@ fn read_manifest(
         None => Some(SecretsSpec::default()),
     };
     Some((app?, services?, gateway?, bus?, secrets?))
+}
+
+/// The topics `[bus]` lists, for checking autoscale subscriptions against
+/// them; `None` when `[bus] topics` is not a valid list (already reported).
+fn bus_topics(root: &DeTable<'_>) -> Option<Vec<String>> {
+    let Some(bus) = root.get("bus") else {
+        return Some(Vec::new());
+    };
+    let table = bus.get_ref().as_table()?;
+    let Some(topics) = table.get("topics") else {
+        return Some(Vec::new());
+    };
+    topics
+        .get_ref()
+        .as_array()?
+        .iter()
+        .map(|t| t.get_ref().as_str().map(str::to_owned))
+        .collect()
 }
 
 /// The value of the required `key` of `table` (at `span`), or an error
@@ -215,7 +237,11 @@ fn read_app(r: &mut Reader<'_>, value: &Value<'_>) -> Option<AppSpec> {
 }
 
 /// `[services]`: every service, then the dependency cycles among them.
-fn read_services(r: &mut Reader<'_>, value: &Value<'_>) -> Option<Vec<ServiceSpec>> {
+fn read_services(
+    r: &mut Reader<'_>,
+    value: &Value<'_>,
+    topics: Option<&[String]>,
+) -> Option<Vec<ServiceSpec>> {
     let table = r.table(value, "services")?;
     if table.is_empty() {
         r.error(
@@ -242,7 +268,7 @@ fn read_services(r: &mut Reader<'_>, value: &Value<'_>) -> Option<Vec<ServiceSpe
                 format!("expected a service name that is {DNS_LABEL}, found {name:?}"),
             );
         }
-        let (service, service_edges) = read_service(r, value, &field, index, &names);
+        let (service, service_edges) = read_service(r, value, &field, index, &names, topics);
         services.push(service);
         edges.push(service_edges);
     }
@@ -292,6 +318,7 @@ fn read_service(
     field: &str,
     index: usize,
     names: &[&str],
+    topics: Option<&[String]>,
 ) -> (Option<ServiceSpec>, Vec<Edge>) {
     let Some(table) = r.table(value, field) else {
         return (None, Vec::new());
@@ -345,6 +372,18 @@ fn read_service(
         Some(v) => read_restart(r, v, &f("restart")),
         None => Some(RestartPolicy::default()),
     };
+    // `None`: not autoscaled; `Some(None)`: an invalid autoscale table.
+    let autoscale = table.get("autoscale").map(|v| {
+        let explicit = table
+            .get("instances")
+            .and_then(|at| instances.map(|n| (at, n)));
+        crate::autoscale::read_autoscale(r, v, &f("autoscale"), topics, explicit)
+    });
+    // An autoscaled service without `instances` starts at its minimum.
+    let instances = match (&autoscale, table.get("instances")) {
+        (Some(Some(spec)), None) => Some(spec.min),
+        _ => instances,
+    };
 
     let spec = (|| {
         Some(ServiceSpec {
@@ -363,6 +402,10 @@ fn read_service(
             startup_timeout: startup_timeout?,
             health: health?,
             restart: restart?,
+            autoscale: match autoscale {
+                None => None,
+                Some(spec) => Some(spec?),
+            },
         })
     })();
     (spec, edges)

@@ -136,6 +136,36 @@ impl Source for SupervisorSource {
             "mortar_instance_restarts",
             "Restarts of an instance after it exited unexpectedly.",
             &restarts,
+        )?;
+        let decisions = self.0.autoscale_decisions();
+        let per_service = |f: &dyn Fn(&mortar_supervisor::autoscale::Decision) -> u64| {
+            decisions
+                .iter()
+                .map(|(service, d)| {
+                    (
+                        vec![("service", service.clone())],
+                        i64::try_from(f(d)).unwrap_or(i64::MAX),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        gauge(
+            encoder,
+            "mortar_autoscale_current_instances",
+            "Instances an autoscaled service runs, as of the autoscaler's latest decision.",
+            &per_service(&|d| u64::from(d.decided)),
+        )?;
+        gauge(
+            encoder,
+            "mortar_autoscale_desired_instances",
+            "Instances the backlog asks for now (ceil(backlog / target_backlog), clamped to min..=max).",
+            &per_service(&|d| u64::from(d.desired)),
+        )?;
+        gauge(
+            encoder,
+            "mortar_autoscale_backlog",
+            "The backlog the autoscaler last read for a service's subscription.",
+            &per_service(&|d| d.backlog),
         )
     }
 }

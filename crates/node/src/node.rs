@@ -286,10 +286,21 @@ impl Node {
             "node started; admin API on loopback"
         );
 
+        let stop_scaling = CancellationToken::new();
         let signal = tokio::select! {
-            () = supervisor.start() => signals.recv().await,
+            () = supervisor.start() => {
+                // After the start, so scaling never launches a service
+                // before its dependencies are ready.
+                tokio::spawn(mortar_supervisor::autoscale::run(
+                    supervisor.clone(),
+                    backlog_source(bus.backend.clone()),
+                    stop_scaling.clone(),
+                ));
+                signals.recv().await
+            }
             signal = signals.recv() => signal,
         };
+        stop_scaling.cancel();
         tracing::info!(
             signal,
             "stopping: gateway first (finishing its requests), then services in reverse dependency order"
@@ -378,6 +389,21 @@ impl NodeTlsSetup {
             domain: format!("{}.mortar", self.gateway.app),
         })
     }
+}
+
+/// The autoscaler's view of the bus: a group's backlog (unacknowledged
+/// plus undelivered) from the backend's latest statistics.
+fn backlog_source(backend: Arc<dyn BusBackend>) -> mortar_supervisor::autoscale::BacklogSource {
+    Arc::new(move |topic: &str, group: &str| {
+        backend
+            .last_stats()
+            .into_iter()
+            .find(|t| t.topic == topic)?
+            .groups
+            .into_iter()
+            .find(|g| g.group == group)
+            .map(|g| g.backlog)
+    })
 }
 
 /// The node's bus: the embedded broker, or an external NATS JetStream.

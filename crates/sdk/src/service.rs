@@ -35,6 +35,31 @@ pub struct Context {
     /// The node's TLS material when it gave this instance some: the server
     /// then requires client certificates and clients present this one.
     tls: Option<Arc<InstanceTls>>,
+    /// Work the drain waits for after the HTTP server (bus consumers
+    /// finishing and acking what they hold).
+    drains: Drains,
+}
+
+/// Tasks the draining shutdown waits for, within the grace period.
+#[derive(Debug, Clone, Default)]
+struct Drains(std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+
+impl Drains {
+    fn push(&self, task: tokio::task::JoinHandle<()>) {
+        let mut tasks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    async fn wait(&self) {
+        let tasks: Vec<_> = {
+            let mut tasks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.drain(..).collect()
+        };
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 impl Context {
@@ -160,6 +185,79 @@ impl Context {
         self.tls.as_ref()
     }
 
+    /// Consumes `topic` as a member of `group` for the life of the
+    /// service, running `handler` on up to `concurrency` messages at once
+    /// (`Ok` acks, `Err` nacks for a later redelivery).
+    ///
+    /// It connects whenever the bus is reachable and retries the
+    /// subscription (the topic may not exist yet), so it never holds up the
+    /// start. At shutdown — SIGTERM from `mortar stop`, a scale-in or the
+    /// node stopping — it drains: the broker sends nothing more, every
+    /// message already delivered is handled and acked, and only then does
+    /// the process exit (within `MORTAR_SHUTDOWN_GRACE`). So removing a
+    /// consumer never makes another one handle its messages again.
+    ///
+    /// A missing or malformed `MORTAR_BUS_URL` is a [`ConfigError`].
+    pub fn consume<F, Fut, E>(
+        &self,
+        topic: &str,
+        group: &str,
+        concurrency: usize,
+        handler: F,
+    ) -> Result<(), BoxError>
+    where
+        F: Fn(crate::bus::Message) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let config = self.bus_config()?;
+        let shutdown = self.shutdown.clone();
+        let (topic, group) = (topic.to_owned(), group.to_owned());
+        self.spawn_drained(async move {
+            let Some(bus) = crate::bus::connect_when_reachable(config, shutdown.clone()).await
+            else {
+                return;
+            };
+            let subscription = loop {
+                match bus
+                    .subscribe(&topic, &group, concurrency, handler.clone())
+                    .await
+                {
+                    Ok(subscription) => break subscription,
+                    Err(e) => {
+                        tracing::warn!(error = %e, topic, group, "cannot subscribe yet; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        }
+                    }
+                }
+            };
+            tracing::info!(topic, group, "consuming");
+            shutdown.cancelled().await;
+            tracing::info!(
+                topic,
+                group,
+                "draining the subscription: finishing and acking what was delivered"
+            );
+            subscription.stop().await;
+            tracing::info!(topic, group, "subscription drained");
+        });
+        Ok(())
+    }
+
+    /// Spawns background work that the draining shutdown waits for (within
+    /// `MORTAR_SHUTDOWN_GRACE`, alongside in-flight requests): a task that
+    /// stops on [`Context::shutdown_token`] and then finishes what it holds
+    /// — a consumer's `Subscription::stop`, say — completes before the
+    /// process exits instead of being cut off.
+    pub fn spawn_drained<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.drains.push(tokio::spawn(work));
+    }
+
     /// Cancelled when shutdown begins; background tasks stop taking new work
     /// when it fires.
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -244,9 +342,11 @@ where
         readiness: Readiness::default(),
         shutdown: CancellationToken::new(),
         tls: tls.clone(),
+        drains: Drains::default(),
     };
     let readiness = ctx.readiness.clone();
     let token = ctx.shutdown.clone();
+    let drains = ctx.drains.clone();
     let routes = match setup(ctx).await {
         Ok(routes) => routes,
         Err(e) => {
@@ -344,8 +444,13 @@ where
         "draining: no new connections, finishing in-flight requests"
     );
 
+    // In-flight requests and held messages drain side by side.
+    let drained = async {
+        let (result, ()) = tokio::join!(server, drains.wait());
+        result
+    };
     tokio::select! {
-        result = tokio::time::timeout(grace, server) => match result {
+        result = tokio::time::timeout(grace, drained) => match result {
             Ok(Ok(Ok(()))) => {
                 tracing::info!("drained, exiting");
                 ExitCode::SUCCESS

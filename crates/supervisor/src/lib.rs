@@ -6,6 +6,7 @@
 //! and stops services in reverse dependency order, each with SIGTERM and then
 //! SIGKILL after its grace period.
 
+pub mod autoscale;
 pub mod build;
 mod instance;
 pub mod logs;

@@ -108,7 +108,8 @@ pub struct ServiceStatus {
     pub name: String,
     /// The overall state.
     pub state: ServiceState,
-    /// How many instances the manifest asks for.
+    /// How many instances should run: the manifest's `instances`, or the
+    /// autoscaler's latest count for an autoscaled service.
     pub desired: u32,
     /// How many are ready now.
     pub ready: u32,

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use utoipa::ToSchema;
 
+use crate::autoscale::Decision;
 use crate::logs::LogHub;
 use crate::probe::Prober;
 use crate::slot::Slot;
@@ -142,6 +144,9 @@ struct SlotHandle {
     id: String,
     status: Arc<Mutex<InstanceStatus>>,
     endpoint: watch::Sender<Option<Endpoint>>,
+    /// The slot's task while it runs, and the token that stops only this
+    /// slot (a child of the service's), so scaling in stops one instance.
+    task: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
 }
 
 struct ServiceRuntime {
@@ -150,10 +155,17 @@ struct ServiceRuntime {
     env: BTreeMap<String, String>,
     secrets: Arc<Secrets>,
     outbox_dir: PathBuf,
+    /// Every slot the service can have: `instances`, or `autoscale.max`
+    /// for an autoscaled service. Only the first `desired` run.
     slots: Vec<SlotHandle>,
+    /// How many slots run now (changed by the autoscaler).
+    desired: AtomicU32,
     /// Cancelled to stop the service's slots; replaced when it is started again.
     stop: Mutex<CancellationToken>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Serializes start, stop and scaling of the service.
+    lifecycle: tokio::sync::Mutex<()>,
+    /// The autoscaler's latest decision, for status and metrics.
+    decision: Mutex<Option<Decision>>,
 }
 
 /// Runs every service of a manifest.
@@ -259,7 +271,11 @@ impl Supervisor {
             {
                 env.insert(mortar_tls::CALLERS_ENV.into(), callers.join(","));
             }
-            let slots = (1..=spec.instances)
+            let capacity = spec
+                .autoscale
+                .as_ref()
+                .map_or(spec.instances, |a| a.max.max(spec.instances));
+            let slots = (1..=capacity)
                 .enumerate()
                 .map(|(ii, n)| {
                     let id = format!("{}-{n}", spec.name);
@@ -267,6 +283,7 @@ impl Supervisor {
                     SlotHandle {
                         status: Arc::new(Mutex::new(InstanceStatus::new(&spec.name, &id))),
                         endpoint: watch::channel(None).0,
+                        task: Mutex::new(None),
                         id,
                     }
                 })
@@ -283,8 +300,10 @@ impl Supervisor {
                 env,
                 secrets: Arc::new(secrets),
                 slots,
+                desired: AtomicU32::new(spec.instances),
                 stop: Mutex::new(CancellationToken::new()),
-                tasks: Mutex::new(Vec::new()),
+                lifecycle: tokio::sync::Mutex::new(()),
+                decision: Mutex::new(None),
             });
         }
         Ok(Supervisor {
@@ -342,11 +361,29 @@ impl Supervisor {
         self.services.iter().position(|s| s.spec.name == name)
     }
 
+    /// Launches the slots among the first `desired` that are not running.
     fn launch(&self, index: usize) {
         let service = &self.services[index];
-        let mut tasks = lock(&service.tasks);
         let stop = lock(&service.stop).clone();
-        for handle in &service.slots {
+        let desired = service.desired.load(Ordering::SeqCst) as usize;
+        for handle in service.slots.iter().take(desired) {
+            let mut task = lock(&handle.task);
+            if task.is_some() {
+                continue;
+            }
+            // A slot launched again (scaled out after a scale-in) starts
+            // with a fresh status, keeping its restart count.
+            {
+                let mut status = lock(&handle.status);
+                if status.state == InstanceState::Stopped {
+                    *status = InstanceStatus {
+                        restarts: status.restarts,
+                        last_exit: status.last_exit.take(),
+                        ..InstanceStatus::new(&service.spec.name, &handle.id)
+                    };
+                }
+            }
+            let slot_stop = stop.child_token();
             let slot = Slot {
                 spec: service.spec.clone(),
                 id: handle.id.clone(),
@@ -365,7 +402,7 @@ impl Supervisor {
                 hub: self.hub.clone(),
                 status: handle.status.clone(),
                 endpoint: handle.endpoint.subscribe(),
-                stop: stop.clone(),
+                stop: slot_stop.clone(),
                 prober: self.prober.clone(),
                 registry: self.registry.clone(),
                 tls: self.tls.clone(),
@@ -379,7 +416,7 @@ impl Supervisor {
                 managed_service = %service.spec.name,
                 managed_instance = %handle.id
             );
-            tasks.push(tokio::spawn(slot.run().instrument(span)));
+            *task = Some((slot_stop, tokio::spawn(slot.run().instrument(span))));
         }
     }
 
@@ -418,12 +455,83 @@ impl Supervisor {
 
     async fn stop_index(&self, index: usize) {
         let service = &self.services[index];
+        let _lifecycle = service.lifecycle.lock().await;
         tracing::info!(managed_service = %service.spec.name, "stopping service");
         lock(&service.stop).cancel();
-        let tasks: Vec<JoinHandle<()>> = lock(&service.tasks).drain(..).collect();
+        let tasks: Vec<JoinHandle<()>> = service
+            .slots
+            .iter()
+            .filter_map(|slot| lock(&slot.task).take().map(|(_, task)| task))
+            .collect();
         for task in tasks {
             let _ = task.await;
         }
+    }
+
+    /// How many instances `name` runs now, or `None` when it is stopped
+    /// (by an operator) or unknown: the autoscaler leaves those alone.
+    pub fn scale_target(&self, name: &str) -> Option<u32> {
+        let service = &self.services[self.index_of(name)?];
+        if lock(&service.stop).is_cancelled() {
+            return None;
+        }
+        Some(service.desired.load(Ordering::SeqCst))
+    }
+
+    /// Runs `count` instances of `name` (clamped to its slots, at least 1):
+    /// new instances are launched at once; surplus ones — the newest first —
+    /// are stopped like any stop (out of discovery, SIGTERM, drained, SIGKILL
+    /// after the grace period), and this waits until they have exited.
+    /// Does nothing to a stopped service.
+    pub async fn scale(&self, name: &str, count: u32) {
+        let Some(index) = self.index_of(name) else {
+            return;
+        };
+        let service = &self.services[index];
+        let _lifecycle = service.lifecycle.lock().await;
+        if lock(&service.stop).is_cancelled() {
+            return;
+        }
+        let count = count.clamp(1, service.slots.len() as u32);
+        let before = service.desired.swap(count, Ordering::SeqCst);
+        if count > before {
+            self.launch(index);
+            return;
+        }
+        let surplus: Vec<JoinHandle<()>> = service
+            .slots
+            .iter()
+            .skip(count as usize)
+            .rev()
+            .filter_map(|slot| {
+                let (stop, task) = lock(&slot.task).take()?;
+                tracing::info!(managed_service = %name, managed_instance = %slot.id, "scaling in: stopping instance");
+                stop.cancel();
+                Some(task)
+            })
+            .collect();
+        for task in surplus {
+            let _ = task.await;
+        }
+    }
+
+    /// Records the autoscaler's latest decision for `name`.
+    pub(crate) fn record_decision(&self, name: &str, decision: &Decision) {
+        if let Some(index) = self.index_of(name) {
+            *lock(&self.services[index].decision) = Some(decision.clone());
+        }
+    }
+
+    /// The autoscaler's latest decision per autoscaled service (manifest
+    /// order), for metrics: what runs and what the backlog asks for.
+    pub fn autoscale_decisions(&self) -> Vec<(String, Decision)> {
+        self.services
+            .iter()
+            .filter_map(|s| {
+                let decision = lock(&s.decision).clone()?;
+                Some((s.spec.name.clone(), decision))
+            })
+            .collect()
     }
 
     /// Stops one service (all its instances, drained), leaving the others
@@ -439,7 +547,8 @@ impl Supervisor {
     pub async fn start_service(&self, name: &str) -> Result<ServiceStatus, UnknownService> {
         let index = self.index_of(name).ok_or_else(|| self.unknown(name))?;
         let service = &self.services[index];
-        let running = !lock(&service.tasks).is_empty();
+        let lifecycle = service.lifecycle.lock().await;
+        let running = service.slots.iter().any(|slot| lock(&slot.task).is_some());
         if !running {
             tracing::info!(managed_service = %name, "starting service");
             *lock(&service.stop) = CancellationToken::new();
@@ -452,6 +561,7 @@ impl Supervisor {
                 };
             }
             self.launch(index);
+            drop(lifecycle);
             self.wait_settled(index).await;
         }
         Ok(self.service_status(service))
@@ -500,12 +610,16 @@ impl Supervisor {
     }
 
     fn service_status(&self, service: &ServiceRuntime) -> ServiceStatus {
+        let desired = service.desired.load(Ordering::SeqCst);
+        // Slots beyond the desired count show only while they still stop.
         let instances = service
             .slots
             .iter()
-            .filter_map(|slot| slot.status.lock().ok().map(|s| s.clone()))
+            .enumerate()
+            .filter(|(i, slot)| *i < desired as usize || lock(&slot.task).is_some())
+            .filter_map(|(_, slot)| slot.status.lock().ok().map(|s| s.clone()))
             .collect();
-        ServiceStatus::from_instances(&service.spec.name, service.spec.instances, instances)
+        ServiceStatus::from_instances(&service.spec.name, desired, instances)
     }
 
     /// A snapshot of every service, in manifest order.

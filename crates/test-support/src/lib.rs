@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod bins;
 pub mod cli;
+pub mod consumer;
 pub mod dns;
 pub mod http;
 pub mod nats;

@@ -143,6 +143,15 @@ impl RunningNode {
         )
     }
 
+    /// How many instances of `service` are ready now (0 while the node
+    /// does not answer).
+    pub fn ready_count(&self, service: &str) -> usize {
+        self.instances(service)
+            .iter()
+            .filter(|i| i["state"] == "ready")
+            .count()
+    }
+
     /// Reaps a node the test killed itself, so dropping it sends nothing.
     pub fn forget(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -100,6 +100,7 @@ fn the_full_example_parses_to_the_expected_model() {
             max_rapid_crashes: 5,
             rapid_crash_window: Duration::from_secs(10),
         },
+        autoscale: None,
     };
     let identity = ServiceSpec {
         name: "identity".into(),
@@ -114,6 +115,7 @@ fn the_full_example_parses_to_the_expected_model() {
         startup_timeout: Duration::from_secs(30),
         health: HealthSpec::default(),
         restart: RestartPolicy::default(),
+        autoscale: None,
     };
     assert_eq!(
         manifest,
@@ -219,7 +221,7 @@ comand = ["/bin/true"]
                 10,
                 1,
                 "services.orders.comand",
-                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers"#
+                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers, autoscale"#
             ),
         ]
     );
@@ -314,7 +316,7 @@ fn unknown_keys_are_caught_at_every_level() {
                 6,
                 1,
                 "services.a.instnaces",
-                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers"#
+                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers, autoscale"#
             ),
             e(
                 8,

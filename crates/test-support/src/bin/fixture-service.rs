@@ -5,7 +5,12 @@
 //! - `FIXTURE_EXIT_AT_START=<code>` makes it exit with that code before
 //!   binding (crash loops, configuration failures);
 //! - `FIXTURE_NEEDS` is a required variable when `FIXTURE_REQUIRE=1`;
-//! - `GET /env/{name}` shows the environment the supervisor gave it.
+//! - `GET /env/{name}` shows the environment the supervisor gave it;
+//! - `FIXTURE_CONSUME=<topic>/<group>` consumes that subscription through
+//!   `ctx.consume` (draining at shutdown), taking `FIXTURE_WORK_MS` per
+//!   message, `FIXTURE_CONCURRENCY` at once, and appending a line
+//!   `<payload> <attempt>` per handled message to its own file in
+//!   `FIXTURE_HANDLED_DIR` (see `mortar_test_support::consumer`).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -23,6 +28,9 @@ fn main() -> ExitCode {
     mortar_sdk::run("fixture", |ctx| async move {
         if ctx.env().raw("FIXTURE_REQUIRE") == Some("1") {
             let _: String = ctx.env().required("FIXTURE_NEEDS", "any text")?;
+        }
+        if let Some(subscription) = ctx.env().raw("FIXTURE_CONSUME") {
+            consume(&ctx, subscription)?;
         }
         Ok(Router::new()
             .route(
@@ -43,4 +51,58 @@ fn main() -> ExitCode {
                 ),
             ))
     })
+}
+
+/// Consumes `topic/group`, recording every handled message (see the module
+/// doc); the record is written before the handler returns, so before the ack.
+fn consume(ctx: &mortar_sdk::Context, subscription: &str) -> Result<(), mortar_sdk::BoxError> {
+    let (topic, group) = subscription
+        .split_once('/')
+        .ok_or("FIXTURE_CONSUME must be <topic>/<group>")?;
+    let work = Duration::from_millis(
+        ctx.env()
+            .raw("FIXTURE_WORK_MS")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
+    let concurrency = ctx
+        .env()
+        .raw("FIXTURE_CONCURRENCY")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let dir = ctx
+        .env()
+        .raw("FIXTURE_HANDLED_DIR")
+        .ok_or("FIXTURE_HANDLED_DIR is required with FIXTURE_CONSUME")?;
+    let path = std::path::Path::new(dir).join(format!(
+        "{}-{}.log",
+        ctx.service().instance,
+        std::process::id()
+    ));
+    let file = std::sync::Arc::new(std::sync::Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?,
+    ));
+    ctx.consume(
+        topic,
+        group,
+        concurrency,
+        move |message: mortar_sdk::bus::Message| {
+            let file = file.clone();
+            async move {
+                tokio::time::sleep(work).await;
+                let line = format!(
+                    "{} {}\n",
+                    String::from_utf8_lossy(&message.payload),
+                    message.attempt
+                );
+                let mut file = file
+                    .lock()
+                    .map_err(|_| "record file lock poisoned".to_owned())?;
+                std::io::Write::write_all(&mut *file, line.as_bytes()).map_err(|e| e.to_string())
+            }
+        },
+    )
 }

@@ -74,7 +74,9 @@ fn start_consumer(ctx: &Context, history: Arc<History>) {
         }
     };
     let shutdown = ctx.shutdown_token();
-    tokio::spawn(async move {
+    // Waited for at shutdown: the subscription drains (handles and acks
+    // what it holds) before the process exits.
+    ctx.spawn_drained(async move {
         let pause = || async {
             tokio::select! {
                 () = shutdown.cancelled() => false,
