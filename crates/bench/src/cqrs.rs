@@ -45,6 +45,9 @@ pub struct CqrsBenchReport {
     pub half_latency: Summary,
     /// Projection lag at half load (append returned → projected), ms.
     pub lag: Summary,
+    /// The machine's load average (1, 5, 15 min) before and after the run:
+    /// numbers from a shared machine mean little without it.
+    pub load: (Option<String>, Option<String>),
 }
 
 /// A bench failure.
@@ -169,6 +172,7 @@ async fn bench(
     events_url: &str,
     read_url: &str,
 ) -> Result<CqrsBenchReport, CqrsBenchError> {
+    let load_before = load_average();
     let store = eventstore::open(events_url).await?;
     let handler = CommandHandler::<Tab>::new(store.clone()).max_attempts(10);
 
@@ -230,7 +234,19 @@ async fn bench(
         half_rate,
         half_latency,
         lag,
+        load: (load_before, load_average()),
     })
+}
+
+/// `/proc/loadavg`'s first three fields, where there is one.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 type Pending = Arc<Mutex<BTreeMap<i64, Instant>>>;
@@ -297,7 +313,8 @@ pub fn format_report(options: &CqrsBenchOptions, r: &CqrsBenchReport) -> String 
         "cqrs bench: {} clients, {:?} per phase, store {}\n\
          full load:  {:>9.0} commands/s   latency ms p50 {:.2}  p99 {:.2}  max {:.2}\n\
          half load:  {:>9.0} commands/s   latency ms p50 {:.2}  p99 {:.2}\n\
-         projection lag at half load: ms p50 {:.2}  p99 {:.2}  max {:.2}  ({} samples)",
+         projection lag at half load: ms p50 {:.2}  p99 {:.2}  max {:.2}  ({} samples)\n\
+         load average (1/5/15 min): before {}, after {}",
         options.clients,
         options.duration,
         r.backend,
@@ -312,5 +329,7 @@ pub fn format_report(options: &CqrsBenchOptions, r: &CqrsBenchReport) -> String 
         r.lag.p99,
         r.lag.max,
         r.lag.count,
+        r.load.0.as_deref().unwrap_or("unknown"),
+        r.load.1.as_deref().unwrap_or("unknown"),
     )
 }

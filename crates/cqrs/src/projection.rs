@@ -20,6 +20,12 @@ use tokio_util::sync::CancellationToken;
 use crate::Sql;
 use crate::readstore::{ReadStore, ReadStoreError};
 
+/// The pause after a failed step (e.g. a dropped database session, which
+/// the next step reconnects); doubles while steps keep failing.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between failing steps.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
 /// A read model fed by events.
 pub trait Projection: Send + Sync + 'static {
     /// Its name, unique in its read store (the checkpoint's key).
@@ -80,6 +86,10 @@ pub struct ProjectionRunner {
     poll: Duration,
     wake: Option<watch::Receiver<i64>>,
     applied: watch::Sender<i64>,
+    /// The checkpoint this runner last committed, so a step need not ask
+    /// the read store first. `None` until known, and again after anything
+    /// else may have moved it (a rebuild, another runner, a failure).
+    known: std::sync::Mutex<Option<i64>>,
 }
 
 impl std::fmt::Debug for ProjectionRunner {
@@ -106,6 +116,7 @@ impl ProjectionRunner {
             poll: Duration::from_millis(250),
             wake: None,
             applied: watch::channel(0).0,
+            known: std::sync::Mutex::new(None),
         }
     }
 
@@ -152,12 +163,30 @@ impl ProjectionRunner {
         Ok(())
     }
 
+    fn known(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Applies one batch after the checkpoint; returns how many events.
     pub async fn step(&self) -> Result<usize, ProjectionError> {
+        let result = self.try_step().await;
+        if result.is_err() {
+            // The checkpoint may have moved under us: ask next time.
+            *self.known() = None;
+        }
+        result
+    }
+
+    async fn try_step(&self) -> Result<usize, ProjectionError> {
         let name = self.projection.name();
-        let from = self.read.checkpoint(name).await?;
+        let cached = *self.known();
+        let from = match cached {
+            Some(position) => position,
+            None => self.read.checkpoint(name).await?,
+        };
         let events = self.source.read_all(from, self.batch).await?;
         let Some(last) = events.last().map(|e| e.position) else {
+            *self.known() = Some(from);
             return Ok(0);
         };
         let mut statements = Vec::new();
@@ -176,6 +205,7 @@ impl ProjectionRunner {
         self.read
             .commit_projection(name, from, last, statements)
             .await?;
+        *self.known() = Some(last);
         self.applied.send_replace(last);
         Ok(events.len())
     }
@@ -196,9 +226,13 @@ impl ProjectionRunner {
     /// then replays every event; returns how many.
     pub async fn rebuild(&self) -> Result<u64, ProjectionError> {
         self.init().await?;
-        self.read
+        *self.known() = None;
+        let reset = self
+            .read
             .reset(self.projection.name(), self.projection.clear())
-            .await?;
+            .await;
+        *self.known() = None;
+        reset?;
         self.catch_up().await
     }
 
@@ -217,26 +251,36 @@ impl ProjectionRunner {
     /// Keeps the projection caught up until `shutdown`. Another runner
     /// moving the checkpoint first is not an error (it simply retries from
     /// the new checkpoint); other failures are logged and retried after a
-    /// pause.
+    /// pause that grows from 100 ms to 5 s while they last.
     pub fn spawn(self: Arc<Self>, shutdown: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
             if let Err(e) = self.init().await {
                 tracing::error!(projection = self.name(), error = %e, "cannot initialise the projection");
             }
             let mut wake = self.wake.clone();
+            let mut pause = FIRST_PAUSE;
             loop {
                 match self.step().await {
-                    Ok(n) if n >= self.batch => continue,
-                    Ok(_) => {}
+                    Ok(n) if n >= self.batch => {
+                        pause = FIRST_PAUSE;
+                        continue;
+                    }
+                    Ok(_) => pause = FIRST_PAUSE,
                     Err(ProjectionError::ReadStore(ReadStoreError::CheckpointMoved { .. })) => {
                         continue;
                     }
                     Err(e) => {
-                        tracing::error!(projection = self.name(), error = %e, "projection step failed");
+                        tracing::error!(
+                            projection = self.name(),
+                            error = %e,
+                            retry_ms = pause.as_millis() as u64,
+                            "projection step failed"
+                        );
                         tokio::select! {
                             () = shutdown.cancelled() => return,
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            () = tokio::time::sleep(pause) => {}
                         }
+                        pause = (pause * 2).min(MAX_PAUSE);
                         continue;
                     }
                 }

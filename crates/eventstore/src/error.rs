@@ -29,7 +29,7 @@ pub enum StoreError {
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL failed.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", crate::pg::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// A stored event or snapshot could not be decoded.
     #[error("cannot decode stored data: {0}")]
@@ -40,11 +40,45 @@ pub enum StoreError {
     /// The store's writer has stopped (the store was closed or crashed).
     #[error("the event store's writer has stopped")]
     Closed,
+    /// The database server cannot be reached right now; nothing was
+    /// written. The session is retried with backoff, so trying again later
+    /// is the right response.
+    #[error(
+        "PostgreSQL is unreachable ({problem}); the next connection attempt is in {retry_in_ms} ms"
+    )]
+    Unavailable {
+        /// Why the last connection attempt failed.
+        problem: String,
+        /// How long until the next attempt.
+        retry_in_ms: u64,
+    },
+    /// The connection dropped before the write committed: it is known not
+    /// to have taken effect, so retrying it is safe.
+    #[error(
+        "the connection to the database dropped before the write committed; nothing was written ({0})"
+    )]
+    NotCommitted(String),
+    /// The connection dropped while the write was committing and whether it
+    /// committed could not be found out. Reload before deciding again: the
+    /// write may be there.
+    #[error(
+        "the connection to the database dropped during the commit and its outcome is unknown ({0})"
+    )]
+    OutcomeUnknown(String),
 }
 
 impl StoreError {
     /// True for an optimistic-concurrency conflict (worth a retry).
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::Conflict { .. })
+    }
+
+    /// True when the write is known not to have happened because the
+    /// database was unreachable or the connection dropped: retrying is safe.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::NotCommitted(_)
+        )
     }
 }

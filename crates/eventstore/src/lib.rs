@@ -23,6 +23,7 @@ mod error;
 mod event;
 mod open;
 mod outbox;
+mod pg;
 mod postgres;
 mod relay;
 mod snapshot;
@@ -34,7 +35,11 @@ pub use error::StoreError;
 pub use event::{Metadata, NewEvent, RecordedEvent};
 pub use open::{STORE_URL_ENV, StoreUrl, open};
 pub use outbox::{EVENT_ID_HEADER, OutboxMessage, PendingMessage};
-pub use postgres::{PostgresStore, connect_session, migrate as migrate_schema};
+pub use pg::{
+    PgConn, PgExclusive, PgSession, PgTarget, Reconnect, describe as describe_postgres_error,
+    is_connection_error, is_store_connection_error,
+};
+pub use postgres::{PostgresStore, migrate as migrate_schema};
 pub use relay::{OutboxRelay, Publisher, RelayError};
 pub use snapshot::Snapshot;
 pub use sqlite::SqliteStore;

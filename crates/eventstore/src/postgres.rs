@@ -2,23 +2,42 @@
 //!
 //! Appends go through one writer task that group-commits like the SQLite
 //! backend: every append queued at that moment shares one transaction and so
-//! one WAL flush, with a handful of round trips per batch (versions are read
-//! for all streams at once, events and outbox rows inserted with `UNNEST`).
-//! Each transaction first takes a transaction-scoped advisory lock, so
-//! writers — in this process or any other — commit one at a time and global
-//! positions are assigned in commit order: a projection reading
-//! `position > checkpoint` can never skip an event committed late.
+//! one WAL flush. A batch costs two round trips, whatever its size, because
+//! its statements are prepared once and pipelined (sent together, answered
+//! together):
+//!
+//! 1. `BEGIN`; the store's advisory lock (and the transaction id); the
+//!    newest position and the version of every stream the batch touches
+//!    (index lookups);
+//! 2. the events and outbox rows (one `INSERT … UNNEST` each), snapshots,
+//!    sent marks, `COMMIT`.
+//!
+//! The advisory lock makes writers — in this process or any other — commit
+//! one at a time, so the writer numbers the events itself (newest position +
+//! 1, …) and positions follow commit order without gaps: a projection
+//! reading `position > checkpoint` can never skip an event committed late.
+//! Knowing positions before the insert is also what lets the outbox rows
+//! (which carry them) go in the same round trip.
+//!
+//! Sessions reconnect after a drop (see [`crate::pg`]). A batch caught by a
+//! drop is answered by its real outcome: before `COMMIT` was sent it is
+//! [`StoreError::NotCommitted`]; after, the writer reconnects and asks the
+//! server what became of its transaction (`pg_xact_status`), answering
+//! success only for a transaction that committed, and
+//! [`StoreError::OutcomeUnknown`] when the server cannot tell in time.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
 
 use crate::batch::{Verdict, plan};
 use crate::event::now_ms;
 use crate::outbox::event_message;
+use crate::pg::{PgConn, PgExclusive, PgSession, PgTarget, is_connection_error};
 use crate::{
     AppendRequest, Appended, EventSource, EventStore, OutboxMessage, PendingMessage, RecordedEvent,
     Snapshot, StoreError,
@@ -28,18 +47,52 @@ const MAX_BATCH: usize = 2048;
 const READERS: usize = 3;
 /// The advisory lock migrations serialize on, server-wide.
 const MIGRATE_LOCK: i64 = 0x6d6f_7274_6173;
+/// How long the writer tries to learn the fate of a transaction whose
+/// connection dropped during `COMMIT` before answering "unknown".
+const RESOLVE_WITHIN: Duration = Duration::from_secs(3);
 
-/// Takes the store's write lock: the first key names mortar's lock space,
-/// the second the store (its schema, the session's `search_path`), so the
-/// writers of one store commit one at a time while stores in other schemas
-/// of the same server do not wait for each other. Two schemas whose names
-/// hash alike merely share a lock.
-const TAKE_WRITE_LOCK: &str =
-    "SELECT pg_advisory_xact_lock(1836020340, hashtext(current_schema()))";
+/// Takes the store's write lock and names the transaction: the first key
+/// names mortar's lock space, the second the store (its schema, the
+/// session's `search_path`), so the writers of one store commit one at a
+/// time while stores in other schemas of the same server do not wait for
+/// each other (two schemas whose names hash alike merely share a lock). The
+/// transaction id lets the writer ask later whether it committed.
+const TAKE_WRITE_LOCK: &str = "SELECT pg_advisory_xact_lock(1836020340, hashtext(current_schema())), pg_current_xact_id()::text";
+
+/// The newest position, and the version of each stream in `$1` (0 for a
+/// new one), in order. A separate statement from the lock so that its
+/// snapshot is taken after the lock is held (and so sees every earlier
+/// writer's commit). One index probe per stream, never a scan.
+const CURRENT_VERSIONS: &str = "SELECT (SELECT COALESCE(MAX(position), 0) FROM events),
+        ARRAY(SELECT COALESCE((SELECT MAX(version) FROM events WHERE stream_id = s), 0)
+              FROM UNNEST($1::text[]) WITH ORDINALITY AS u(s, n) ORDER BY n)";
+
+/// Events with the positions the writer assigned. `OVERRIDING SYSTEM VALUE`
+/// keeps stores created when `position` was an identity column working.
+const INSERT_EVENTS: &str = "INSERT INTO events (position, stream_id, version, event_type, schema_version, payload, metadata, recorded_at_ms)
+ OVERRIDING SYSTEM VALUE
+ SELECT p, s, v, t, sv, pl, m, $8 FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::text[], $5::int4[], $6::text[], $7::text[]) AS u(p, s, v, t, sv, pl, m)";
+
+/// Outbox rows, ids in the given order.
+const INSERT_OUTBOX: &str = "INSERT INTO outbox (topic, key, headers, payload, created_at_ms)
+ SELECT t, k, h, p, $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[])
+     WITH ORDINALITY AS u(t, k, h, p, n)
+ ORDER BY n";
+
+/// Snapshots (at most one per stream per statement), never replacing a newer one.
+const UPSERT_SNAPSHOTS: &str = "INSERT INTO snapshots (stream_id, version, state)
+ SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[])
+ ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state
+ WHERE EXCLUDED.version > snapshots.version";
+
+const MARK_SENT: &str = "UPDATE outbox SET sent_at_ms = $1 WHERE id = ANY($2)";
+
+/// What became of a transaction, by id (`committed`, `aborted`, `in progress`).
+const XACT_STATUS: &str = "SELECT pg_xact_status($1::text::xid8)";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
-    position       BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    position       BIGINT  NOT NULL UNIQUE,
     stream_id      TEXT    NOT NULL,
     version        BIGINT  NOT NULL,
     event_type     TEXT    NOT NULL,
@@ -71,7 +124,7 @@ use crate::batch::{Reply, Write};
 /// An event store in a PostgreSQL schema.
 pub struct PostgresStore {
     writer: mpsc::UnboundedSender<Write>,
-    readers: Vec<Client>,
+    readers: Vec<PgSession>,
     next_reader: AtomicUsize,
     head: watch::Receiver<i64>,
 }
@@ -80,27 +133,6 @@ impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore").finish_non_exhaustive()
     }
-}
-
-/// Connects one session with `search_path` set to `schema`.
-pub async fn connect_session(conninfo: &str, schema: &str) -> Result<Client, StoreError> {
-    let config: tokio_postgres::Config =
-        conninfo
-            .parse()
-            .map_err(|e: tokio_postgres::Error| StoreError::InvalidUrl {
-                url: conninfo.to_owned(),
-                problem: e.to_string(),
-            })?;
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "PostgreSQL connection closed");
-        }
-    });
-    client
-        .batch_execute(&format!("SET search_path TO \"{schema}\""))
-        .await?;
-    Ok(client)
 }
 
 /// Creates `schema` and runs `ddl` in it, serialized with any other process
@@ -118,16 +150,20 @@ pub async fn migrate(client: &mut Client, schema: &str, ddl: &str) -> Result<(),
 impl PostgresStore {
     /// Connects, creates the schema and tables when missing, starts the writer.
     pub async fn connect(conninfo: &str, schema: &str) -> Result<PostgresStore, StoreError> {
-        let mut writer = connect_session(conninfo, schema).await?;
-        migrate(&mut writer, schema, SCHEMA).await?;
+        let target = PgTarget::new(conninfo, schema, "writer")?;
+        let mut writer = PgExclusive::connect(target.clone()).await?;
+        let head: i64 = {
+            let conn = writer.get().await?;
+            migrate(conn.client_mut(), schema, SCHEMA).await?;
+            conn.client()
+                .query_one("SELECT COALESCE(MAX(position), 0) FROM events", &[])
+                .await?
+                .try_get(0)?
+        };
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            readers.push(connect_session(conninfo, schema).await?);
+            readers.push(PgSession::connect(target.with_role("reader")).await?);
         }
-        let head: i64 = writer
-            .query_one("SELECT COALESCE(MAX(position), 0) FROM events", &[])
-            .await?
-            .get(0);
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer_loop(writer, rx, head_tx));
@@ -139,9 +175,24 @@ impl PostgresStore {
         })
     }
 
-    fn reader(&self) -> &Client {
+    fn reader(&self) -> &PgSession {
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
         &self.readers[i]
+    }
+
+    /// Runs a query on a reader session (reconnecting, and running it once
+    /// more, if the session turns out to have dropped).
+    async fn query(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.reader()
+            .read(|conn| async move {
+                let statement = conn.statement(sql).await?;
+                Ok(conn.client().query(&statement, params).await?)
+            })
+            .await
     }
 
     async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Write) -> Result<T, StoreError> {
@@ -151,8 +202,14 @@ impl PostgresStore {
     }
 }
 
-const EVENT_COLUMNS: &str =
-    "position, stream_id, version, event_type, schema_version, payload, metadata, recorded_at_ms";
+const READ_ALL: &str = "SELECT position, stream_id, version, event_type, schema_version, payload, metadata, recorded_at_ms
+ FROM events WHERE position > $1 ORDER BY position LIMIT $2";
+const READ_STREAM: &str = "SELECT position, stream_id, version, event_type, schema_version, payload, metadata, recorded_at_ms
+ FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version";
+const HEAD: &str = "SELECT COALESCE(MAX(position), 0) FROM events";
+const LOAD_SNAPSHOT: &str = "SELECT version, state FROM snapshots WHERE stream_id = $1";
+const OUTBOX_PENDING: &str = "SELECT id, topic, key, headers, payload FROM outbox
+ WHERE sent_at_ms IS NULL ORDER BY id LIMIT $1";
 
 fn event_from_row(row: &Row) -> Result<RecordedEvent, StoreError> {
     Ok(RecordedEvent {
@@ -170,24 +227,16 @@ fn event_from_row(row: &Row) -> Result<RecordedEvent, StoreError> {
 #[async_trait]
 impl EventSource for PostgresStore {
     async fn read_all(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = self
-            .reader()
-            .query(
-                &format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
-                ),
-                &[&after, &(limit as i64)],
-            )
-            .await?;
+        let rows = self.query(READ_ALL, &[&after, &(limit as i64)]).await?;
         rows.iter().map(event_from_row).collect()
     }
 
     async fn head(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .reader()
-            .query_one("SELECT COALESCE(MAX(position), 0) FROM events", &[])
-            .await?
-            .try_get(0)?)
+        let rows = self.query(HEAD, &[]).await?;
+        match rows.first() {
+            Some(row) => Ok(row.try_get(0)?),
+            None => Ok(0),
+        }
     }
 }
 
@@ -202,15 +251,7 @@ impl EventStore for PostgresStore {
         stream_id: &str,
         after: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = self
-            .reader()
-            .query(
-                &format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version"
-                ),
-                &[&stream_id, &after],
-            )
-            .await?;
+        let rows = self.query(READ_STREAM, &[&stream_id, &after]).await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -219,32 +260,20 @@ impl EventStore for PostgresStore {
     }
 
     async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
-        let row = self
-            .reader()
-            .query_opt(
-                "SELECT version, state FROM snapshots WHERE stream_id = $1",
-                &[&stream_id],
-            )
-            .await?;
-        row.map(|row| {
-            Ok(Snapshot {
-                stream_id: stream_id.to_owned(),
-                version: row.try_get(0)?,
-                state: serde_json::from_str(row.try_get(1)?)?,
+        let rows = self.query(LOAD_SNAPSHOT, &[&stream_id]).await?;
+        rows.first()
+            .map(|row| {
+                Ok(Snapshot {
+                    stream_id: stream_id.to_owned(),
+                    version: row.try_get(0)?,
+                    state: serde_json::from_str(row.try_get(1)?)?,
+                })
             })
-        })
-        .transpose()
+            .transpose()
     }
 
     async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingMessage>, StoreError> {
-        let rows = self
-            .reader()
-            .query(
-                "SELECT id, topic, key, headers, payload FROM outbox
-                 WHERE sent_at_ms IS NULL ORDER BY id LIMIT $1",
-                &[&(limit as i64)],
-            )
-            .await?;
+        let rows = self.query(OUTBOX_PENDING, &[&(limit as i64)]).await?;
         rows.iter()
             .map(|row| {
                 Ok(PendingMessage {
@@ -274,8 +303,28 @@ impl EventStore for PostgresStore {
     }
 }
 
+/// What each write of a batch gets when the batch commits (`None` for
+/// snapshots and sent marks, which have no result beyond success).
+type Outcomes = Vec<Option<Result<Appended, StoreError>>>;
+
+/// A batch that did not commit.
+enum Failure {
+    /// Certainly not committed: `COMMIT` was never sent, or the transaction
+    /// failed on the server. `connection` says whether the session dropped.
+    NotCommitted { error: StoreError, connection: bool },
+    /// `COMMIT` was sent but the session dropped before its answer: the
+    /// transaction `xid` (served by backend `pid`) may have committed, in
+    /// which case `outcomes` is what the batch did.
+    InDoubt {
+        xid: String,
+        pid: i32,
+        outcomes: Outcomes,
+        error: StoreError,
+    },
+}
+
 async fn writer_loop(
-    mut client: Client,
+    mut session: PgExclusive,
     mut rx: mpsc::UnboundedReceiver<Write>,
     head: watch::Sender<i64>,
 ) {
@@ -287,16 +336,22 @@ async fn writer_loop(
                 Err(_) => break,
             }
         }
-        match commit(&mut client, &batch).await {
-            Ok(outcomes) => answer(batch, outcomes, &head),
-            Err(e) if batch.len() == 1 => answer_error(batch, &e),
-            Err(e) => {
-                tracing::warn!(error = %e, writes = batch.len(), "group commit failed; retrying its writes one by one");
+        let split = batch.len() > 1;
+        match settle(&mut session, &batch).await {
+            Settled::Done(outcomes, newest) => answer(batch, outcomes, newest, &head),
+            Settled::Failed(error) => answer_error(batch, || error.again()),
+            Settled::Rejected(error) if !split => answer_error(batch, || error.again()),
+            Settled::Rejected(error) => {
+                tracing::warn!(error = %error, writes = batch.len(), "group commit failed; retrying its writes one by one");
                 for write in batch {
-                    let single = vec![write];
-                    match commit(&mut client, &single).await {
-                        Ok(outcomes) => answer(single, outcomes, &head),
-                        Err(e) => answer_error(single, &e),
+                    let single = [write];
+                    match settle(&mut session, &single).await {
+                        Settled::Done(outcomes, newest) => {
+                            answer(Vec::from(single), outcomes, newest, &head);
+                        }
+                        Settled::Failed(e) | Settled::Rejected(e) => {
+                            answer_error(Vec::from(single), || e.again());
+                        }
                     }
                 }
             }
@@ -304,20 +359,188 @@ async fn writer_loop(
     }
 }
 
-fn answer(
-    batch: Vec<Write>,
-    outcomes: Vec<Option<Result<Appended, StoreError>>>,
-    head: &watch::Sender<i64>,
-) {
-    let mut newest = None;
+/// How a batch ended, from the callers' point of view.
+enum Settled {
+    /// Committed: each write's outcome, and the newest position written.
+    Done(Outcomes, Option<i64>),
+    /// The server refused the batch (a statement failed on a healthy
+    /// session): one of its writes may be at fault, the others fine.
+    Rejected(Answerable),
+    /// The database was unreachable, or the session dropped: every write
+    /// gets the same answer.
+    Failed(Answerable),
+}
+
+/// An error every write of a batch can be given a copy of.
+#[derive(Debug)]
+enum Answerable {
+    Unavailable { problem: String, retry_in_ms: u64 },
+    NotCommitted(String),
+    OutcomeUnknown(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for Answerable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.again(), f)
+    }
+}
+
+impl Answerable {
+    fn from_error(error: StoreError) -> Answerable {
+        match error {
+            StoreError::Unavailable {
+                problem,
+                retry_in_ms,
+            } => Answerable::Unavailable {
+                problem,
+                retry_in_ms,
+            },
+            StoreError::NotCommitted(why) => Answerable::NotCommitted(why),
+            StoreError::OutcomeUnknown(why) => Answerable::OutcomeUnknown(why),
+            other => Answerable::Failed(other.to_string()),
+        }
+    }
+
+    fn again(&self) -> StoreError {
+        match self {
+            Answerable::Unavailable {
+                problem,
+                retry_in_ms,
+            } => StoreError::Unavailable {
+                problem: problem.clone(),
+                retry_in_ms: *retry_in_ms,
+            },
+            Answerable::NotCommitted(why) => StoreError::NotCommitted(why.clone()),
+            Answerable::OutcomeUnknown(why) => StoreError::OutcomeUnknown(why.clone()),
+            Answerable::Failed(why) => StoreError::Invalid(format!("the write failed: {why}")),
+        }
+    }
+}
+
+/// Commits a batch and, when its session drops, finds out what happened.
+async fn settle(session: &mut PgExclusive, batch: &[Write]) -> Settled {
+    let conn = match session.get().await {
+        Ok(conn) => conn,
+        Err(e) => return Settled::Failed(Answerable::from_error(e)),
+    };
+    match commit(conn, batch).await {
+        Ok((outcomes, newest)) => Settled::Done(outcomes, newest),
+        Err(Failure::NotCommitted { error, connection }) => {
+            if connection || session.check(&error) {
+                session.discard(&error);
+                Settled::Failed(Answerable::NotCommitted(error.to_string()))
+            } else {
+                Settled::Rejected(Answerable::from_error(error))
+            }
+        }
+        Err(Failure::InDoubt {
+            xid,
+            pid,
+            outcomes,
+            error,
+        }) => {
+            session.check(&error);
+            let schema = session.reconnect().target().schema().to_owned();
+            tracing::warn!(schema, xid, error = %error, "the writer's session dropped with COMMIT sent; asking the server whether it committed");
+            match resolve(session, &xid, pid).await {
+                Ok(true) => {
+                    tracing::info!(schema, xid, "the interrupted transaction had committed");
+                    let newest = newest_position(&outcomes);
+                    Settled::Done(outcomes, newest)
+                }
+                Ok(false) => {
+                    tracing::info!(schema, xid, "the interrupted transaction had not committed");
+                    Settled::Failed(Answerable::NotCommitted(error.to_string()))
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        schema,
+                        xid,
+                        problem = why,
+                        "cannot learn whether the interrupted transaction committed"
+                    );
+                    Settled::Failed(Answerable::OutcomeUnknown(format!("{error}; then: {why}")))
+                }
+            }
+        }
+    }
+}
+
+/// Whether transaction `xid` committed, asked on a fresh session; waits
+/// out an old backend (`pid`) still finishing it, by terminating it.
+async fn resolve(session: &mut PgExclusive, xid: &str, pid: i32) -> Result<bool, String> {
+    let deadline = Instant::now() + RESOLVE_WITHIN;
+    let mut terminated = false;
+    let name = session
+        .reconnect()
+        .target()
+        .application_name()
+        .unwrap_or_default()
+        .to_owned();
+    loop {
+        if session.get().await.is_err() {
+            let conn = session
+                .reconnect()
+                .connect_by(deadline)
+                .await
+                .map_err(|e| e.to_string())?;
+            session.install(conn);
+        }
+        let conn = session.get().await.map_err(|e| e.to_string())?;
+        let status: Option<String> = match conn.client().query_one(XACT_STATUS, &[&xid]).await {
+            Ok(row) => row.try_get(0).map_err(|e| e.to_string())?,
+            Err(e) => {
+                let e = StoreError::from(e);
+                session.check(&e);
+                if Instant::now() >= deadline {
+                    return Err(e.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        match status.as_deref() {
+            Some("committed") => return Ok(true),
+            Some("aborted") => return Ok(false),
+            Some(_) if Instant::now() < deadline => {
+                // The old backend has not noticed yet: make it stop (its
+                // transaction then aborts) and ask again. Only if that pid
+                // is still this store's writer, never a stranger's session.
+                if !terminated {
+                    terminated = true;
+                    let _ = conn
+                        .client()
+                        .execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                             WHERE pid = $1 AND application_name = $2",
+                            &[&pid, &name],
+                        )
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Some(other) => return Err(format!("transaction {xid} is still {other}")),
+            None => return Err(format!("the server no longer knows transaction {xid}")),
+        }
+    }
+}
+
+fn newest_position(outcomes: &Outcomes) -> Option<i64> {
+    outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Some(Ok(appended)) => Some(appended.position),
+            _ => None,
+        })
+        .max()
+}
+
+fn answer(batch: Vec<Write>, outcomes: Outcomes, newest: Option<i64>, head: &watch::Sender<i64>) {
     for (write, outcome) in batch.into_iter().zip(outcomes) {
         match write {
             Write::Append(_, reply) => {
-                let result = outcome.unwrap_or(Err(StoreError::Closed));
-                if let Ok(appended) = &result {
-                    newest = newest.max(Some(appended.position));
-                }
-                let _ = reply.send(result);
+                let _ = reply.send(outcome.unwrap_or(Err(StoreError::Closed)));
             }
             Write::Snapshot(_, reply) | Write::MarkSent(_, reply) => {
                 let _ = reply.send(Ok(()));
@@ -333,8 +556,7 @@ fn answer(
     }
 }
 
-fn answer_error(batch: Vec<Write>, error: &StoreError) {
-    let make = || StoreError::Invalid(format!("the write failed: {error}"));
+fn answer_error(batch: Vec<Write>, make: impl Fn() -> StoreError) {
     for write in batch {
         match write {
             Write::Append(_, reply) => {
@@ -347,12 +569,28 @@ fn answer_error(batch: Vec<Write>, error: &StoreError) {
     }
 }
 
-async fn commit(
-    client: &mut Client,
-    batch: &[Write],
-) -> Result<Vec<Option<Result<Appended, StoreError>>>, StoreError> {
-    let tx = client.transaction().await?;
-    tx.execute(TAKE_WRITE_LOCK, &[]).await?;
+/// The batch's rows, as columns for the pipelined statements.
+#[derive(Default)]
+struct Rows<'a> {
+    positions: Vec<i64>,
+    streams: Vec<&'a str>,
+    versions: Vec<i64>,
+    types: Vec<&'a str>,
+    schemas: Vec<i32>,
+    payloads: Vec<String>,
+    metas: Vec<String>,
+    outbox: Vec<OutboxMessage>,
+    snapshots: HashMap<&'a str, (i64, String)>,
+    sent: Vec<i64>,
+}
+
+/// Decides the batch against the current versions and lays out its rows.
+fn lay_out<'a>(
+    batch: &'a [Write],
+    head: i64,
+    current: &HashMap<String, i64>,
+    now: i64,
+) -> Result<(Outcomes, Rows<'a>), StoreError> {
     let appends: Vec<&AppendRequest> = batch
         .iter()
         .filter_map(|w| match w {
@@ -360,161 +598,264 @@ async fn commit(
             _ => None,
         })
         .collect();
-    let mut current = HashMap::new();
-    if !appends.is_empty() {
-        let mut streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
-        streams.sort_unstable();
-        streams.dedup();
-        for row in tx
-            .query(
-                "SELECT stream_id, MAX(version) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
-                &[&streams],
-            )
-            .await?
-        {
-            current.insert(row.try_get::<_, String>(0)?, row.try_get::<_, i64>(1)?);
-        }
-    }
-    let verdicts = plan(&appends, &current);
-    let now = now_ms();
-
-    // Every accepted event, as columns for one INSERT … SELECT FROM UNNEST.
-    let (mut streams, mut versions, mut types, mut schemas, mut payloads, mut metas) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    let mut results: Vec<Option<Result<Appended, StoreError>>> = Vec::with_capacity(batch.len());
-    let mut accepted: Vec<(usize, &AppendRequest, i64)> = Vec::new();
-    let mut verdicts = verdicts.into_iter();
-    for (i, write) in batch.iter().enumerate() {
-        let Write::Append(request, _) = write else {
-            results.push(None);
-            continue;
-        };
-        match verdicts.next() {
-            Some(Verdict::Accept { first_version }) => {
-                let mut encoded = Vec::with_capacity(request.events.len());
-                let mut failed = None;
-                for event in &request.events {
-                    match (
-                        serde_json::to_string(&event.payload),
-                        serde_json::to_string(&event.metadata),
-                    ) {
-                        (Ok(p), Ok(m)) => encoded.push((p, m)),
-                        (Err(e), _) | (_, Err(e)) => failed = Some(e),
-                    }
-                }
-                if let Some(e) = failed {
-                    results.push(Some(Err(e.into())));
-                    continue;
-                }
-                for (k, (event, (payload, meta))) in request.events.iter().zip(encoded).enumerate()
-                {
-                    streams.push(request.stream_id.as_str());
-                    versions.push(first_version + k as i64);
-                    types.push(event.event_type.as_str());
-                    schemas.push(event.schema_version as i32);
-                    payloads.push(payload);
-                    metas.push(meta);
-                }
-                accepted.push((i, request, first_version));
-                results.push(None);
-            }
-            Some(Verdict::Reject(e)) => results.push(Some(Err(e))),
-            None => results.push(Some(Err(StoreError::Closed))),
-        }
-    }
-    let mut positions: HashMap<(String, i64), i64> = HashMap::new();
-    if !streams.is_empty() {
-        let rows = tx
-            .query(
-                "INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata, recorded_at_ms)
-                 SELECT s, v, t, sv, p, m, $7 FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::text[])
-                     WITH ORDINALITY AS u(s, v, t, sv, p, m, n)
-                 ORDER BY n
-                 RETURNING stream_id, version, position",
-                &[&streams, &versions, &types, &schemas, &payloads, &metas, &now],
-            )
-            .await?;
-        for row in rows {
-            positions.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
-        }
-    }
-
-    // Outbox rows: the event messages (now that positions are known) and extras.
-    let mut outbox: Vec<OutboxMessage> = Vec::new();
-    for (i, request, first_version) in &accepted {
-        let mut last_position = 0;
-        for (k, event) in request.events.iter().enumerate() {
-            let version = first_version + k as i64;
-            let position = positions
-                .get(&(request.stream_id.clone(), version))
-                .copied()
-                .unwrap_or_default();
-            last_position = position;
-            if let Some(topic) = &request.publish_to {
-                let recorded = RecordedEvent {
-                    position,
-                    stream_id: request.stream_id.clone(),
-                    version,
-                    event_type: event.event_type.clone(),
-                    schema_version: event.schema_version,
-                    payload: event.payload.clone(),
-                    metadata: event.metadata.clone(),
-                    recorded_at_ms: now,
-                };
-                outbox.push(event_message(topic, &recorded)?);
-            }
-        }
-        outbox.extend(request.outbox.iter().cloned());
-        results[*i] = Some(Ok(Appended {
-            version: first_version + request.events.len() as i64 - 1,
-            position: last_position,
-        }));
-    }
-    if !outbox.is_empty() {
-        let topics: Vec<&str> = outbox.iter().map(|m| m.topic.as_str()).collect();
-        let keys: Vec<Option<&str>> = outbox.iter().map(|m| m.key.as_deref()).collect();
-        let headers: Vec<String> = outbox
-            .iter()
-            .map(|m| serde_json::to_string(&m.headers))
-            .collect::<Result<_, _>>()?;
-        let bodies: Vec<&[u8]> = outbox.iter().map(|m| m.payload.as_slice()).collect();
-        tx.execute(
-            "INSERT INTO outbox (topic, key, headers, payload, created_at_ms)
-             SELECT t, k, h, p, $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[])
-                 WITH ORDINALITY AS u(t, k, h, p, n)
-             ORDER BY n",
-            &[&topics, &keys, &headers, &bodies, &now],
-        )
-        .await?;
-    }
+    let mut verdicts = plan(&appends, current).into_iter();
+    let mut rows = Rows::default();
+    let mut outcomes: Outcomes = Vec::with_capacity(batch.len());
+    let mut position = head;
     for write in batch {
         match write {
+            Write::Append(request, _) => match verdicts.next() {
+                Some(Verdict::Accept { first_version }) => {
+                    let encoded: Result<Vec<(String, String)>, serde_json::Error> = request
+                        .events
+                        .iter()
+                        .map(|e| {
+                            Ok((
+                                serde_json::to_string(&e.payload)?,
+                                serde_json::to_string(&e.metadata)?,
+                            ))
+                        })
+                        .collect();
+                    let encoded = match encoded {
+                        Ok(encoded) => encoded,
+                        Err(e) => {
+                            outcomes.push(Some(Err(e.into())));
+                            continue;
+                        }
+                    };
+                    for (k, (event, (payload, meta))) in
+                        request.events.iter().zip(encoded).enumerate()
+                    {
+                        position += 1;
+                        let version = first_version + k as i64;
+                        if let Some(topic) = &request.publish_to {
+                            let recorded = RecordedEvent {
+                                position,
+                                stream_id: request.stream_id.clone(),
+                                version,
+                                event_type: event.event_type.clone(),
+                                schema_version: event.schema_version,
+                                payload: event.payload.clone(),
+                                metadata: event.metadata.clone(),
+                                recorded_at_ms: now,
+                            };
+                            rows.outbox.push(event_message(topic, &recorded)?);
+                        }
+                        rows.positions.push(position);
+                        rows.streams.push(request.stream_id.as_str());
+                        rows.versions.push(version);
+                        rows.types.push(event.event_type.as_str());
+                        rows.schemas.push(event.schema_version as i32);
+                        rows.payloads.push(payload);
+                        rows.metas.push(meta);
+                    }
+                    rows.outbox.extend(request.outbox.iter().cloned());
+                    outcomes.push(Some(Ok(Appended {
+                        version: first_version + request.events.len() as i64 - 1,
+                        position,
+                    })));
+                }
+                Some(Verdict::Reject(e)) => outcomes.push(Some(Err(e))),
+                None => outcomes.push(Some(Err(StoreError::Closed))),
+            },
             Write::Snapshot(snapshot, _) => {
                 let state = serde_json::to_string(&snapshot.state)?;
-                tx.execute(
-                    "INSERT INTO snapshots (stream_id, version, state) VALUES ($1, $2, $3)
-                     ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state
-                     WHERE EXCLUDED.version > snapshots.version",
-                    &[&snapshot.stream_id, &snapshot.version, &state],
-                )
-                .await?;
+                let newer = rows
+                    .snapshots
+                    .get(snapshot.stream_id.as_str())
+                    .is_none_or(|(v, _)| snapshot.version > *v);
+                if newer {
+                    rows.snapshots
+                        .insert(snapshot.stream_id.as_str(), (snapshot.version, state));
+                }
+                outcomes.push(None);
             }
             Write::MarkSent(ids, _) => {
-                tx.execute(
-                    "UPDATE outbox SET sent_at_ms = $1 WHERE id = ANY($2)",
-                    &[&now, ids],
-                )
-                .await?;
+                rows.sent.extend_from_slice(ids);
+                outcomes.push(None);
             }
-            Write::Append(..) => {}
         }
     }
-    tx.commit().await?;
-    Ok(results)
+    Ok((outcomes, rows))
+}
+
+/// Ends a transaction that failed before `COMMIT` was sent; a session that
+/// cannot even do that is reported as dropped.
+async fn abandon(conn: &PgConn, error: StoreError) -> Failure {
+    let connection = match &error {
+        StoreError::Postgres(e) => is_connection_error(e),
+        _ => false,
+    };
+    let rolled_back = connection || conn.client().batch_execute("ROLLBACK").await.is_ok();
+    Failure::NotCommitted {
+        error,
+        connection: connection || !rolled_back,
+    }
+}
+
+/// One group commit in two pipelined round trips; see the module docs.
+async fn commit(conn: &PgConn, batch: &[Write]) -> Result<(Outcomes, Option<i64>), Failure> {
+    let not_committed = |error: StoreError| Failure::NotCommitted {
+        connection: match &error {
+            StoreError::Postgres(e) => is_connection_error(e),
+            _ => false,
+        },
+        error,
+    };
+    let prepared = async {
+        Ok::<_, tokio_postgres::Error>((
+            conn.statement(TAKE_WRITE_LOCK).await?,
+            conn.statement(CURRENT_VERSIONS).await?,
+            conn.statement(INSERT_EVENTS).await?,
+            conn.statement(INSERT_OUTBOX).await?,
+            conn.statement(UPSERT_SNAPSHOTS).await?,
+            conn.statement(MARK_SENT).await?,
+        ))
+    };
+    let (lock, versions, insert_events, insert_outbox, upsert_snapshots, mark_sent) =
+        prepared.await.map_err(|e| not_committed(e.into()))?;
+    let client = conn.client();
+
+    let mut streams: Vec<&str> = batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::Append(request, _) => Some(request.stream_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    streams.sort_unstable();
+    streams.dedup();
+
+    // Round trip 1: BEGIN, the lock, the current versions.
+    let versions_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&streams];
+    let (begun, locked, current) = futures::join!(
+        client.batch_execute("BEGIN"),
+        client.query_one(&lock, &[]),
+        client.query_one(&versions, &versions_params),
+    );
+    let read = (|| -> Result<(String, i64, HashMap<String, i64>), StoreError> {
+        begun?;
+        let xid: String = locked?.try_get(1)?;
+        let row = current?;
+        let head: i64 = row.try_get(0)?;
+        let found: Vec<i64> = row.try_get(1)?;
+        let current = streams
+            .iter()
+            .zip(found)
+            .map(|(s, v)| ((*s).to_owned(), v))
+            .collect();
+        Ok((xid, head, current))
+    })();
+    let (xid, head, current) = match read {
+        Ok(read) => read,
+        Err(e) => return Err(abandon(conn, e).await),
+    };
+    let now = now_ms();
+    let (outcomes, rows) = match lay_out(batch, head, &current, now) {
+        Ok(laid_out) => laid_out,
+        Err(e) => return Err(abandon(conn, e).await),
+    };
+    let newest = (!rows.positions.is_empty()).then_some(head + rows.positions.len() as i64);
+    let headers: Vec<String> = match rows
+        .outbox
+        .iter()
+        .map(|m| serde_json::to_string(&m.headers))
+        .collect::<Result<_, _>>()
+    {
+        Ok(headers) => headers,
+        Err(e) => return Err(abandon(conn, e.into()).await),
+    };
+    let topics: Vec<&str> = rows.outbox.iter().map(|m| m.topic.as_str()).collect();
+    let keys: Vec<Option<&str>> = rows.outbox.iter().map(|m| m.key.as_deref()).collect();
+    let bodies: Vec<&[u8]> = rows.outbox.iter().map(|m| m.payload.as_slice()).collect();
+    let (snap_streams, (snap_versions, snap_states)): (Vec<&str>, (Vec<i64>, Vec<&str>)) = rows
+        .snapshots
+        .iter()
+        .map(|(s, (v, state))| (*s, (*v, state.as_str())))
+        .unzip();
+
+    // Round trip 2: every row, then COMMIT. A statement that fails aborts
+    // the transaction, and the COMMIT behind it then only rolls back.
+    let (events_done, outbox_done, snapshots_done, sent_done, committed) = futures::join!(
+        async {
+            if rows.positions.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    &insert_events,
+                    &[
+                        &rows.positions,
+                        &rows.streams,
+                        &rows.versions,
+                        &rows.types,
+                        &rows.schemas,
+                        &rows.payloads,
+                        &rows.metas,
+                        &now,
+                    ],
+                )
+                .await
+        },
+        async {
+            if topics.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(&insert_outbox, &[&topics, &keys, &headers, &bodies, &now])
+                .await
+        },
+        async {
+            if snap_streams.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    &upsert_snapshots,
+                    &[&snap_streams, &snap_versions, &snap_states],
+                )
+                .await
+        },
+        async {
+            if rows.sent.is_empty() {
+                return Ok(0);
+            }
+            client.execute(&mark_sent, &[&now, &rows.sent]).await
+        },
+        client.batch_execute("COMMIT"),
+    );
+    let statements = [events_done, outbox_done, snapshots_done, sent_done];
+    // A statement refused on a live session: certainly rolled back.
+    if let Some(refused) = statements
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .find(|e| !is_connection_error(e))
+    {
+        let error = StoreError::Invalid(refused.to_string());
+        let dropped = committed.as_ref().is_err_and(is_connection_error);
+        return Err(Failure::NotCommitted {
+            error,
+            connection: dropped,
+        });
+    }
+    let lost = statements.into_iter().find_map(Result::err);
+    match committed {
+        Ok(()) => match lost {
+            None => Ok((outcomes, newest)),
+            Some(e) => Err(Failure::InDoubt {
+                xid,
+                pid: conn.backend_pid(),
+                outcomes,
+                error: e.into(),
+            }),
+        },
+        // COMMIT itself refused on a live session (e.g. a deferred check).
+        Err(e) if !is_connection_error(&e) => Err(not_committed(e.into())),
+        Err(e) => Err(Failure::InDoubt {
+            xid,
+            pid: conn.backend_pid(),
+            outcomes,
+            error: lost.unwrap_or(e).into(),
+        }),
+    }
 }

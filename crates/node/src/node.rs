@@ -325,21 +325,6 @@ impl Node {
     }
 }
 
-/// The autoscaler's view of the bus: a group's backlog (unacknowledged
-/// plus undelivered) from the backend's latest statistics.
-fn backlog_source(backend: Arc<dyn BusBackend>) -> mortar_supervisor::autoscale::BacklogSource {
-    Arc::new(move |topic: &str, group: &str| {
-        backend
-            .last_stats()
-            .into_iter()
-            .find(|t| t.topic == topic)?
-            .groups
-            .into_iter()
-            .find(|g| g.group == group)
-            .map(|g| g.backlog)
-    })
-}
-
 /// The node's CA and the certificates of the node itself (probes, admin
 /// commands) and of the gateway, renewed while the node runs.
 struct NodeTlsSetup {
@@ -404,6 +389,21 @@ impl NodeTlsSetup {
             domain: format!("{}.mortar", self.gateway.app),
         })
     }
+}
+
+/// The autoscaler's view of the bus: a group's backlog (unacknowledged
+/// plus undelivered) from the backend's latest statistics.
+fn backlog_source(backend: Arc<dyn BusBackend>) -> mortar_supervisor::autoscale::BacklogSource {
+    Arc::new(move |topic: &str, group: &str| {
+        backend
+            .last_stats()
+            .into_iter()
+            .find(|t| t.topic == topic)?
+            .groups
+            .into_iter()
+            .find(|g| g.group == group)
+            .map(|g| g.backlog)
+    })
 }
 
 /// The node's bus: the embedded broker, or an external NATS JetStream.

@@ -32,12 +32,12 @@ pub struct Context {
     local_addr: SocketAddr,
     readiness: Readiness,
     shutdown: CancellationToken,
-    /// Work the drain waits for after the HTTP server (bus consumers
-    /// finishing and acking what they hold).
-    drains: Drains,
     /// The node's TLS material when it gave this instance some: the server
     /// then requires client certificates and clients present this one.
     tls: Option<Arc<InstanceTls>>,
+    /// Work the drain waits for after the HTTP server (bus consumers
+    /// finishing and acking what they hold).
+    drains: Drains,
 }
 
 /// Tasks the draining shutdown waits for, within the grace period.
@@ -179,6 +179,12 @@ impl Context {
         Ok(crate::auth::Auth::new(verifier))
     }
 
+    /// The instance's TLS material (certificate, CA, allowed callers), when
+    /// the node handed it over (`MORTAR_TLS_CERT` …).
+    pub fn tls(&self) -> Option<&Arc<InstanceTls>> {
+        self.tls.as_ref()
+    }
+
     /// Consumes `topic` as a member of `group` for the life of the
     /// service, running `handler` on up to `concurrency` messages at once
     /// (`Ok` acks, `Err` nacks for a later redelivery).
@@ -250,12 +256,6 @@ impl Context {
         F: Future<Output = ()> + Send + 'static,
     {
         self.drains.push(tokio::spawn(work));
-    }
-
-    /// The instance's TLS material (certificate, CA, allowed callers), when
-    /// the node handed it over (`MORTAR_TLS_CERT` …).
-    pub fn tls(&self) -> Option<&Arc<InstanceTls>> {
-        self.tls.as_ref()
     }
 
     /// Cancelled when shutdown begins; background tasks stop taking new work
@@ -341,8 +341,8 @@ where
         local_addr,
         readiness: Readiness::default(),
         shutdown: CancellationToken::new(),
-        drains: Drains::default(),
         tls: tls.clone(),
+        drains: Drains::default(),
     };
     let readiness = ctx.readiness.clone();
     let token = ctx.shutdown.clone();

@@ -14,6 +14,7 @@ pub mod http;
 pub mod nats;
 pub mod node;
 pub mod openssl;
+pub mod pgproxy;
 pub mod registry;
 pub mod service;
 pub mod stores;
@@ -22,4 +23,4 @@ pub mod wait;
 
 pub use bins::{binary, example};
 pub use node::RunningNode;
-pub use wait::wait_for;
+pub use wait::{eventually, wait_for};

@@ -132,6 +132,40 @@ impl Drop for TestStores {
     }
 }
 
+/// The schema a PostgreSQL store URL names (`…?schema=name`).
+pub fn schema_of(url: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("schema="))
+        .map(str::to_owned)
+}
+
+/// A session on the test server, for poking at it from a test.
+pub async fn admin_session() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&postgres_base(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(conn);
+    client
+}
+
+/// Terminates (`pg_terminate_backend`) every server session whose
+/// `application_name` matches the SQL `LIKE` pattern — mortar names its
+/// sessions `mortar/<schema>/<role>` — and returns how many it ended.
+pub async fn terminate_sessions(application_name_like: &str) -> usize {
+    let admin = admin_session().await;
+    let rows = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name LIKE $1 AND pid <> pg_backend_pid()",
+            &[&application_name_like],
+        )
+        .await
+        .expect("pg_terminate_backend");
+    rows.iter().filter(|r| r.get::<_, bool>(0)).count()
+}
+
 async fn postgres_reachable() -> Result<(), String> {
     let base = postgres_base();
     let connect = tokio_postgres::connect(&base, tokio_postgres::NoTls);

@@ -47,14 +47,14 @@ pub(crate) const INBOX_CLEAR: &str = "DELETE FROM mortar_inbox WHERE consumer = 
 /// A read store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadStoreError {
-    /// The URL cannot be used.
+    /// The URL cannot be used, or the database is unreachable.
     #[error(transparent)]
-    Url(#[from] mortar_eventstore::StoreError),
+    Store(#[from] mortar_eventstore::StoreError),
     /// SQLite failed.
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL failed.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", mortar_eventstore::describe_postgres_error(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// Another runner moved the checkpoint first: nothing was applied.
     #[error(

@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use std::collections::HashMap;
+use mortar_eventstore::{PgConn, PgExclusive, PgSession, PgTarget, is_connection_error};
 use tokio::sync::Mutex;
+use tokio_postgres::Row;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, Row, Statement, Transaction};
 
 use super::{
     ADVANCE_CHECKPOINT, BOOKKEEPING, Checkpoint, ENSURE_CHECKPOINT, INBOX_CLEAR, INBOX_INSERT,
@@ -15,16 +15,11 @@ use crate::{Sql, SqlValue};
 
 /// A read store in a PostgreSQL schema: one session for transactions, one
 /// for queries (so the read API never waits behind a projection batch).
+/// Both reconnect after a drop; statements are prepared once per session
+/// (projections run the same few over and over) and pipelined.
 pub struct PostgresReadStore {
-    writer: Mutex<Writer>,
-    reader: Client,
-}
-
-/// The transaction session and its prepared statements (projections run the
-/// same few statements over and over).
-struct Writer {
-    client: Client,
-    prepared: HashMap<String, Statement>,
+    writer: Mutex<PgExclusive>,
+    reader: PgSession,
 }
 
 impl std::fmt::Debug for PostgresReadStore {
@@ -82,32 +77,64 @@ fn column(row: &Row, i: usize) -> Result<SqlValue, tokio_postgres::Error> {
     })
 }
 
-async fn exec(
-    tx: &Transaction<'_>,
-    prepared: &mut HashMap<String, Statement>,
-    sql: &str,
-    params: &[SqlValue],
-) -> Result<u64, tokio_postgres::Error> {
-    let stmt = match prepared.get(sql) {
-        Some(stmt) => stmt.clone(),
-        None => {
-            let stmt = tx.prepare(sql).await?;
-            prepared.insert(sql.to_owned(), stmt.clone());
-            stmt
-        }
-    };
-    tx.execute(&stmt, &refs(params)).await
+/// Runs `statements` in order, pipelined: all are sent before the first
+/// answer is awaited, so a projection batch of N statements costs one round
+/// trip, not N. Returns each statement's row count, or the first error.
+async fn pipeline(
+    conn: &PgConn,
+    statements: &[(&str, &[SqlValue])],
+) -> Result<Vec<u64>, tokio_postgres::Error> {
+    let mut prepared = Vec::with_capacity(statements.len());
+    for (sql, _) in statements {
+        prepared.push(conn.statement(sql).await?);
+    }
+    let client = conn.client();
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+        statements.iter().map(|(_, params)| refs(params)).collect();
+    let results = futures::future::join_all(
+        prepared
+            .iter()
+            .zip(&params)
+            .map(|(statement, params)| client.execute(statement, params)),
+    )
+    .await;
+    results.into_iter().collect()
 }
 
-async fn run_all(
-    tx: &Transaction<'_>,
-    prepared: &mut HashMap<String, Statement>,
-    statements: &[Sql],
-) -> Result<(), tokio_postgres::Error> {
-    for s in statements {
-        exec(tx, prepared, &s.sql, &s.params).await?;
-    }
-    Ok(())
+/// A transaction on the writer session in two round trips: `BEGIN` and
+/// every statement pipelined, then `COMMIT` — or `ROLLBACK` when a statement
+/// failed or `keep` (given each statement's row count) says no. Returns
+/// whether it committed.
+async fn transaction(
+    writer: &mut PgExclusive,
+    statements: &[(&str, &[SqlValue])],
+    keep: impl FnOnce(&[u64]) -> bool,
+) -> Result<bool, ReadStoreError> {
+    let conn = writer.get().await?;
+    let (begun, done) = futures::join!(
+        conn.client().batch_execute("BEGIN"),
+        pipeline(conn, statements)
+    );
+    let result = match (begun, done) {
+        (Ok(()), Ok(counts)) if keep(&counts) => {
+            conn.client().batch_execute("COMMIT").await.map(|()| true)
+        }
+        (Ok(()), Ok(_)) => conn
+            .client()
+            .batch_execute("ROLLBACK")
+            .await
+            .map(|()| false),
+        (Err(e), _) | (_, Err(e)) => {
+            if !is_connection_error(&e) && conn.client().batch_execute("ROLLBACK").await.is_err() {
+                writer.discard(&"the session could not roll back");
+            }
+            Err(e)
+        }
+    };
+    result.map_err(|e| {
+        writer.check_postgres(&e);
+        ReadStoreError::Postgres(e)
+    })
 }
 
 impl PostgresReadStore {
@@ -116,31 +143,59 @@ impl PostgresReadStore {
         conninfo: &str,
         schema: &str,
     ) -> Result<PostgresReadStore, ReadStoreError> {
-        let mut writer = mortar_eventstore::connect_session(conninfo, schema).await?;
-        mortar_eventstore::migrate_schema(&mut writer, schema, BOOKKEEPING).await?;
-        let reader = mortar_eventstore::connect_session(conninfo, schema).await?;
+        let target = PgTarget::new(conninfo, schema, "read-writer")?;
+        let mut writer = PgExclusive::connect(target.clone()).await?;
+        mortar_eventstore::migrate_schema(writer.get().await?.client_mut(), schema, BOOKKEEPING)
+            .await?;
+        let reader = PgSession::connect(target.with_role("read-reader")).await?;
         Ok(PostgresReadStore {
-            writer: Mutex::new(Writer {
-                client: writer,
-                prepared: HashMap::new(),
-            }),
+            writer: Mutex::new(writer),
             reader,
         })
+    }
+
+    /// Runs one statement on the writer session, outside a transaction.
+    async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, ReadStoreError> {
+        let mut writer = self.writer.lock().await;
+        let conn = writer.get().await?;
+        let result = async {
+            let statement = conn.statement(sql).await?;
+            conn.client().execute(&statement, &refs(params)).await
+        }
+        .await;
+        result.map_err(|e| {
+            writer.check_postgres(&e);
+            ReadStoreError::Postgres(e)
+        })
+    }
+
+    /// Runs a query on the reader session (once more on a fresh session if
+    /// the first one turns out to have dropped).
+    async fn rows(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, ReadStoreError> {
+        Ok(self
+            .reader
+            .read(|conn| async move {
+                let statement = conn.statement(sql).await?;
+                Ok(conn.client().query(&statement, &refs(params)).await?)
+            })
+            .await?)
     }
 }
 
 #[async_trait]
 impl ReadStore for PostgresReadStore {
     async fn migrate(&self, ddl: &str) -> Result<(), ReadStoreError> {
-        Ok(self.writer.lock().await.client.batch_execute(ddl).await?)
+        let mut writer = self.writer.lock().await;
+        let conn = writer.get().await?;
+        let result = conn.client().batch_execute(ddl).await;
+        result.map_err(|e| {
+            writer.check_postgres(&e);
+            ReadStoreError::Postgres(e)
+        })
     }
 
     async fn ensure_checkpoint(&self, name: &str) -> Result<(), ReadStoreError> {
-        self.writer
-            .lock()
-            .await
-            .client
-            .execute(ENSURE_CHECKPOINT, &[&name, &now_ms()])
+        self.execute(ENSURE_CHECKPOINT, &[name.into(), now_ms().into()])
             .await?;
         Ok(())
     }
@@ -152,24 +207,22 @@ impl ReadStore for PostgresReadStore {
         to: i64,
         statements: Vec<Sql>,
     ) -> Result<(), ReadStoreError> {
+        let advance = [to.into(), now_ms().into(), name.into(), from.into()];
+        let mut all: Vec<(&str, &[SqlValue])> = Vec::with_capacity(statements.len() + 1);
+        all.push((ADVANCE_CHECKPOINT, &advance));
+        all.extend(
+            statements
+                .iter()
+                .map(|s| (s.sql.as_str(), s.params.as_slice())),
+        );
         let mut writer = self.writer.lock().await;
-        let Writer { client, prepared } = &mut *writer;
-        let tx = client.transaction().await?;
-        let moved = exec(
-            &tx,
-            prepared,
-            ADVANCE_CHECKPOINT,
-            &[to.into(), now_ms().into(), name.into(), from.into()],
-        )
-        .await?;
-        if moved != 1 {
+        let moved = transaction(&mut writer, &all, |counts| counts.first() == Some(&1)).await?;
+        if !moved {
             return Err(ReadStoreError::CheckpointMoved {
                 name: name.to_owned(),
                 expected: from,
             });
         }
-        run_all(&tx, prepared, &statements).await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -180,55 +233,43 @@ impl ReadStore for PostgresReadStore {
         position: Option<i64>,
         statements: Vec<Sql>,
     ) -> Result<bool, ReadStoreError> {
-        let mut writer = self.writer.lock().await;
-        let Writer { client, prepared } = &mut *writer;
-        let tx = client.transaction().await?;
         let now = now_ms();
-        let fresh = exec(
-            &tx,
-            prepared,
-            INBOX_INSERT,
-            &[consumer.into(), message_id.into(), now.into()],
-        )
-        .await?;
-        if fresh == 0 {
-            return Ok(false);
+        let inbox = [consumer.into(), message_id.into(), now.into()];
+        let raise = position.map(|p| [consumer.into(), p.into(), now.into()]);
+        let mut all: Vec<(&str, &[SqlValue])> = Vec::with_capacity(statements.len() + 2);
+        all.push((INBOX_INSERT, &inbox));
+        all.extend(
+            statements
+                .iter()
+                .map(|s| (s.sql.as_str(), s.params.as_slice())),
+        );
+        if let Some(raise) = &raise {
+            all.push((RAISE_CHECKPOINT, raise));
         }
-        run_all(&tx, prepared, &statements).await?;
-        if let Some(position) = position {
-            exec(
-                &tx,
-                prepared,
-                RAISE_CHECKPOINT,
-                &[consumer.into(), position.into(), now.into()],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        let mut writer = self.writer.lock().await;
+        // A message seen before inserts no inbox row: roll its effects back.
+        transaction(&mut writer, &all, |counts| counts.first() == Some(&1)).await
     }
 
     async fn reset(&self, name: &str, statements: Vec<Sql>) -> Result<(), ReadStoreError> {
+        let reset = [name.into(), now_ms().into()];
+        let clear = [name.into()];
+        let mut all: Vec<(&str, &[SqlValue])> = Vec::with_capacity(statements.len() + 2);
+        all.extend(
+            statements
+                .iter()
+                .map(|s| (s.sql.as_str(), s.params.as_slice())),
+        );
+        all.push((RESET_CHECKPOINT, &reset));
+        all.push((INBOX_CLEAR, &clear));
         let mut writer = self.writer.lock().await;
-        let Writer { client, prepared } = &mut *writer;
-        let tx = client.transaction().await?;
-        run_all(&tx, prepared, &statements).await?;
-        exec(
-            &tx,
-            prepared,
-            RESET_CHECKPOINT,
-            &[name.into(), now_ms().into()],
-        )
-        .await?;
-        exec(&tx, prepared, INBOX_CLEAR, &[name.into()]).await?;
-        tx.commit().await?;
+        transaction(&mut writer, &all, |_| true).await?;
         Ok(())
     }
 
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>, ReadStoreError> {
         let rows = self
-            .reader
-            .query(
+            .rows(
                 "SELECT name, position, updated_at_ms FROM mortar_checkpoints ORDER BY name",
                 &[],
             )
@@ -249,7 +290,7 @@ impl ReadStore for PostgresReadStore {
         sql: &str,
         params: Vec<SqlValue>,
     ) -> Result<Vec<Vec<SqlValue>>, ReadStoreError> {
-        let rows = self.reader.query(sql, &refs(&params)).await?;
+        let rows = self.rows(sql, &params).await?;
         rows.iter()
             .map(|row| {
                 (0..row.len())
