@@ -336,7 +336,15 @@ impl Verifier {
     /// whether a fetch was made and succeeded. A failed fetch keeps the
     /// keys held.
     pub async fn refresh(&self) -> bool {
-        self.inner.refresh().await == Fetch::Fetched
+        self.inner.refresh(false).await == Fetch::Fetched
+    }
+
+    /// Fetches the key set now, even within `min_refresh_gap`. For the
+    /// issuer itself right after it rotated its key: its own new tokens must
+    /// verify at once, and the gap that protects a remote issuer from
+    /// forged kids would otherwise hold the new key back.
+    pub async fn reload(&self) -> bool {
+        self.inner.refresh(true).await == Fetch::Fetched
     }
 
     /// Starts refreshing the key set in the background: at once, then
@@ -349,7 +357,7 @@ impl Verifier {
             let mut backoff = None::<Duration>;
             loop {
                 let Some(inner) = weak.upgrade() else { return };
-                let wait = match inner.refresh().await {
+                let wait = match inner.refresh(false).await {
                     Fetch::Failed => {
                         let gap = inner.config.min_refresh_gap.max(Duration::from_millis(100));
                         let next = backoff.map_or(gap, |b| (b * 2).min(Duration::from_secs(60)));
@@ -379,13 +387,14 @@ enum Fetch {
 }
 
 impl Inner {
-    async fn refresh(&self) -> Fetch {
+    async fn refresh(&self, force: bool) -> Fetch {
         let before = self.attempts.load(Ordering::Acquire);
         let mut last = self.last_fetch.lock().await;
-        if self.attempts.load(Ordering::Acquire) != before {
+        if !force && self.attempts.load(Ordering::Acquire) != before {
             return Fetch::Skipped;
         }
-        if let Some(t) = *last
+        if !force
+            && let Some(t) = *last
             && t.elapsed() < self.config.min_refresh_gap
         {
             if self.keys.load().fetched {

@@ -152,6 +152,10 @@ fn every_acknowledged_publish_survives_an_abrupt_stop() {
         }
     });
     drop(runtime);
+    // Dropping the runtime drops the broker, but its writer thread finishes
+    // the batch it holds (and may roll a segment) before it sees that; the
+    // reopened broker must not race it. (What a kill -9 would not need.)
+    wait_for_writer_threads_to_exit("bus-writer-t");
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(
@@ -217,4 +221,28 @@ async fn an_offset_lost_to_damage_and_reused_is_delivered_even_if_the_old_one_wa
     assert_eq!(ids(&got), vec![4]);
     assert_eq!(got[0].payload, Bytes::from("new"));
     broker.close().await;
+}
+
+/// Waits until no thread of this process is named `name` (Linux; elsewhere
+/// returns at once).
+fn wait_for_writer_threads_to_exit(name: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let alive = std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks.flatten().any(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim_end() == name)
+                })
+            })
+            .unwrap_or(false);
+        if !alive {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer thread {name} did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -294,14 +294,24 @@ pub(crate) fn decrypt_checked(
         Some(cert) => cms.decrypt(&identity.key, cert),
         None => cms.decrypt_without_cert_check(&identity.key),
     };
-    let stack = match result {
-        Ok(plaintext) => return Ok((Zeroizing::new(plaintext), cert.is_some())),
-        Err(stack) => stack,
-    };
     let not_a_recipient = || SecretsError::NotARecipient {
         path: path.to_owned(),
         key: identity.key_path.clone(),
         recipients: known.map(Recipients::describe).unwrap_or_default(),
+    };
+    let stack = match result {
+        // A key that is no recorded recipient's can still "decrypt": with
+        // RSA, OpenSSL answers a wrong key with a random content key (its
+        // defence against padding oracles), and about one time in 256 that
+        // unpads cleanly into garbage. Garbage from such a key means it is
+        // not a recipient, not that the file is damaged.
+        Ok(plaintext)
+            if cert.is_none() && known.is_some() && std::str::from_utf8(&plaintext).is_err() =>
+        {
+            return Err(not_a_recipient());
+        }
+        Ok(plaintext) => return Ok((Zeroizing::new(plaintext), cert.is_some())),
+        Err(stack) => stack,
     };
     if has_reason(&stack, CMS_R_TYPE_NOT_ENVELOPED_DATA)
         || has_reason(&stack, CMS_R_CONTENT_TYPE_NOT_ENVELOPED_DATA)

@@ -425,7 +425,7 @@ async fn rotate(State(api): State<Api>, Caller(who): Caller) -> Result<Response,
         .await
         .map_err(store_problem)?
         .ok_or_else(|| Problem::internal("the rotation did not happen"))?;
-    api.verifier.refresh().await;
+    api.verifier.reload().await;
     tracing::info!(kid = key.kid(), by = %who.subject, "signing key rotated on request");
     Ok(Json(json!({ "kid": key.kid() })).into_response())
 }

@@ -95,7 +95,7 @@ async fn rotate_keys(
         {
             Ok(Some(key)) => {
                 tracing::info!(kid = key.kid(), "signing key rotated (scheduled)");
-                verifier.refresh().await;
+                verifier.reload().await;
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "scheduled key rotation failed; retrying later"),

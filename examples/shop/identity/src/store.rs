@@ -351,7 +351,7 @@ impl Store {
         self.with(move |conn| {
             let found = conn
                 .query_row(
-                    "SELECT seed, created_at, retired_at FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid LIMIT 1",
+                    "SELECT seed, created_at, retired_at FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, rowid DESC LIMIT 1",
                     [],
                     stored_key,
                 )
@@ -363,7 +363,7 @@ impl Store {
             // Another instance may have created it while we waited.
             let found = tx
                 .query_row(
-                    "SELECT seed, created_at, retired_at FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid LIMIT 1",
+                    "SELECT seed, created_at, retired_at FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, rowid DESC LIMIT 1",
                     [],
                     stored_key,
                 )
@@ -424,7 +424,7 @@ impl Store {
     ) -> Result<Vec<StoredKey>, StoreError> {
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seed, created_at, retired_at FROM signing_keys WHERE retired_at IS NULL OR retired_at + ?1 >= ?2 ORDER BY created_at DESC, kid",
+                "SELECT seed, created_at, retired_at FROM signing_keys WHERE retired_at IS NULL OR retired_at + ?1 >= ?2 ORDER BY created_at DESC, rowid DESC",
             )?;
             let rows = stmt.query_map(
                 params![retention.as_secs() as i64, now as i64],
