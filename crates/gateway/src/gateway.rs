@@ -84,9 +84,10 @@ impl Gateway {
     /// running its own single-threaded runtime and accepting from the same
     /// listener, the way nginx runs one worker per core: a connection, its
     /// requests and the upstream connections they use all stay on one
-    /// thread, so the hot path never wakes another thread or shares a lock
-    /// with one. This halved the gateway's CPU time per request against a
-    /// multi-threaded runtime (docs/benchmarks.md). Hyper serves each
+    /// thread, so the hot path never wakes another thread; only the
+    /// per-service breaker, retry budget and counters are shared. Against
+    /// one multi-threaded runtime this cut the gateway's CPU time per
+    /// request by about a quarter (docs/benchmarks.md). Hyper serves each
     /// connection directly, without a router: the gateway has one handler,
     /// so routing layers would only add work to every request.
     pub async fn serve(
