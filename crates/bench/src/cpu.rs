@@ -87,16 +87,29 @@ mod tests {
     }
 
     #[test]
-    fn children_of_this_process_are_found() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
+    fn a_busy_child_of_this_process_is_counted() {
+        // Spins for a while, then idles so it is still there to be read.
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 30",
+            ])
             .spawn()
             .unwrap();
-        let used = CpuSource::ChildrenOf(std::process::id()).used();
+        let source = CpuSource::ChildrenOf(std::process::id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(25);
+        let mut used = source.used();
+        while cfg!(target_os = "linux")
+            && used.is_none_or(|u| u < Duration::from_millis(10))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            used = source.used();
+        }
         child.kill().unwrap();
         child.wait().unwrap();
         if cfg!(target_os = "linux") {
-            assert!(used.is_some());
+            assert!(used.unwrap() >= Duration::from_millis(10), "{used:?}");
         }
     }
 }
