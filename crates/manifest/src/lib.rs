@@ -10,6 +10,7 @@
 
 mod autoscale;
 mod bus;
+mod deploy;
 mod error;
 mod gateway;
 mod location;
@@ -30,3 +31,4 @@ pub use model::{
 };
 pub use model::{AutoscaleSpec, DEFAULT_SCALE_DOWN_WINDOW, MAX_SCALE_DOWN_WINDOW};
 pub use model::{DEFAULT_AUTH_LEEWAY, DEFAULT_JWKS_PATH, GatewayAuthSpec, MAX_AUTH_LEEWAY};
+pub use model::{DEFAULT_PROGRESS_DEADLINE, DeploySpec, Strategy};

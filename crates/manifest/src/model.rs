@@ -242,6 +242,129 @@ pub struct ServiceSpec {
     /// removes instances between `min` and `max` by the backlog of a bus
     /// subscription, and `instances` is only the starting count.
     pub autoscale: Option<AutoscaleSpec>,
+    /// `[services.<name>.deploy]`: how `mortar deploy` replaces its
+    /// instances; a rolling deploy that never lowers capacity when absent.
+    pub deploy: DeploySpec,
+}
+
+/// How `mortar deploy` replaces a service's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Replace instances a few at a time (`max_surge`, `max_unavailable`).
+    Rolling,
+    /// Stop every old instance, then start the new ones; the gateway holds
+    /// the service's requests meanwhile (`hold_timeout`, `hold_queue`).
+    Recreate,
+    /// Start the new version at full size beside the old, send it a share of
+    /// the gateway's traffic for an analysis window, then promote it or roll
+    /// back on its own.
+    BlueGreen,
+}
+
+impl Strategy {
+    /// Parses the manifest's and the CLI's spelling.
+    pub fn parse(text: &str) -> Option<Strategy> {
+        match text {
+            "rolling" => Some(Strategy::Rolling),
+            "recreate" => Some(Strategy::Recreate),
+            "blue-green" => Some(Strategy::BlueGreen),
+            _ => None,
+        }
+    }
+
+    /// The manifest's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::Recreate => "recreate",
+            Strategy::BlueGreen => "blue-green",
+        }
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `[services.<name>.deploy]` table. Every field has a default that is
+/// safe: capacity never drops, an instance that does not become ready stops
+/// and rolls back the deploy, and blue-green promotes only on evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeploySpec {
+    /// The strategy `mortar deploy` uses when `--strategy` is not given.
+    pub strategy: Strategy,
+    /// Rolling: instances started beyond the desired count at a time.
+    pub max_surge: u32,
+    /// Rolling: instances below the desired count allowed at a time.
+    pub max_unavailable: u32,
+    /// A new instance must stay ready this long before it counts as
+    /// available and the next old one is stopped.
+    #[serde(serialize_with = "human_duration")]
+    pub min_ready: Duration,
+    /// A deploy that makes no progress (no new instance available) for this
+    /// long stops and rolls back.
+    #[serde(serialize_with = "human_duration")]
+    pub progress_deadline: Duration,
+    /// Between taking an instance out of discovery and sending it SIGTERM,
+    /// so callers' balancers have dropped it before it stops accepting.
+    #[serde(serialize_with = "human_duration")]
+    pub drain_delay: Duration,
+    /// Recreate: the longest a request is held at the gateway while no
+    /// instance is up (then 503).
+    #[serde(serialize_with = "human_duration")]
+    pub hold_timeout: Duration,
+    /// Recreate: the most requests held at once (more get 503 at once).
+    pub hold_queue: u32,
+    /// Blue-green: the percentage of the gateway's traffic sent to the new
+    /// version during analysis.
+    pub traffic_share: u32,
+    /// Blue-green: how long the new version is observed before the verdict.
+    #[serde(serialize_with = "human_duration")]
+    pub analysis: Duration,
+    /// Blue-green: requests the new version must have served for a verdict;
+    /// the analysis waits for them up to `progress_deadline`.
+    pub min_requests: u32,
+    /// Blue-green: the new version's error rate may exceed the old one's by
+    /// at most this many percentage points.
+    pub max_error_rate: f64,
+    /// Blue-green: the new version's p99 latency may exceed the old one's by
+    /// at most this percentage.
+    pub max_p99_increase: f64,
+    /// Blue-green: how long the old version keeps running (without
+    /// traffic) after promotion before it is drained and stopped.
+    #[serde(serialize_with = "human_duration")]
+    pub promote_delay: Duration,
+    /// Blue-green: wait for `mortar deploy promote|abort` instead of
+    /// deciding on its own.
+    pub manual: bool,
+}
+
+/// Default of `deploy.progress_deadline`.
+pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(120);
+
+impl Default for DeploySpec {
+    fn default() -> Self {
+        DeploySpec {
+            strategy: Strategy::Rolling,
+            max_surge: 1,
+            max_unavailable: 0,
+            min_ready: Duration::from_secs(1),
+            progress_deadline: DEFAULT_PROGRESS_DEADLINE,
+            drain_delay: Duration::from_millis(500),
+            hold_timeout: Duration::from_secs(10),
+            hold_queue: 1024,
+            traffic_share: 10,
+            analysis: Duration::from_secs(30),
+            min_requests: 50,
+            max_error_rate: 1.0,
+            max_p99_increase: 50.0,
+            promote_delay: Duration::from_secs(5),
+            manual: false,
+        }
+    }
 }
 
 /// Default of `autoscale.scale_down_window`: long enough that a consumer
@@ -436,6 +559,7 @@ mod tests {
             health: HealthSpec::default(),
             restart: RestartPolicy::default(),
             autoscale: None,
+            deploy: DeploySpec::default(),
         };
         let manifest = Manifest {
             path: Path::new(dir).join("mortar.toml"),

@@ -12,7 +12,7 @@ use toml::de::DeTable;
 
 use crate::error::{LoadError, ManifestErrors};
 use crate::model::{
-    AppSpec, BusSpec, DEFAULT_GRACE_PERIOD, DEFAULT_INSTANCES, DEFAULT_STARTUP_TIMEOUT,
+    AppSpec, BusSpec, DEFAULT_GRACE_PERIOD, DEFAULT_INSTANCES, DEFAULT_STARTUP_TIMEOUT, DeploySpec,
     GatewaySpec, HealthSpec, MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT, Manifest,
     RESERVED_ENV_KEYS, RESERVED_ENV_PREFIX, RestartPolicy, SecretsSpec, ServiceSpec, manifest_dir,
 };
@@ -37,6 +37,7 @@ const SERVICE_KEYS: &[&str] = &[
     "secrets",
     "callers",
     "autoscale",
+    "deploy",
 ];
 /// Keys of `[services.<name>.health]`.
 const HEALTH_KEYS: &[&str] = &["ready", "live"];
@@ -379,6 +380,10 @@ fn read_service(
             .and_then(|at| instances.map(|n| (at, n)));
         crate::autoscale::read_autoscale(r, v, &f("autoscale"), topics, explicit)
     });
+    let deploy = match table.get("deploy") {
+        Some(v) => crate::deploy::read_deploy(r, v, &f("deploy")),
+        None => Some(DeploySpec::default()),
+    };
     // An autoscaled service without `instances` starts at its minimum.
     let instances = match (&autoscale, table.get("instances")) {
         (Some(Some(spec)), None) => Some(spec.min),
@@ -406,6 +411,7 @@ fn read_service(
                 None => None,
                 Some(spec) => Some(spec?),
             },
+            deploy: deploy?,
         })
     })();
     (spec, edges)

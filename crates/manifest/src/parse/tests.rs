@@ -101,6 +101,7 @@ fn the_full_example_parses_to_the_expected_model() {
             rapid_crash_window: Duration::from_secs(10),
         },
         autoscale: None,
+        deploy: crate::DeploySpec::default(),
     };
     let identity = ServiceSpec {
         name: "identity".into(),
@@ -116,6 +117,7 @@ fn the_full_example_parses_to_the_expected_model() {
         health: HealthSpec::default(),
         restart: RestartPolicy::default(),
         autoscale: None,
+        deploy: crate::DeploySpec::default(),
     };
     assert_eq!(
         manifest,
@@ -221,7 +223,7 @@ comand = ["/bin/true"]
                 10,
                 1,
                 "services.orders.comand",
-                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers, autoscale"#
+                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers, autoscale, deploy"#
             ),
         ]
     );
@@ -316,7 +318,7 @@ fn unknown_keys_are_caught_at_every_level() {
                 6,
                 1,
                 "services.a.instnaces",
-                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers, autoscale"#
+                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers, autoscale, deploy"#
             ),
             e(
                 8,
