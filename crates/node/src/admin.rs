@@ -110,6 +110,7 @@ pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(mortar_discovery::http::openapi());
     doc.merge(mortar_bus_server::openapi());
+    doc.merge(crate::deploys::openapi());
     doc.to_pretty_json().unwrap_or_default()
 }
 
@@ -311,6 +312,9 @@ mod tests {
             "/v1/registry/services/{name}",
             "/v1/bus/topics/{topic}/messages",
             "/v1/bus/topics/{topic}/groups/{group}/pull",
+            "/v1/services/{name}/deploy",
+            "/v1/services/{name}/rollback",
+            "/v1/services/{name}/history",
         ] {
             assert!(paths.contains_key(route), "{route} is not documented");
         }

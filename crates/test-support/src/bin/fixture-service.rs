@@ -5,6 +5,9 @@
 //! - `FIXTURE_EXIT_AT_START=<code>` makes it exit with that code before
 //!   binding (crash loops, configuration failures);
 //! - `FIXTURE_NEEDS` is a required variable when `FIXTURE_REQUIRE=1`;
+//! - `GET /version` answers `FIXTURE_VERSION`, or 500 for
+//!   `FIXTURE_FAIL_PERCENT` percent of requests (a bad release for deploy
+//!   tests);
 //! - `GET /env/{name}` shows the environment the supervisor gave it;
 //! - `FIXTURE_CONSUME=<topic>/<group>` consumes that subscription through
 //!   `ctx.consume` (draining at shutdown), taking `FIXTURE_WORK_MS` per
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
                 }),
             )
             .route("/pid", get(|| async { std::process::id().to_string() }))
+            .route("/version", get(version))
             .route(
                 "/env/{name}",
                 get(
@@ -51,6 +55,26 @@ fn main() -> ExitCode {
                 ),
             ))
     })
+}
+
+/// `FIXTURE_VERSION`, or a 500 for `FIXTURE_FAIL_PERCENT`% of requests
+/// (every n-th, so the share is exact).
+async fn version() -> (axum::http::StatusCode, String) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let version = std::env::var("FIXTURE_VERSION").unwrap_or_default();
+    let percent: u64 = std::env::var("FIXTURE_FAIL_PERCENT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let n = SEEN.fetch_add(1, Ordering::Relaxed);
+    if percent > 0 && n % 100 < percent {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{version} failed as asked\n"),
+        );
+    }
+    (axum::http::StatusCode::OK, version)
 }
 
 /// Consumes `topic/group`, recording every handled message (see the module
