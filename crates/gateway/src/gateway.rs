@@ -67,7 +67,12 @@ impl Gateway {
     /// this before stopping the old instances, so requests arriving during
     /// the swap wait for the new ones instead of failing.
     pub fn hold(&self, service: &str, timeout: Duration, queue: u32) {
-        tracing::info!(service, timeout_ms = timeout.as_millis() as u64, queue, "holding requests");
+        tracing::info!(
+            service,
+            timeout_ms = timeout.as_millis() as u64,
+            queue,
+            "holding requests"
+        );
         self.shared.holds.hold(service, timeout, queue);
     }
 

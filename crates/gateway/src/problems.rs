@@ -94,8 +94,7 @@ pub(crate) fn held(path: &str, service: &str, refused: &crate::hold::HoldRefused
             "service `{service}` is being redeployed and {n} requests already wait for it; retry shortly"
         ),
         HoldRefused::TimedOut(t) => format!(
-            "service `{service}` is being redeployed and was not back within {}; retry shortly",
-            format!("{t:?}")
+            "service `{service}` is being redeployed and was not back within {t:?}; retry shortly"
         ),
     };
     let mut resp = with_instance(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail), path)

@@ -11,9 +11,9 @@ use mortar_auth::Verifier;
 use mortar_resilience::{Client, ResponseBody};
 
 use crate::cache::Cache;
+use crate::hold::Holds;
 use crate::rate_limit::RateLimiter;
 use crate::routes::RouteTable;
-use crate::hold::Holds;
 use crate::split::Splits;
 use crate::versions::Versions;
 use crate::{Access, GatewayConfig, auth, problems};

@@ -107,6 +107,10 @@ mod tests {
             p99 >= Duration::from_millis(2) && p99 < Duration::from_millis(3),
             "{p99:?}"
         );
-        assert_eq!(v.snapshot("web", "a").p99(), None, "other versions are apart");
+        assert_eq!(
+            v.snapshot("web", "a").p99(),
+            None,
+            "other versions are apart"
+        );
     }
 }

@@ -131,10 +131,16 @@ fn a_rolling_deploy_under_load_fails_no_request_and_rollback_runs_the_stored_rel
     let report = load.stop();
     print("rolling deploy v1 -> v2", &report);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("started web-") && out.contains("draining web-1"), "{out}");
+    assert!(
+        out.contains("started web-") && out.contains("draining web-1"),
+        "{out}"
+    );
     assert!(out.contains("succeeded"), "{out}");
     assert_eq!(report.failed, 0, "{report:?}");
-    assert!(report.bodies.get("v2").copied().unwrap_or(0) > 0, "{report:?}");
+    assert!(
+        report.bodies.get("v2").copied().unwrap_or(0) > 0,
+        "{report:?}"
+    );
     let v2 = versions(&app);
     assert_eq!(v2.len(), INSTANCES);
     assert!(v2.iter().all(|v| v != "boot" && v == &v2[0]), "{v2:?}");
@@ -160,7 +166,10 @@ fn a_rolling_deploy_under_load_fails_no_request_and_rollback_runs_the_stored_rel
     let history = history.as_array().unwrap();
     assert_eq!(history.len(), 3, "{out}");
     assert!(history.iter().all(|d| d["state"] == "succeeded"), "{out}");
-    assert_eq!(history[2]["to"], history[0]["to"], "the rollback went back to v2");
+    assert_eq!(
+        history[2]["to"], history[0]["to"],
+        "the rollback went back to v2"
+    );
 }
 
 #[test]
@@ -172,7 +181,10 @@ fn a_release_that_never_becomes_ready_is_rolled_back_without_a_failed_request() 
     let report = load.stop();
     print("rolling deploy of a crashing release", &report);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("rolled back") && out.contains("crashed"), "{out}");
+    assert!(
+        out.contains("rolled back") && out.contains("crashed"),
+        "{out}"
+    );
     assert_eq!(report.failed, 0, "{report:?}");
     assert_eq!(versions(&app), vec!["boot"; INSTANCES]);
     assert_eq!(report.bodies.keys().collect::<Vec<_>>(), ["v1"]);
@@ -191,7 +203,10 @@ fn a_recreate_deploy_holds_requests_during_the_swap_and_fails_none() {
     assert!(out.contains("holding web's requests"), "{out}");
     assert!(out.contains("released held requests"), "{out}");
     assert_eq!(report.failed, 0, "{report:?}");
-    assert!(report.bodies.get("v2").copied().unwrap_or(0) > 0, "{report:?}");
+    assert!(
+        report.bodies.get("v2").copied().unwrap_or(0) > 0,
+        "{report:?}"
+    );
     assert!(versions(&app).iter().all(|v| v != "boot"));
 }
 
@@ -208,11 +223,16 @@ fn blue_green_shares_traffic_promotes_on_command_and_rolls_back_a_failing_releas
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("awaiting promotion"), "{out}");
     // Both versions answer while the share is on.
-    wait_for("answers from both versions", Duration::from_secs(20), || {
-        let r = load.report();
-        (r.bodies.get("v1").copied().unwrap_or(0) > 0 && r.bodies.get("v2").copied().unwrap_or(0) > 0)
-            .then_some(())
-    });
+    wait_for(
+        "answers from both versions",
+        Duration::from_secs(20),
+        || {
+            let r = load.report();
+            (r.bodies.get("v1").copied().unwrap_or(0) > 0
+                && r.bodies.get("v2").copied().unwrap_or(0) > 0)
+                .then_some(())
+        },
+    );
     let (code, out) = deploy(&app, &["deploy", "promote", "web"]);
     let report = load.stop();
     print("blue-green v1 -> v2, promoted", &report);
@@ -235,8 +255,14 @@ fn blue_green_shares_traffic_promotes_on_command_and_rolls_back_a_failing_releas
     // v3 got its share, and only v3 failed: its own breaker opened, not
     // the one of the version serving the rest.
     assert!(
-        report.failures.iter().any(|f| f.contains("v3 failed as asked")),
+        report
+            .failures
+            .iter()
+            .any(|f| f.contains("v3 failed as asked")),
         "{report:?}"
     );
-    assert!(report.bodies.get("v2").copied().unwrap_or(0) > report.failed, "{report:?}");
+    assert!(
+        report.bodies.get("v2").copied().unwrap_or(0) > report.failed,
+        "{report:?}"
+    );
 }

@@ -72,7 +72,14 @@ pub struct RollbackBody {
 #[derive(OpenApi)]
 #[openapi(
     paths(start, current, promote, abort, rollback, history),
-    components(schemas(DeployBody, RollbackBody, DeployStatus, DeployState, Step, VersionReport))
+    components(schemas(
+        DeployBody,
+        RollbackBody,
+        DeployStatus,
+        DeployState,
+        Step,
+        VersionReport
+    ))
 )]
 struct DeployDoc;
 
@@ -107,8 +114,8 @@ async fn start(
     Path(name): Path<String>,
     Json(body): Json<DeployBody>,
 ) -> Result<(StatusCode, Json<DeployStatus>), Problem> {
-    let strategy = parse_strategy(body.strategy.as_deref())?;
-    let target = resolve(&api, &body.release)?;
+    let strategy = parse_strategy(body.strategy.as_deref()).map_err(|p| *p)?;
+    let target = resolve(&api, &body.release).map_err(|p| *p)?;
     let request = DeployRequest {
         target,
         strategy,
@@ -151,7 +158,10 @@ async fn promote(
     axum::extract::State(api): State,
     Path(name): Path<String>,
 ) -> Result<Json<DeployStatus>, Problem> {
-    api.supervisor.decide(&name, true).map(Json).map_err(problem)
+    api.supervisor
+        .decide(&name, true)
+        .map(Json)
+        .map_err(problem)
 }
 
 /// Aborts a running deploy: it rolls back.
@@ -164,7 +174,10 @@ async fn abort(
     axum::extract::State(api): State,
     Path(name): Path<String>,
 ) -> Result<Json<DeployStatus>, Problem> {
-    api.supervisor.decide(&name, false).map(Json).map_err(problem)
+    api.supervisor
+        .decide(&name, false)
+        .map(Json)
+        .map_err(problem)
 }
 
 /// Deploys the version the current one replaced.
@@ -179,9 +192,9 @@ async fn rollback(
     Path(name): Path<String>,
     Json(body): Json<RollbackBody>,
 ) -> Result<(StatusCode, Json<DeployStatus>), Problem> {
-    let strategy = parse_strategy(body.strategy.as_deref())?;
+    let strategy = parse_strategy(body.strategy.as_deref()).map_err(|p| *p)?;
     let version = api.supervisor.rollback_target(&name).map_err(problem)?;
-    let target = resolve(&api, &version)?;
+    let target = resolve(&api, &version).map_err(|p| *p)?;
     let request = DeployRequest {
         target,
         strategy,
@@ -206,30 +219,36 @@ async fn history(
     api.supervisor.history(&name).map(Json).map_err(problem)
 }
 
-fn parse_strategy(text: Option<&str>) -> Result<Option<Strategy>, Problem> {
+/// The strategy named, if any (boxed: a `Problem` is large).
+fn parse_strategy(text: Option<&str>) -> Result<Option<Strategy>, Box<Problem>> {
     let Some(text) = text else {
         return Ok(None);
     };
     Strategy::parse(text).map(Some).ok_or_else(|| {
-        Problem::bad_request(format!(
-            "unknown strategy {text:?}; use rolling, recreate or blue-green"
-        ))
-        .with_type("urn:mortar:problem:invalid-strategy")
+        Box::new(
+            Problem::bad_request(format!(
+                "unknown strategy {text:?}; use rolling, recreate or blue-green"
+            ))
+            .with_type("urn:mortar:problem:invalid-strategy"),
+        )
     })
 }
 
-fn resolve(api: &DeployApi, release: &str) -> Result<Target, Problem> {
+/// The release `release` names (boxed: a `Problem` is large).
+fn resolve(api: &DeployApi, release: &str) -> Result<Target, Box<Problem>> {
     if release == BOOT_VERSION {
         return Ok(Target::Boot);
     }
     match Ledger::open(&api.data_dir).get(release) {
         Ok(release) => Ok(Target::Release(Box::new(release))),
-        Err(e @ ReleaseError::Unknown { .. }) => Err(Problem::not_found(format!(
-            "{e}; `mortar releases` lists them, `mortar release` records one"
-        ))
-        .with_type("urn:mortar:problem:unknown-release")
-        .with_title("Unknown release")),
-        Err(e) => Err(Problem::internal(e.to_string())),
+        Err(e @ ReleaseError::Unknown { .. }) => Err(Box::new(
+            Problem::not_found(format!(
+                "{e}; `mortar releases` lists them, `mortar release` records one"
+            ))
+            .with_type("urn:mortar:problem:unknown-release")
+            .with_title("Unknown release"),
+        )),
+        Err(e) => Err(Box::new(Problem::internal(e.to_string()))),
     }
 }
 

@@ -25,8 +25,8 @@ mod error;
 mod metrics;
 mod pool;
 mod resolve;
-mod stats;
 pub mod retry;
+mod stats;
 
 pub use breaker::{BreakerLayer, BreakerOpen, BreakerState};
 pub use client::{Client, Fallback, ResponseBody, buffer_request};

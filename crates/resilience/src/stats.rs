@@ -92,7 +92,11 @@ mod tests {
         for ms in latencies_ms {
             buckets[RequestStats::bucket_of(Duration::from_millis(*ms))] += 1;
         }
-        RequestStats { requests, errors, buckets }
+        RequestStats {
+            requests,
+            errors,
+            buckets,
+        }
     }
 
     #[test]
@@ -107,7 +111,10 @@ mod tests {
         assert_eq!((window.requests, window.errors), (100, 10));
         assert!((window.error_rate() - 0.1).abs() < 1e-9);
         let p99 = window.p99().unwrap();
-        assert!(p99 >= Duration::from_millis(2) && p99 < Duration::from_millis(3), "{p99:?}");
+        assert!(
+            p99 >= Duration::from_millis(2) && p99 < Duration::from_millis(3),
+            "{p99:?}"
+        );
         assert_eq!(RequestStats::default().p99(), None);
     }
 

@@ -256,11 +256,7 @@ impl Slot {
                 _ = self.stop.cancelled() => return self.terminate(process).await,
                 _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             }
-            if self
-                .prober
-                .ok(&spec.name, &base, &spec.health.live)
-                .await
-            {
+            if self.prober.ok(&spec.name, &base, &spec.health.live).await {
                 live_failures = 0;
             } else {
                 live_failures += 1;
@@ -272,10 +268,7 @@ impl Slot {
                     return Outcome::Unhealthy(why);
                 }
             }
-            let is_ready = self
-                .prober
-                .ok(&spec.name, &base, &spec.health.ready)
-                .await;
+            let is_ready = self.prober.ok(&spec.name, &base, &spec.health.ready).await;
             let was = self.state();
             let now = if is_ready {
                 InstanceState::Ready

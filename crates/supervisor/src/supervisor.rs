@@ -402,7 +402,10 @@ impl Supervisor {
     pub(crate) fn start_instance(&self, index: usize, revision: &Arc<Revision>) -> Option<String> {
         let service = &self.services[index];
         let stop = lock(&service.stop).clone();
-        let handle = service.slots.iter().find(|slot| lock(&slot.task).is_none())?;
+        let handle = service
+            .slots
+            .iter()
+            .find(|slot| lock(&slot.task).is_none())?;
         let mut task = lock(&handle.task);
         // A slot launched again starts with a fresh status, keeping its
         // restart count.
@@ -618,7 +621,9 @@ impl Supervisor {
     /// Stops one service (all its instances, drained), leaving the others
     /// running; an operator's `mortar stop <service>`.
     pub async fn stop_service(&self, name: &str) -> Result<ServiceStatus, UnknownService> {
-        let index = self.index_of(name).ok_or_else(|| self.unknown_service(name))?;
+        let index = self
+            .index_of(name)
+            .ok_or_else(|| self.unknown_service(name))?;
         self.stop_index(index).await;
         Ok(self.service_status(&self.services[index]))
     }
@@ -626,7 +631,9 @@ impl Supervisor {
     /// Starts a stopped service again and waits until it settles; a running
     /// service is left as it is.
     pub async fn start_service(&self, name: &str) -> Result<ServiceStatus, UnknownService> {
-        let index = self.index_of(name).ok_or_else(|| self.unknown_service(name))?;
+        let index = self
+            .index_of(name)
+            .ok_or_else(|| self.unknown_service(name))?;
         let service = &self.services[index];
         let lifecycle = service.lifecycle.lock().await;
         let running = service.slots.iter().any(|slot| lock(&slot.task).is_some());

@@ -57,14 +57,22 @@ impl ConstantLoad {
                             }
                             Ok((status, body)) => {
                                 report.failed += 1;
-                                *report.failure_kinds.entry(status.as_u16().to_string()).or_default() += 1;
-                                if report.failures.len() < 5 || status.as_u16() != 500 && report.failures.len() < 8 {
+                                *report
+                                    .failure_kinds
+                                    .entry(status.as_u16().to_string())
+                                    .or_default() += 1;
+                                if report.failures.len() < 5
+                                    || status.as_u16() != 500 && report.failures.len() < 8
+                                {
                                     report.failures.push(format!("{status}: {body}"));
                                 }
                             }
                             Err(e) => {
                                 report.failed += 1;
-                                *report.failure_kinds.entry("transport".to_owned()).or_default() += 1;
+                                *report
+                                    .failure_kinds
+                                    .entry("transport".to_owned())
+                                    .or_default() += 1;
                                 if report.failures.len() < 5 {
                                     report.failures.push(e.to_string());
                                 }

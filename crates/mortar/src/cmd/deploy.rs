@@ -120,7 +120,11 @@ async fn follow(
             print!("\r\x1b[K");
         }
         for step in status.steps.iter().skip(shown) {
-            println!("[{:>7.2}s] {}", step.elapsed_ms as f64 / 1000.0, step.message);
+            println!(
+                "[{:>7.2}s] {}",
+                step.elapsed_ms as f64 / 1000.0,
+                step.message
+            );
         }
         shown = status.steps.len();
         if status.state.is_finished()

@@ -110,16 +110,25 @@ mod tests {
     fn a_version_as_good_as_the_old_one_is_promoted() {
         let ms = Duration::from_millis;
         let old = window(900, 9, ms(40));
-        assert_eq!(judge(&old, &window(100, 1, ms(40)), &spec()), Verdict::Promote);
+        assert_eq!(
+            judge(&old, &window(100, 1, ms(40)), &spec()),
+            Verdict::Promote
+        );
         // Within the margins: +0.9 points, +26% p99.
-        assert_eq!(judge(&old, &window(100, 2, ms(50)), &spec()), Verdict::Promote);
+        assert_eq!(
+            judge(&old, &window(100, 2, ms(50)), &spec()),
+            Verdict::Promote
+        );
     }
 
     #[test]
     fn too_few_requests_wait_for_more() {
         let old = window(900, 0, Duration::from_millis(1));
         let v = judge(&old, &window(19, 0, Duration::from_millis(1)), &spec());
-        assert!(matches!(v, Verdict::Wait(ref why) if why.contains("19 of the 20")), "{v:?}");
+        assert!(
+            matches!(v, Verdict::Wait(ref why) if why.contains("19 of the 20")),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -136,7 +145,10 @@ mod tests {
     fn a_slower_version_rolls_back_but_sub_millisecond_noise_does_not() {
         let ms = Duration::from_millis;
         let v = judge(&window(900, 0, ms(40)), &window(100, 0, ms(90)), &spec());
-        assert!(matches!(v, Verdict::RollBack(ref why) if why.contains("p99")), "{v:?}");
+        assert!(
+            matches!(v, Verdict::RollBack(ref why) if why.contains("p99")),
+            "{v:?}"
+        );
         let us = Duration::from_micros;
         assert_eq!(
             judge(&window(900, 0, us(300)), &window(100, 0, us(2000)), &spec()),

@@ -58,8 +58,7 @@ pub(crate) async fn run(run: &Run<'_>, manual: bool) -> Result<(), String> {
         }
         Err(why) => {
             run.traffic.set_split(service, vec![(old.clone(), 100)]);
-            run.deployment
-                .step(format!("all traffic back to {old}"));
+            run.deployment.step(format!("all traffic back to {old}"));
             run.deployment.update(|s| s.state = DeployState::Running);
             let new_ids = run.ids(true);
             run.stop_all(&new_ids).await;
@@ -72,14 +71,8 @@ pub(crate) async fn run(run: &Run<'_>, manual: bool) -> Result<(), String> {
 /// Both versions' statistics since `start`, recorded in the status.
 fn report(run: &Run<'_>, start: &(RequestStats, RequestStats)) -> (RequestStats, RequestStats) {
     let service = run.service();
-    let old = run
-        .traffic
-        .stats(service, &run.old.version)
-        .since(&start.0);
-    let new = run
-        .traffic
-        .stats(service, &run.new.version)
-        .since(&start.1);
+    let old = run.traffic.stats(service, &run.old.version).since(&start.0);
+    let new = run.traffic.stats(service, &run.new.version).since(&start.1);
     let reports = vec![
         VersionReport::new(&run.old.version, &old),
         VersionReport::new(&run.new.version, &new),
@@ -149,7 +142,8 @@ async fn analyse(run: &Run<'_>) -> Result<(), String> {
 async fn await_operator(run: &Run<'_>) -> Result<(), String> {
     let start = snapshot(run);
     let mut control = run.deployment.control();
-    run.deployment.update(|s| s.state = DeployState::AwaitingPromotion);
+    run.deployment
+        .update(|s| s.state = DeployState::AwaitingPromotion);
     let service = run.service();
     run.deployment.step(format!(
         "awaiting an operator: `mortar deploy promote {service}` or `mortar deploy abort {service}`"

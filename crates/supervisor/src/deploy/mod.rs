@@ -187,7 +187,9 @@ pub enum DeployError {
     #[error(transparent)]
     UnknownService(#[from] UnknownService),
     /// Another deploy of the service is running.
-    #[error("a deploy of {service} is already running (#{id}); wait for it or run `mortar deploy abort {service}`")]
+    #[error(
+        "a deploy of {service} is already running (#{id}); wait for it or run `mortar deploy abort {service}`"
+    )]
     InProgress {
         /// The service.
         service: String,
@@ -217,7 +219,9 @@ pub enum DeployError {
         program: String,
     },
     /// `promote`/`abort` without a deploy waiting for it.
-    #[error("{service} has no deploy awaiting promotion; `mortar deploy {service} --strategy blue-green --manual` starts one")]
+    #[error(
+        "{service} has no deploy awaiting promotion; `mortar deploy {service} --strategy blue-green --manual` starts one"
+    )]
     NotAwaiting {
         /// The service.
         service: String,
@@ -229,7 +233,9 @@ pub enum DeployError {
         service: String,
     },
     /// Nothing earlier to roll back to.
-    #[error("{service} runs {version}, which no successful deploy put there; nothing to roll back to (see `mortar history {service}`)")]
+    #[error(
+        "{service} runs {version}, which no successful deploy put there; nothing to roll back to (see `mortar history {service}`)"
+    )]
     NothingToRollBack {
         /// The service.
         service: String,
@@ -294,8 +300,7 @@ impl Supervisor {
                     id: running.status().id,
                 });
             }
-            let last_in_history = read_history(&self.data_dir, None)
-                ?
+            let last_in_history = read_history(&self.data_dir, None)?
                 .last()
                 .map_or(0, |d| d.id);
             let last_here = deploys.values().map(|d| d.status().id).max().unwrap_or(0);
@@ -377,12 +382,12 @@ impl Supervisor {
         match &outcome {
             Ok(()) => {
                 *lock(&runtime.current) = revision.clone();
-                deployment.step(format!("{} now runs {}", runtime.spec.name, revision.version));
+                deployment.step(format!(
+                    "{} now runs {}",
+                    runtime.spec.name, revision.version
+                ));
             }
-            Err(reason) => deployment.step(format!(
-                "rolled back to {}: {reason}",
-                old.version
-            )),
+            Err(reason) => deployment.step(format!("rolled back to {}: {reason}", old.version)),
         }
         deployment.update(|s| {
             s.state = match outcome {
@@ -414,7 +419,9 @@ impl Supervisor {
         self.index_of(service)
             .ok_or_else(|| self.unknown_service(service))?;
         let deploys = lock(&self.deploys);
-        let deployment = deploys.get(service).filter(|d| !d.status().state.is_finished());
+        let deployment = deploys
+            .get(service)
+            .filter(|d| !d.status().state.is_finished());
         let Some(deployment) = deployment else {
             return Err(if promote {
                 DeployError::NotAwaiting {
@@ -477,7 +484,10 @@ impl Supervisor {
             .iter()
             .filter_map(|s| {
                 let index = self.index_of(&s.name)?;
-                Some((s.name.clone(), lock(&self.runtime(index).current).version.clone()))
+                Some((
+                    s.name.clone(),
+                    lock(&self.runtime(index).current).version.clone(),
+                ))
             })
             .collect()
     }
@@ -576,7 +586,10 @@ impl Run<'_> {
     /// The ids of the running instances of the new (`true`) or old revision.
     pub(crate) fn ids(&self, new: bool) -> Vec<String> {
         let (n, o) = self.instances();
-        (if new { n } else { o }).into_iter().map(|s| s.id).collect()
+        (if new { n } else { o })
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
     }
 
     /// Undo: stop every new instance, bring the old revision back to the

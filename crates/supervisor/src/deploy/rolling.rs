@@ -50,9 +50,9 @@ pub(crate) async fn run(run: &Run<'_>) -> Result<(), String> {
             .count();
         // An old instance may go when what stays available is enough.
         if let Some(victim) = old.iter().max_by_key(|i| i.state == InstanceState::Ready)
-            && (old_ready + available.len()).saturating_sub(usize::from(
-                victim.state == InstanceState::Ready,
-            )) >= desired.saturating_sub(unavailable)
+            && (old_ready + available.len())
+                .saturating_sub(usize::from(victim.state == InstanceState::Ready))
+                >= desired.saturating_sub(unavailable)
         {
             run.stop(&victim.id).await;
             progress_at = Instant::now();

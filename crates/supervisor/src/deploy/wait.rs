@@ -109,7 +109,11 @@ mod tests {
         let ready = [inst("web-3", InstanceState::Ready, 0)];
         assert_eq!(a.observe(&ready, Duration::ZERO).unwrap(), ["web-3"]);
         let mut a = Availability::default();
-        assert!(a.observe(&ready, Duration::from_secs(60)).unwrap().is_empty());
+        assert!(
+            a.observe(&ready, Duration::from_secs(60))
+                .unwrap()
+                .is_empty()
+        );
         let starting = [inst("web-3", InstanceState::Starting, 0)];
         assert!(a.observe(&starting, Duration::ZERO).unwrap().is_empty());
     }
@@ -122,7 +126,10 @@ mod tests {
         let err = a
             .observe(&[inst("web-3", InstanceState::Backoff, 3)], Duration::ZERO)
             .unwrap_err();
-        assert!(err.contains("web-3 crashed") && err.contains("exit status 3"), "{err}");
+        assert!(
+            err.contains("web-3 crashed") && err.contains("exit status 3"),
+            "{err}"
+        );
         let err = Availability::default()
             .observe(&[inst("web-4", InstanceState::Failed, 0)], Duration::ZERO)
             .unwrap_err();
