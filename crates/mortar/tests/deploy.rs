@@ -170,6 +170,30 @@ fn a_rolling_deploy_under_load_fails_no_request_and_rollback_runs_the_stored_rel
         history[2]["to"], history[0]["to"],
         "the rollback went back to v2"
     );
+
+    // A restarted node runs what was deployed, not what is on disk (v3).
+    let App {
+        _dir: keep,
+        dir,
+        mut node,
+        ..
+    } = app;
+    node.stop();
+    let node = RunningNode::start(&dir.join("mortar.toml"), &dir.join("data"));
+    node.wait_ready("web", INSTANCES);
+    let url = format!("{}/version", node.gateway_url());
+    wait_for("v2 after the restart", Duration::from_secs(30), || {
+        let text = reqwest::blocking::get(&url).ok()?.text().ok()?;
+        (text.trim() == "v2").then_some(())
+    });
+    assert!(
+        node.output()
+            .iter()
+            .any(|l| l.contains("runs the release its last deploy put there")),
+        "the node says why"
+    );
+    drop(node);
+    drop(keep);
 }
 
 #[test]

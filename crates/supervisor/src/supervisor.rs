@@ -309,10 +309,11 @@ impl Supervisor {
                 source,
             })?;
             let boot = Arc::new(Revision::boot(&manifest, spec, &env));
+            let deployed = crate::deploy::deployed_revision(&options.data_dir, &boot, &env);
             services.push(ServiceRuntime {
                 outbox_dir,
                 spec: boot.spec.clone(),
-                current: Mutex::new(boot.clone()),
+                current: Mutex::new(deployed.unwrap_or_else(|| boot.clone())),
                 boot,
                 base_env: env,
                 secrets: Arc::new(secrets),

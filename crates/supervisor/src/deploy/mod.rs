@@ -615,6 +615,52 @@ impl Run<'_> {
     }
 }
 
+/// The release a finished deploy left `boot`'s service running, if any: a
+/// node restart keeps running what was deployed, not what is on disk. A
+/// release that cannot be run any more (its stored files changed) is
+/// logged and the boot revision runs instead.
+pub(crate) fn deployed_revision(
+    data_dir: &std::path::Path,
+    boot: &Arc<Revision>,
+    base_env: &std::collections::BTreeMap<String, String>,
+) -> Option<Arc<Revision>> {
+    let service = &boot.spec.name;
+    let history = match read_history(data_dir, Some(service)) {
+        Ok(history) => history,
+        Err(e) => {
+            tracing::error!(managed_service = %service, error = %e, "cannot read the deploy history; starting from the manifest");
+            return None;
+        }
+    };
+    let last = history
+        .iter()
+        .rev()
+        .find(|d| d.state == DeployState::Succeeded)?;
+    if last.to == BOOT_VERSION {
+        return None;
+    }
+    let ledger = Ledger::open(data_dir);
+    let revision = ledger
+        .get(&last.to)
+        .map_err(RevisionError::from)
+        .and_then(|release| Revision::from_release(&ledger, &release, &boot.spec, base_env));
+    match revision {
+        Ok(revision) => {
+            tracing::info!(
+                managed_service = %service,
+                version = %revision.version,
+                deploy = last.id,
+                "runs the release its last deploy put there; `mortar deploy {service}` deploys what is on disk"
+            );
+            Some(Arc::new(revision))
+        }
+        Err(e) => {
+            tracing::error!(managed_service = %service, release = %last.to, error = %e, "cannot run the deployed release; starting from the manifest");
+            None
+        }
+    }
+}
+
 /// The version label of `target`, as instances register it.
 pub fn target_version(target: &Target) -> &str {
     match target {
