@@ -101,15 +101,14 @@ mod tests {
         }
         let window = v.snapshot("web", "b").since(&start);
         assert_eq!((window.requests, window.errors), (100, 10));
-        assert!((window.error_rate() - 0.1).abs() < 1e-9);
-        let p99 = window.p99().unwrap();
-        assert!(
-            p99 >= Duration::from_millis(2) && p99 < Duration::from_millis(3),
-            "{p99:?}"
-        );
+        assert_eq!(window.buckets.iter().sum::<u64>(), 100);
         assert_eq!(
-            v.snapshot("web", "a").p99(),
-            None,
+            v.snapshot("web", "a"),
+            RequestStats {
+                requests: 0,
+                errors: 0,
+                buckets: vec![0; window.buckets.len()]
+            },
             "other versions are apart"
         );
     }

@@ -213,24 +213,16 @@ impl AdminClient {
         service: &str,
         action: &str,
     ) -> Result<mortar_supervisor::ServiceStatus, ClientError> {
-        let resp = self
-            .post(&format!("/v1/services/{service}/{action}"))
-            .await?;
-        let url = resp.url().to_string();
-        resp.json().await.map_err(|e| ClientError::Protocol {
-            url,
-            message: e.to_string(),
-        })
+        self.json(
+            &format!("/v1/services/{service}/{action}"),
+            Some(&serde_json::json!({})),
+        )
+        .await
     }
 
     /// Topics, groups, backlog and lag of the node's bus (`/v1/bus/stats`).
     pub async fn bus_stats(&self) -> Result<serde_json::Value, ClientError> {
-        let resp = self.get("/v1/bus/stats").await?;
-        let url = resp.url().to_string();
-        resp.json().await.map_err(|e| ClientError::Protocol {
-            url,
-            message: e.to_string(),
-        })
+        self.json("/v1/bus/stats", None).await
     }
 
     /// Moves up to `max` dead letters of `topic` back into it; returns how many.
@@ -251,12 +243,7 @@ impl AdminClient {
 
     /// The node's status document.
     pub async fn status(&self) -> Result<StatusDoc, ClientError> {
-        let resp = self.get("/v1/status").await?;
-        let url = resp.url().to_string();
-        resp.json().await.map_err(|e| ClientError::Protocol {
-            url,
-            message: e.to_string(),
-        })
+        self.json("/v1/status", None).await
     }
 
     /// Streams log lines to `on_line`: the last `tail` lines, then, with
