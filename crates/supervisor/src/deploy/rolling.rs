@@ -48,8 +48,9 @@ pub(crate) async fn run(run: &Run<'_>) -> Result<(), String> {
             .iter()
             .filter(|i| i.state == InstanceState::Ready)
             .count();
-        // An old instance may go when what stays available is enough.
-        if let Some(victim) = old.iter().max_by_key(|i| i.state == InstanceState::Ready)
+        // An old instance may go when what stays available is enough; one
+        // that is not ready goes first, as it serves nothing.
+        if let Some(victim) = old.iter().min_by_key(|i| i.state == InstanceState::Ready)
             && (old_ready + available.len())
                 .saturating_sub(usize::from(victim.state == InstanceState::Ready))
                 >= desired.saturating_sub(unavailable)
