@@ -290,3 +290,44 @@ fn blue_green_shares_traffic_promotes_on_command_and_rolls_back_a_failing_releas
         "{report:?}"
     );
 }
+
+#[test]
+fn bad_deploy_commands_name_the_problem_and_change_nothing() {
+    let app = start();
+    let cases: [(&[&str], &str); 6] = [
+        (&["deploy", "nope"], "unknown service \"nope\""),
+        (
+            &["deploy", "web", "--release", "ffffffff"],
+            "mortar releases",
+        ),
+        (
+            &["deploy", "web", "--strategy", "canary"],
+            "use rolling, recreate or blue-green",
+        ),
+        (
+            &["deploy", "promote", "web"],
+            "no deploy awaiting promotion",
+        ),
+        (&["rollback", "web"], "nothing to roll back to"),
+        (&["deploy", "web", "--release", "boot"], "already runs boot"),
+    ];
+    for (args, expected) in cases {
+        let (code, out) = deploy(&app, args);
+        assert_eq!(code, 1, "{args:?}: {out}");
+        let line = out.lines().last().unwrap_or_default();
+        assert!(
+            line.starts_with("error: ") && line.contains(expected),
+            "{args:?}: {out}"
+        );
+    }
+    assert_eq!(versions(&app), vec!["boot"; INSTANCES]);
+    let (_, out, _) = app.node.cli(&["releases", "--json"]);
+    assert_eq!(
+        out.trim(),
+        "[]",
+        "no release was recorded for a bad command"
+    );
+    let (code, out, _) = app.node.cli(&["history", "web"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no finished deploys"), "{out}");
+}

@@ -242,11 +242,9 @@ fn resolve(api: &DeployApi, release: &str) -> Result<Target, Box<Problem>> {
     match Ledger::open(&api.data_dir).get(release) {
         Ok(release) => Ok(Target::Release(Box::new(release))),
         Err(e @ ReleaseError::Unknown { .. }) => Err(Box::new(
-            Problem::not_found(format!(
-                "{e}; `mortar releases` lists them, `mortar release` records one"
-            ))
-            .with_type("urn:mortar:problem:unknown-release")
-            .with_title("Unknown release"),
+            Problem::not_found(e.to_string())
+                .with_type("urn:mortar:problem:unknown-release")
+                .with_title("Unknown release"),
         )),
         Err(e) => Err(Box::new(Problem::internal(e.to_string()))),
     }

@@ -28,6 +28,12 @@ pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         let status = client.deploy_decide(&service, decision).await?;
         return follow(&client, status, false).await;
     }
+    // Checked before a release is recorded: bad input changes nothing.
+    if let Some(strategy) = &args.strategy
+        && mortar_manifest::Strategy::parse(strategy).is_none()
+    {
+        anyhow::bail!("unknown strategy {strategy:?}; use rolling, recreate or blue-green");
+    }
     let release = match args.release {
         Some(release) => release,
         None => {
@@ -35,6 +41,14 @@ pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
                 Ok(manifest) => manifest,
                 Err(code) => return Ok(code),
             };
+            if manifest.service(&service).is_none() {
+                let known: Vec<&str> = manifest.services.iter().map(|s| s.name.as_str()).collect();
+                anyhow::bail!(
+                    "unknown service {service:?}; {} has: {}",
+                    target.manifest.file.display(),
+                    known.join(", ")
+                );
+            }
             let data_dir = super::data_dir(&target.manifest.file, target.node.data_dir.as_ref());
             let (release, new) = Ledger::open(&data_dir)
                 .record(&manifest)
