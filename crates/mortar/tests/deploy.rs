@@ -13,16 +13,32 @@ use mortar_test_support::{RunningNode, binary, wait_for};
 
 const INSTANCES: usize = 2;
 
-/// The service's program: the fixture answering `version` on `/version`,
-/// failing `fail_percent`% of them; `crash` makes it exit at once.
-fn write_program(dir: &Path, version: &str, fail_percent: u32, crash: bool) {
-    let body = if crash {
-        "#!/bin/sh\necho 'this release crashes at start' >&2\nexit 3\n".to_owned()
-    } else {
-        format!(
+/// How a release of the test service behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    /// Answers; fails this percentage of requests.
+    Serves(u32),
+    /// Exits at once.
+    Crashes,
+    /// Runs but never reports ready.
+    NeverReady,
+}
+
+/// The service's program: the fixture answering `version` on `/version`.
+fn write_program(dir: &Path, version: &str, behaviour: Behaviour) {
+    let fixture = binary("fixture-service");
+    let body = match behaviour {
+        Behaviour::Crashes => {
+            "#!/bin/sh\necho 'this release crashes at start' >&2\nexit 3\n".to_owned()
+        }
+        Behaviour::Serves(fail_percent) => format!(
             "#!/bin/sh\nexec env FIXTURE_VERSION={version} FIXTURE_FAIL_PERCENT={fail_percent} {}\n",
-            binary("fixture-service").display()
-        )
+            fixture.display()
+        ),
+        Behaviour::NeverReady => format!(
+            "#!/bin/sh\nexec env FIXTURE_VERSION={version} FIXTURE_NEVER_READY=1 {}\n",
+            fixture.display()
+        ),
     };
     let path = dir.join("svc");
     let partial = dir.join("svc.partial");
@@ -32,7 +48,7 @@ fn write_program(dir: &Path, version: &str, fail_percent: u32, crash: bool) {
     std::fs::rename(partial, path).unwrap();
 }
 
-fn write_manifest(dir: &Path) {
+fn write_manifest(dir: &Path, progress_deadline: &str) {
     std::fs::write(
         dir.join("mortar.toml"),
         format!(
@@ -49,7 +65,7 @@ startup_timeout = "20s"
 [services.web.deploy]
 min_ready = "300ms"
 drain_delay = "300ms"
-progress_deadline = "20s"
+progress_deadline = "{progress_deadline}"
 hold_timeout = "15s"
 traffic_share = 30
 analysis = "2s"
@@ -73,10 +89,14 @@ struct App {
 }
 
 fn start() -> App {
+    start_with("20s")
+}
+
+fn start_with(progress_deadline: &str) -> App {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
-    write_program(&path, "v1", 0, false);
-    write_manifest(&path);
+    write_program(&path, "v1", Behaviour::Serves(0));
+    write_manifest(&path, progress_deadline);
     let node = RunningNode::start(&path.join("mortar.toml"), &path.join("data"));
     node.wait_ready("web", INSTANCES);
     let url = format!("{}/version", node.gateway_url());
@@ -125,7 +145,7 @@ fn start_load(app: &App) -> ConstantLoad {
 fn a_rolling_deploy_under_load_fails_no_request_and_rollback_runs_the_stored_release() {
     let app = start();
     let load = start_load(&app);
-    write_program(&app.dir, "v2", 0, false);
+    write_program(&app.dir, "v2", Behaviour::Serves(0));
     let (code, out) = deploy(&app, &["deploy", "web", "--strategy", "rolling"]);
     std::thread::sleep(Duration::from_millis(500));
     let report = load.stop();
@@ -147,7 +167,7 @@ fn a_rolling_deploy_under_load_fails_no_request_and_rollback_runs_the_stored_rel
 
     // v3 goes out, then `mortar rollback` brings v2 back although the
     // program on disk is v3 now: the release's stored copy runs.
-    write_program(&app.dir, "v3", 0, false);
+    write_program(&app.dir, "v3", Behaviour::Serves(0));
     let (code, out) = deploy(&app, &["deploy", "web"]);
     assert_eq!(code, 0, "{out}");
     let load = start_load(&app);
@@ -200,7 +220,7 @@ fn a_rolling_deploy_under_load_fails_no_request_and_rollback_runs_the_stored_rel
 fn a_release_that_never_becomes_ready_is_rolled_back_without_a_failed_request() {
     let app = start();
     let load = start_load(&app);
-    write_program(&app.dir, "broken", 0, true);
+    write_program(&app.dir, "broken", Behaviour::Crashes);
     let (code, out) = deploy(&app, &["deploy", "web", "--strategy", "rolling"]);
     let report = load.stop();
     print("rolling deploy of a crashing release", &report);
@@ -218,7 +238,7 @@ fn a_release_that_never_becomes_ready_is_rolled_back_without_a_failed_request() 
 fn a_recreate_deploy_holds_requests_during_the_swap_and_fails_none() {
     let app = start();
     let load = start_load(&app);
-    write_program(&app.dir, "v2", 0, false);
+    write_program(&app.dir, "v2", Behaviour::Serves(0));
     let (code, out) = deploy(&app, &["deploy", "web", "--strategy", "recreate"]);
     std::thread::sleep(Duration::from_millis(500));
     let report = load.stop();
@@ -239,7 +259,7 @@ fn blue_green_shares_traffic_promotes_on_command_and_rolls_back_a_failing_releas
     let app = start();
     // A good release, promoted by an operator.
     let load = start_load(&app);
-    write_program(&app.dir, "v2", 0, false);
+    write_program(&app.dir, "v2", Behaviour::Serves(0));
     let (code, out) = deploy(
         &app,
         &["deploy", "web", "--strategy", "blue-green", "--manual"],
@@ -269,7 +289,7 @@ fn blue_green_shares_traffic_promotes_on_command_and_rolls_back_a_failing_releas
 
     // A release failing half its requests: the analysis rolls it back.
     let load = start_load(&app);
-    write_program(&app.dir, "v3", 50, false);
+    write_program(&app.dir, "v3", Behaviour::Serves(50));
     let (code, out) = deploy(&app, &["deploy", "web", "--strategy", "blue-green"]);
     let report = load.stop();
     print("blue-green v2 -> v3 (failing)", &report);
@@ -330,4 +350,21 @@ fn bad_deploy_commands_name_the_problem_and_change_nothing() {
     let (code, out, _) = app.node.cli(&["history", "web"]);
     assert_eq!(code, 0);
     assert!(out.contains("no finished deploys"), "{out}");
+}
+
+#[test]
+fn a_release_that_runs_but_never_becomes_ready_is_rolled_back_at_the_progress_deadline() {
+    let app = start_with("3s");
+    let load = start_load(&app);
+    write_program(&app.dir, "stuck", Behaviour::NeverReady);
+    let (code, out) = deploy(&app, &["deploy", "web", "--strategy", "rolling"]);
+    let report = load.stop();
+    print(
+        "rolling deploy of a release that never becomes ready",
+        &report,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("progress deadline of 3s"), "{out}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(versions(&app), vec!["boot"; INSTANCES]);
 }

@@ -4,6 +4,8 @@
 //!   during shutdown);
 //! - `FIXTURE_EXIT_AT_START=<code>` makes it exit with that code before
 //!   binding (crash loops, configuration failures);
+//! - `FIXTURE_NEVER_READY=1` keeps `/health/ready` failing (a release
+//!   that starts but never becomes ready);
 //! - `FIXTURE_NEEDS` is a required variable when `FIXTURE_REQUIRE=1`;
 //! - `GET /version` answers `FIXTURE_VERSION`, or 500 for
 //!   `FIXTURE_FAIL_PERCENT` percent of requests (a bad release for deploy
@@ -31,6 +33,11 @@ fn main() -> ExitCode {
     mortar_sdk::run("fixture", |ctx| async move {
         if ctx.env().raw("FIXTURE_REQUIRE") == Some("1") {
             let _: String = ctx.env().required("FIXTURE_NEEDS", "any text")?;
+        }
+        if ctx.env().raw("FIXTURE_NEVER_READY") == Some("1") {
+            ctx.readiness().add_check("fixture", || async {
+                Err("FIXTURE_NEVER_READY is set".to_owned())
+            });
         }
         if let Some(subscription) = ctx.env().raw("FIXTURE_CONSUME") {
             consume(&ctx, subscription)?;
