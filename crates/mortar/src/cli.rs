@@ -43,6 +43,9 @@ pub(crate) enum Command {
     Rollback(RollbackArgs),
     /// The finished deploys of one service, oldest first.
     History(HistoryArgs),
+    /// Break the running application on purpose: kill or pause an instance, or run a scripted scenario that prints a scorecard.
+    #[command(subcommand)]
+    Chaos(ChaosCommand),
     /// Projections (read models) of the running node's services: where they are, rebuild one.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
@@ -354,6 +357,47 @@ pub(crate) struct ServiceArgs {
     pub(crate) service: String,
     #[command(flatten)]
     pub(crate) target: TargetArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ChaosCommand {
+    /// SIGKILL an instance (`catalog-2`, or a service name for its first instance); prints how long its service took to be fully ready again.
+    Kill(ChaosTargetArgs),
+    /// SIGSTOP an instance for --seconds, then SIGCONT it.
+    Pause(ChaosPauseArgs),
+    /// Drive the shop through its gateway (a client that never retries) while a scripted sequence of faults plays; print the scorecard; exit 1 if anything acknowledged was lost.
+    Run(ChaosRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosTargetArgs {
+    /// An instance id, or a service name (its first running instance).
+    pub(crate) target: String,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosPauseArgs {
+    /// An instance id, or a service name (its first running instance).
+    pub(crate) target: String,
+    /// How long the process stays stopped.
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) seconds: f64,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosRunArgs {
+    /// The scenario (`default`).
+    #[arg(default_value = "default")]
+    pub(crate) scenario: String,
+    /// Print the scorecard as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
 }
 
 /// `mortar deploy <service> …`, or `mortar deploy promote|abort <service>`.

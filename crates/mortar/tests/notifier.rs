@@ -4,79 +4,12 @@
 //! nothing when it is killed -9 in the middle.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mortar_test_support::{RunningNode, binary, wait_for};
+use mortar_test_support::shop::{self, notifier_script};
+use mortar_test_support::wait_for;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
-
-fn notifier_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/shop/notifier/notifier.py")
-        .canonicalize()
-        .unwrap()
-}
-
-fn start(dir: &Path) -> RunningNode {
-    let manifest = dir.join("mortar.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"
-[app]
-name = "notifyshop"
-
-[services.ordering]
-command = ["{ordering}"]
-
-[services.identity]
-command = ["{identity}"]
-
-[services.notifier]
-command = ["python3", "{notifier}"]
-callers = ["gateway"]
-
-[services.notifier.autoscale]
-max = 2
-subscription = {{ topic = "orders", group = "notifier" }}
-target_backlog = 100
-
-[bus]
-topics = ["orders"]
-
-[gateway.auth]
-issuer_service = "identity"
-
-[[gateway.routes]]
-prefix = "/v1/orders"
-service = "ordering"
-authenticated = true
-scopes = ["orders"]
-
-[[gateway.routes]]
-prefix = "/v1/notifications"
-service = "notifier"
-authenticated = true
-scopes = ["orders"]
-
-[[gateway.routes]]
-prefix = "/v1/identity"
-service = "identity"
-public = true
-"#,
-            ordering = binary("ordering").display(),
-            identity = binary("identity").display(),
-            notifier = notifier_script().display(),
-        ),
-    )
-    .unwrap();
-    let node = RunningNode::start(&manifest, &dir.join("data"));
-    for service in ["ordering", "identity", "notifier"] {
-        node.wait_ready(service, 1);
-    }
-    node
-}
 
 fn call(http: &Client, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
     let mut req = match &body {
@@ -163,7 +96,7 @@ fn notifications(http: &Client, gateway: &str, token: &str) -> Vec<Value> {
 #[test]
 fn every_order_is_notified_once_also_across_a_kill_9_of_the_python_service() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path());
+    let node = shop::start(dir.path(), "notifyshop");
     let gateway = node.gateway_url();
     let http = Client::builder()
         .timeout(Duration::from_secs(30))

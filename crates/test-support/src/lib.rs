@@ -18,6 +18,7 @@ pub mod openssl;
 pub mod pgproxy;
 pub mod registry;
 pub mod service;
+pub mod shop;
 pub mod stores;
 pub mod tls;
 pub mod wait;

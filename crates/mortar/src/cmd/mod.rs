@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod bus;
+mod chaos;
 mod check;
 mod deploy;
 mod logs;
@@ -44,6 +45,7 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Deploy(args) => runtime()?.block_on(deploy::run(args)),
         Command::Rollback(args) => runtime()?.block_on(deploy::rollback(args)),
         Command::History(args) => runtime()?.block_on(deploy::history(args)),
+        Command::Chaos(command) => runtime()?.block_on(chaos::run(command)),
         Command::Projections(ProjectionsCommand::Status(args)) => {
             runtime()?.block_on(projections::status(args))
         }
