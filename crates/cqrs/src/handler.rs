@@ -5,6 +5,12 @@
 //! between our load and our append. Deciding again on the new state either
 //! succeeds (the commands did not really clash) or returns the domain error
 //! the rules give for the new state — never a lost update.
+//!
+//! An append the store reports as [`StoreError::NotCommitted`] (the
+//! connection dropped before the commit) is known not to have happened, so
+//! it is tried again the same way, after a short pause for the store to
+//! reconnect. [`StoreError::OutcomeUnknown`] is not: the events may be
+//! there, and deciding again could apply the command twice.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -56,6 +62,10 @@ pub struct Executed<A: Aggregate> {
     /// How many conflicts were retried.
     pub retries: u32,
 }
+
+/// The pause before retrying a command whose append was not committed,
+/// times the attempt: the store's session reconnects meanwhile.
+const NOT_COMMITTED_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Runs commands against aggregates of type `A`; cheap to clone.
 pub struct CommandHandler<A: Aggregate> {
@@ -208,6 +218,10 @@ impl<A: Aggregate> CommandHandler<A> {
                     // Let the winner's neighbours through before deciding again.
                     tokio::task::yield_now().await;
                 }
+                Err(e @ StoreError::NotCommitted(_)) if attempt < self.max_attempts => {
+                    tracing::info!(stream_id, attempt, error = %e, "append not committed; trying the command again");
+                    tokio::time::sleep(NOT_COMMITTED_PAUSE * attempt).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -236,5 +250,149 @@ impl<A: Aggregate> CommandHandler<A> {
         if let Err(e) = self.store.save_snapshot(snapshot).await {
             tracing::warn!(stream_id, error = %e, "cannot save a snapshot");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+    use mortar_eventstore::{Appended, EventSource, PendingMessage, RecordedEvent};
+    use serde::{Deserialize, Serialize};
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::DomainEvent;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Counter {
+        total: i64,
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum Ev {
+        Added { n: i64 },
+    }
+
+    impl DomainEvent for Ev {}
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    impl Aggregate for Counter {
+        const TYPE: &'static str = "counter";
+        type Command = i64;
+        type Event = Ev;
+        type Error = Never;
+        fn decide(&self, n: &i64) -> Result<Vec<Ev>, Never> {
+            Ok(vec![Ev::Added { n: *n }])
+        }
+        fn apply(&mut self, Ev::Added { n }: &Ev) {
+            self.total += n;
+        }
+    }
+
+    /// A store whose first `failures` appends fail with `error` and
+    /// write nothing.
+    struct Flaky {
+        inner: Arc<dyn EventStore>,
+        failures: AtomicU32,
+        error: fn() -> StoreError,
+    }
+
+    #[async_trait]
+    impl EventSource for Flaky {
+        async fn read_all(
+            &self,
+            after: i64,
+            limit: usize,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.inner.read_all(after, limit).await
+        }
+        async fn head(&self) -> Result<i64, StoreError> {
+            self.inner.head().await
+        }
+    }
+
+    #[async_trait]
+    impl EventStore for Flaky {
+        async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError> {
+            let left = self.failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, Ordering::SeqCst);
+                return Err((self.error)());
+            }
+            self.inner.append(request).await
+        }
+        async fn read_stream(
+            &self,
+            id: &str,
+            after: i64,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.inner.read_stream(id, after).await
+        }
+        async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+            self.inner.save_snapshot(snapshot).await
+        }
+        async fn load_snapshot(&self, id: &str) -> Result<Option<Snapshot>, StoreError> {
+            self.inner.load_snapshot(id).await
+        }
+        async fn outbox_pending(&self, limit: usize) -> Result<Vec<PendingMessage>, StoreError> {
+            self.inner.outbox_pending(limit).await
+        }
+        async fn outbox_mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
+            self.inner.outbox_mark_sent(ids).await
+        }
+        fn watch_head(&self) -> watch::Receiver<i64> {
+            self.inner.watch_head()
+        }
+        fn backend(&self) -> &'static str {
+            "flaky"
+        }
+    }
+
+    async fn handler(
+        dir: &std::path::Path,
+        failures: u32,
+        error: fn() -> StoreError,
+    ) -> CommandHandler<Counter> {
+        let url = format!("sqlite://{}", dir.join("store.db").display());
+        let inner = mortar_eventstore::open(&url).await.unwrap();
+        CommandHandler::new(Arc::new(Flaky {
+            inner,
+            failures: AtomicU32::new(failures),
+            error,
+        }))
+        .max_attempts(3)
+    }
+
+    #[tokio::test]
+    async fn an_append_known_not_committed_is_tried_again_and_lands_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = handler(dir.path(), 2, || StoreError::NotCommitted("dropped".into())).await;
+        let done = h.execute("c", &5, &Metadata::default()).await.unwrap();
+        assert_eq!((done.state.total, done.version, done.retries), (5, 1, 2));
+        let (state, version) = h.load("c").await.unwrap();
+        assert_eq!((state.total, version), (5, 1), "applied exactly once");
+    }
+
+    #[tokio::test]
+    async fn not_committed_past_the_attempts_and_an_unknown_outcome_are_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = handler(dir.path(), 3, || StoreError::NotCommitted("dropped".into())).await;
+        let err = h.execute("c", &5, &Metadata::default()).await.unwrap_err();
+        assert!(
+            matches!(err, CommandError::Store(StoreError::NotCommitted(_))),
+            "{err}"
+        );
+        let h = handler(dir.path(), 1, || StoreError::OutcomeUnknown("lost".into())).await;
+        let err = h.execute("d", &5, &Metadata::default()).await.unwrap_err();
+        assert!(
+            matches!(err, CommandError::Store(StoreError::OutcomeUnknown(_))),
+            "{err}"
+        );
     }
 }

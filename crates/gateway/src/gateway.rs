@@ -47,6 +47,8 @@ impl Gateway {
                 client,
                 cache: Arc::new(Cache::new(config.cache)),
                 splits: Arc::default(),
+                holds: Arc::default(),
+                versions: Arc::default(),
                 limiter: config.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
                 config: Arc::new(config),
             }),
@@ -58,6 +60,34 @@ impl Gateway {
     pub fn set_split(&self, service: &str, weights: Vec<(String, u32)>) {
         tracing::info!(service, ?weights, "traffic split set");
         self.shared.splits.set(service, weights);
+    }
+
+    /// Holds `service`'s requests (at most `queue` at once, each for at
+    /// most `timeout`) until [`Gateway::release`]: a recreate deploy calls
+    /// this before stopping the old instances, so requests arriving during
+    /// the swap wait for the new ones instead of failing.
+    pub fn hold(&self, service: &str, timeout: Duration, queue: u32) {
+        tracing::info!(
+            service,
+            timeout_ms = timeout.as_millis() as u64,
+            queue,
+            "holding requests"
+        );
+        self.shared.holds.hold(service, timeout, queue);
+    }
+
+    /// Lets `service`'s held requests go on (each once an instance is
+    /// routable) and stops holding new ones.
+    pub fn release(&self, service: &str) {
+        tracing::info!(service, "releasing held requests");
+        self.shared.holds.release(service);
+    }
+
+    /// The cumulative statistics of `service`'s requests sent to `version`
+    /// under a split; compare two snapshots with
+    /// [`RequestStats::since`](mortar_resilience::RequestStats::since).
+    pub fn version_stats(&self, service: &str, version: &str) -> mortar_resilience::RequestStats {
+        self.shared.versions.snapshot(service, version)
     }
 
     /// The forwarding client's counters (retries, ejections, breakers).

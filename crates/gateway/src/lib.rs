@@ -2,7 +2,9 @@
 //!
 //! A request is rate-limited per client IP, size-limited, given a W3C trace
 //! context, routed by longest path prefix to a service, optionally sent to a
-//! version by a weighted split, answered from the response cache for public
+//! version by a weighted split (whose per-version error rate and latency
+//! are counted for blue-green analysis), held in a bounded queue while a
+//! recreate deploy swaps the service's instances, answered from the response cache for public
 //! GETs, checked for a valid access token on authenticated routes (the
 //! verified caller is passed on as `x-mortar-subject`/`x-mortar-scopes`),
 //! and otherwise forwarded with the resilient
@@ -14,12 +16,14 @@ mod batch;
 mod cache;
 mod config;
 mod gateway;
+mod hold;
 mod problems;
 mod proxy;
 mod rate_limit;
 mod routes;
 mod split;
 mod trace;
+mod versions;
 
 pub use config::{Access, AuthConfig, CacheConfig, GatewayConfig, RateLimitConfig, Route};
 pub use gateway::Gateway;

@@ -84,3 +84,23 @@ pub(crate) fn rate_limited(path: &str, wait: Duration) -> Response {
 pub(crate) fn bad_request(path: &str, detail: impl Into<String>) -> Response {
     with_instance(Problem::bad_request(detail), path).into_response()
 }
+
+/// 503 for a request held while its service was redeployed, when the
+/// queue was full or the swap took longer than the hold time.
+pub(crate) fn held(path: &str, service: &str, refused: &crate::hold::HoldRefused) -> Response {
+    use crate::hold::HoldRefused;
+    let detail = match refused {
+        HoldRefused::QueueFull(n) => format!(
+            "service `{service}` is being redeployed and {n} requests already wait for it; retry shortly"
+        ),
+        HoldRefused::TimedOut(t) => format!(
+            "service `{service}` is being redeployed and was not back within {t:?}; retry shortly"
+        ),
+    };
+    let mut resp = with_instance(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail), path)
+        .with("service", service)
+        .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}

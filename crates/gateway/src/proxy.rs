@@ -11,9 +11,11 @@ use mortar_auth::Verifier;
 use mortar_resilience::{Client, ResponseBody};
 
 use crate::cache::Cache;
+use crate::hold::Holds;
 use crate::rate_limit::RateLimiter;
 use crate::routes::RouteTable;
 use crate::split::Splits;
+use crate::versions::Versions;
 use crate::{Access, GatewayConfig, auth, problems};
 
 /// Everything a request handler needs, shared by all connections.
@@ -27,6 +29,10 @@ pub(crate) struct Shared {
     pub(crate) client: Client,
     pub(crate) cache: Arc<Cache>,
     pub(crate) splits: Arc<Splits>,
+    /// Services whose requests wait while a recreate deploy swaps them.
+    pub(crate) holds: Arc<Holds>,
+    /// Per-version statistics of split services.
+    pub(crate) versions: Arc<Versions>,
     pub(crate) limiter: Option<Arc<RateLimiter>>,
     /// Checks tokens on authenticated routes, when an issuer is configured.
     pub(crate) verifier: Option<Verifier>,
@@ -42,6 +48,8 @@ impl Shared {
             client: self.client.fork(),
             cache: self.cache.clone(),
             splits: self.splits.clone(),
+            holds: self.holds.clone(),
+            versions: self.versions.clone(),
             limiter: self.limiter.clone(),
             verifier: self.verifier.clone(),
         }
@@ -148,6 +156,16 @@ impl Shared {
             add_forwarded_for(req.headers_mut(), client);
         }
         let version = self.splits.pick(service);
+        if let Some(entry) = self.holds.enter(service) {
+            let routable = || self.client.live_instances(service, version.as_deref()) > 0;
+            let waited = match entry {
+                Ok(waiting) => waiting.wait(routable).await,
+                Err(refused) => Err(refused),
+            };
+            if let Err(refused) = waited {
+                return problems::held(req.uri().path(), service, &refused);
+            }
+        }
         let retry_after = self.config.client.breaker.cool_down;
         // Kept for the problem+json answer if the call fails; a cheap
         // reference-counted copy.
@@ -172,7 +190,7 @@ impl Shared {
                 }
                 let client = &self.client;
                 let version = version.as_deref();
-                async move { client.call_version(service, version, req).await }
+                async move { self.call_counted(client, service, version, req).await }
             };
             return match self
                 .cache
@@ -187,13 +205,36 @@ impl Shared {
             };
         }
         match self
-            .client
-            .call_version(service, version.as_deref(), req)
+            .call_counted(&self.client, service, version.as_deref(), req)
             .await
         {
             Ok(resp) => downstream(resp),
             Err(e) => problems::call_failed(uri.path(), &e, retry_after),
         }
+    }
+}
+
+impl Shared {
+    /// Calls `service`; under a split, counts the outcome for `version`
+    /// (a 5xx or no answer is an error) for blue-green analysis.
+    async fn call_counted(
+        &self,
+        client: &Client,
+        service: &str,
+        version: Option<&str>,
+        req: Request<Bytes>,
+    ) -> Result<http::Response<ResponseBody>, mortar_resilience::CallError> {
+        let Some(version) = version else {
+            return client.call_version(service, None, req).await;
+        };
+        let started = std::time::Instant::now();
+        let result = client.call_version(service, Some(version), req).await;
+        let failed = result
+            .as_ref()
+            .map_or(true, |resp| resp.status().is_server_error());
+        self.versions
+            .record(service, version, failed, started.elapsed());
+        result
     }
 }
 

@@ -37,6 +37,12 @@ pub(crate) enum Command {
     Release(ReleaseArgs),
     /// List the recorded releases, oldest first.
     Releases(ReleasesArgs),
+    /// Deploy a release of one service with a rolling, recreate or blue-green strategy, showing each step live; `promote` and `abort` decide a manual blue-green deploy.
+    Deploy(DeployArgs),
+    /// Deploy the version a service ran before its current one.
+    Rollback(RollbackArgs),
+    /// The finished deploys of one service, oldest first.
+    History(HistoryArgs),
     /// Projections (read models) of the running node's services: where they are, rebuild one.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
@@ -346,6 +352,62 @@ pub(crate) struct DlqReplayArgs {
 pub(crate) struct ServiceArgs {
     /// The service's name.
     pub(crate) service: String,
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+}
+
+/// `mortar deploy <service> …`, or `mortar deploy promote|abort <service>`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct DeployArgs {
+    #[command(subcommand)]
+    pub(crate) decision: Option<DeployDecision>,
+    /// The service to deploy.
+    #[arg(required = true)]
+    pub(crate) service: Option<String>,
+    /// The release to deploy (an id or unique prefix from `mortar releases`, or `boot`) [default: record a release of what is on disk now and deploy it].
+    #[arg(long)]
+    pub(crate) release: Option<String>,
+    /// rolling, recreate or blue-green [default: the manifest's deploy.strategy, else rolling].
+    #[arg(long)]
+    pub(crate) strategy: Option<String>,
+    /// Blue-green: wait for `mortar deploy promote|abort` instead of deciding on the analysis.
+    #[arg(long)]
+    pub(crate) manual: bool,
+    /// Return once the deploy has started instead of following it.
+    #[arg(long)]
+    pub(crate) detach: bool,
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+}
+
+/// An operator's decision on a deploy.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeployDecision {
+    /// Promote a manual blue-green deploy: all traffic to the new version, then drain the old.
+    Promote(ServiceArgs),
+    /// Abort a running deploy: it rolls back to the old version.
+    Abort(ServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RollbackArgs {
+    /// The service to roll back.
+    pub(crate) service: String,
+    /// rolling, recreate or blue-green [default: the manifest's deploy.strategy].
+    #[arg(long)]
+    pub(crate) strategy: Option<String>,
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    /// The service.
+    pub(crate) service: String,
+    /// Print the deploys as JSON (one array).
+    #[arg(long)]
+    pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) target: TargetArgs,
 }

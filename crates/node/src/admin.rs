@@ -110,8 +110,34 @@ pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(mortar_discovery::http::openapi());
     doc.merge(mortar_bus_server::openapi());
+    doc.merge(crate::deploys::openapi());
+    add_bearer_scheme(&mut doc);
     doc.to_pretty_json().unwrap_or_default()
 }
+
+/// Every operation needs a token the node issued (see `guard.rs`): says
+/// so in the document, so generated clients send it.
+fn add_bearer_scheme(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    let scheme = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .description(Some(
+            "The admin token from <data dir>/admin.token, or an instance's MORTAR_NODE_TOKEN (registry, bus and its own endpoint only).",
+        ))
+        .build();
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(NODE_TOKEN_SCHEME, SecurityScheme::Http(scheme));
+    doc.security = Some(vec![SecurityRequirement::new(
+        NODE_TOKEN_SCHEME,
+        Vec::<String>::new(),
+    )]);
+}
+
+/// The OpenAPI name of the node's bearer credential.
+const NODE_TOKEN_SCHEME: &str = "node_token";
 
 /// The admin API's routes.
 pub fn router(state: AdminState) -> Router {
@@ -311,9 +337,17 @@ mod tests {
             "/v1/registry/services/{name}",
             "/v1/bus/topics/{topic}/messages",
             "/v1/bus/topics/{topic}/groups/{group}/pull",
+            "/v1/services/{name}/deploy",
+            "/v1/services/{name}/rollback",
+            "/v1/services/{name}/history",
         ] {
             assert!(paths.contains_key(route), "{route} is not documented");
         }
         assert_eq!(doc["openapi"].as_str().unwrap().chars().next(), Some('3'));
+        assert_eq!(
+            doc["components"]["securitySchemes"]["node_token"]["scheme"],
+            "bearer"
+        );
+        assert!(doc["security"][0].get("node_token").is_some());
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use mortar_sdk::Problem;
 
+use mortar_supervisor::deploy::DeployStatus;
+
 use crate::admin::StatusDoc;
 use crate::datadir::{DataDirError, read_node_info};
 
@@ -126,6 +128,84 @@ impl AdminClient {
         check(url, resp).await
     }
 
+    /// Sends `body` as JSON to `path` (`POST`, or `GET` without a body)
+    /// and reads the JSON answer.
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let request = match body {
+            Some(body) => self.http.post(&url).json(body),
+            None => self.http.get(&url),
+        };
+        let resp = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let resp = check(url.clone(), resp).await?;
+        resp.json().await.map_err(|e| ClientError::Protocol {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    /// Starts a deploy of `service` (`mortar deploy`).
+    pub async fn deploy(
+        &self,
+        service: &str,
+        body: &crate::deploys::DeployBody,
+    ) -> Result<DeployStatus, ClientError> {
+        let body = serde_json::to_value(body).map_err(|e| ClientError::Protocol {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        self.json(&format!("/v1/services/{service}/deploy"), Some(&body))
+            .await
+    }
+
+    /// The latest deploy of `service`.
+    pub async fn deploy_status(&self, service: &str) -> Result<DeployStatus, ClientError> {
+        self.json(&format!("/v1/services/{service}/deploy"), None)
+            .await
+    }
+
+    /// `promote` or `abort` for the deploy of `service`.
+    pub async fn deploy_decide(
+        &self,
+        service: &str,
+        decision: &str,
+    ) -> Result<DeployStatus, ClientError> {
+        self.json(
+            &format!("/v1/services/{service}/deploy/{decision}"),
+            Some(&serde_json::json!({})),
+        )
+        .await
+    }
+
+    /// Deploys the version `service` ran before (`mortar rollback`).
+    pub async fn rollback(
+        &self,
+        service: &str,
+        strategy: Option<&str>,
+    ) -> Result<DeployStatus, ClientError> {
+        self.json(
+            &format!("/v1/services/{service}/rollback"),
+            Some(&serde_json::json!({ "strategy": strategy })),
+        )
+        .await
+    }
+
+    /// Every finished deploy of `service`.
+    pub async fn history(&self, service: &str) -> Result<Vec<DeployStatus>, ClientError> {
+        self.json(&format!("/v1/services/{service}/history"), None)
+            .await
+    }
+
     /// Stops or starts one service (`action` is `stop` or `start`) and
     /// returns its status afterwards.
     pub async fn service_action(
@@ -133,24 +213,16 @@ impl AdminClient {
         service: &str,
         action: &str,
     ) -> Result<mortar_supervisor::ServiceStatus, ClientError> {
-        let resp = self
-            .post(&format!("/v1/services/{service}/{action}"))
-            .await?;
-        let url = resp.url().to_string();
-        resp.json().await.map_err(|e| ClientError::Protocol {
-            url,
-            message: e.to_string(),
-        })
+        self.json(
+            &format!("/v1/services/{service}/{action}"),
+            Some(&serde_json::json!({})),
+        )
+        .await
     }
 
     /// Topics, groups, backlog and lag of the node's bus (`/v1/bus/stats`).
     pub async fn bus_stats(&self) -> Result<serde_json::Value, ClientError> {
-        let resp = self.get("/v1/bus/stats").await?;
-        let url = resp.url().to_string();
-        resp.json().await.map_err(|e| ClientError::Protocol {
-            url,
-            message: e.to_string(),
-        })
+        self.json("/v1/bus/stats", None).await
     }
 
     /// Moves up to `max` dead letters of `topic` back into it; returns how many.
@@ -171,12 +243,7 @@ impl AdminClient {
 
     /// The node's status document.
     pub async fn status(&self) -> Result<StatusDoc, ClientError> {
-        let resp = self.get("/v1/status").await?;
-        let url = resp.url().to_string();
-        resp.json().await.map_err(|e| ClientError::Protocol {
-            url,
-            message: e.to_string(),
-        })
+        self.json("/v1/status", None).await
     }
 
     /// Streams log lines to `on_line`: the last `tail` lines, then, with

@@ -1,13 +1,14 @@
 //! The mortar node: what `mortar up` runs.
 //!
 //! It owns the data directory, serves the admin API on loopback (status,
-//! logs, instance endpoint reports; OpenAPI at `/v1/openapi.json`) and runs
+//! logs, instance endpoint reports, deploys; OpenAPI at `/v1/openapi.json`) and runs
 //! the supervisor. One-off admin commands (`mortar status`, `mortar logs`)
 //! reach it through [`client::AdminClient`].
 
 pub mod admin;
 pub mod client;
 pub mod datadir;
+pub mod deploys;
 mod edge;
 mod guard;
 pub mod metrics;

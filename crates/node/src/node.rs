@@ -266,6 +266,11 @@ impl Node {
                 Arc::new(crate::metrics::GatewaySource(gateway.metrics().clone())),
             ],
         })
+        .merge(crate::deploys::router(crate::deploys::DeployApi {
+            supervisor: supervisor.clone(),
+            traffic: Arc::new(crate::deploys::GatewayTraffic(gateway.clone())),
+            data_dir: data_dir.path().to_owned(),
+        }))
         .merge(mortar_discovery::http::router(registry))
         .merge(mortar_bus_server::http_router(bus.backend.clone()))
         .layer(axum::middleware::from_fn_with_state(

@@ -16,3 +16,9 @@ mod release;
 pub use error::ReleaseError;
 pub use ledger::Ledger;
 pub use release::{Artifact, Release, ServiceRelease};
+
+/// The SHA-256 (lower-case hex) of the file at `path`, as releases record
+/// it: a deploy runs a file from disk only when it still has these bytes.
+pub fn digest_of_file(path: &std::path::Path) -> Result<String, ReleaseError> {
+    digest::of_file(path).map(|(sha256, _)| sha256)
+}

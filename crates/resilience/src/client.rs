@@ -129,6 +129,13 @@ impl Client {
         self.breaker(service).state()
     }
 
+    /// How many instances of `service` (at `version`, or any) this client
+    /// can send to now. Starts following the service when it does not yet,
+    /// so a caller can wait for the first instance before sending.
+    pub fn live_instances(&self, service: &str, version: Option<&str>) -> usize {
+        self.stack(service, version).live.load(Ordering::Relaxed)
+    }
+
     /// Calls any instance of `service`.
     pub async fn call(
         &self,
@@ -341,9 +348,16 @@ impl Client {
             members.clone(),
             inner.resolver.watch(service),
         );
+        // A version (a blue-green candidate) gets a breaker of its own:
+        // a failing new version must not open the breaker of the version
+        // that serves most of the traffic.
+        let breaker = match version {
+            None => self.breaker(service),
+            Some(v) => self.breaker(&format!("{service}@{v}")),
+        };
         ServiceStack {
             retry: self.retry_shared(service),
-            breaker: self.breaker(service),
+            breaker,
             members,
             live,
             _stop: cancel.drop_guard(),

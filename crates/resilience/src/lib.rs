@@ -26,6 +26,7 @@ mod metrics;
 mod pool;
 mod resolve;
 pub mod retry;
+mod stats;
 
 pub use breaker::{BreakerLayer, BreakerOpen, BreakerState};
 pub use client::{Client, Fallback, ResponseBody, buffer_request};
@@ -35,6 +36,7 @@ pub use deadline::DEADLINE_HEADER;
 pub use error::{CallError, EndpointError};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use resolve::{Endpoint, Resolve, StaticResolver};
+pub use stats::RequestStats;
 
 /// The error type that flows between tower layers of the stack.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -8,14 +8,17 @@
 
 pub mod autoscale;
 pub mod build;
+pub mod deploy;
 mod instance;
 pub mod logs;
 mod probe;
+mod revision;
 mod slot;
 pub mod status;
 mod supervisor;
 
 pub use logs::LogHub;
+pub use revision::{BOOT_VERSION, Revision, RevisionError};
 pub use status::{InstanceState, InstanceStatus, ServiceState, ServiceStatus};
 pub use supervisor::{
     Endpoint, EndpointError, LaunchError, NodeTls, Supervisor, SupervisorOptions, UnknownService,

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mortar_discovery::{Instance, Registry};
-use mortar_manifest::ServiceSpec;
 use mortar_secrets::Secrets;
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
@@ -17,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::instance::{LaunchSpec, Process, describe_exit};
 use crate::logs::LogHub;
 use crate::probe::Prober;
+use crate::revision::Revision;
 use crate::status::{InstanceState, InstanceStatus};
 use crate::supervisor::Endpoint;
 
@@ -32,9 +32,9 @@ const EXIT_CONFIG: i32 = 78;
 
 /// Everything one slot needs; owned by its task.
 pub(crate) struct Slot {
-    pub(crate) spec: Arc<ServiceSpec>,
+    /// What it runs: program, arguments, settings and version.
+    pub(crate) revision: Arc<Revision>,
     pub(crate) id: String,
-    pub(crate) program: PathBuf,
     pub(crate) cwd: PathBuf,
     pub(crate) env: BTreeMap<String, String>,
     /// The service's secrets: environment variables kept apart from `env`
@@ -65,6 +65,10 @@ enum Outcome {
 }
 
 impl Slot {
+    fn spec(&self) -> &mortar_manifest::ServiceSpec {
+        &self.revision.spec
+    }
+
     fn set(&self, f: impl FnOnce(&mut InstanceStatus)) {
         if let Ok(mut status) = self.status.lock() {
             f(&mut status);
@@ -77,7 +81,7 @@ impl Slot {
 
     /// Runs the slot until it is stopped or gives up.
     pub(crate) async fn run(mut self) {
-        let policy = self.spec.restart.clone();
+        let policy = self.spec().restart.clone();
         let mut rapid_crashes: u32 = 0;
         loop {
             if self.stop.is_cancelled() {
@@ -174,12 +178,12 @@ impl Slot {
             let dir = tls.dir.join(&self.id);
             let files = tls
                 .ca
-                .write_instance(&self.spec.name, &dir, tls.lifetime)
+                .write_instance(&self.spec().name, &dir, tls.lifetime)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             env.to_mut().extend(files.env());
             let renewal = tokio::spawn(mortar_tls::renew_forever(
                 tls.ca.clone(),
-                self.spec.name.clone(),
+                self.spec().name.clone(),
                 dir,
                 tls.lifetime,
             ));
@@ -188,12 +192,12 @@ impl Slot {
             }
         }
         let spec = LaunchSpec {
-            program: &self.program,
-            args: self.spec.command.get(1..).unwrap_or_default(),
+            program: &self.revision.program,
+            args: &self.revision.args,
             cwd: &self.cwd,
             env: &env,
             secrets: &self.secrets,
-            service: &self.spec.name,
+            service: &self.revision.spec.name,
             instance: &self.id,
         };
         let process = Process::spawn(&spec, &self.hub)?;
@@ -213,19 +217,20 @@ impl Slot {
 
     /// Watches one process from launch to exit or stop.
     async fn supervise(&mut self, mut process: Process, started: Instant) -> Outcome {
-        let deadline = tokio::time::sleep(self.spec.startup_timeout);
+        let spec = self.revision.spec.clone();
+        let deadline = tokio::time::sleep(spec.startup_timeout);
         tokio::pin!(deadline);
         let pid = process.pid;
         let ready = tokio::select! {
             exit = process.wait() => return exited(exit),
             _ = self.stop.cancelled() => return self.terminate(process).await,
             _ = &mut deadline => false,
-            ready = wait_ready(&mut self.endpoint, &self.prober, &self.spec.name, &self.spec.health.ready, pid) => ready,
+            ready = wait_ready(&mut self.endpoint, &self.prober, &spec.name, &spec.health.ready, pid) => ready,
         };
         if !ready {
             let why = format!(
                 "not ready within the startup timeout of {}",
-                humantime::format_duration(self.spec.startup_timeout)
+                humantime::format_duration(spec.startup_timeout)
             );
             tracing::error!("{why}; killing it");
             process.signal(Signal::SIGKILL);
@@ -251,11 +256,7 @@ impl Slot {
                 _ = self.stop.cancelled() => return self.terminate(process).await,
                 _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             }
-            if self
-                .prober
-                .ok(&self.spec.name, &base, &self.spec.health.live)
-                .await
-            {
+            if self.prober.ok(&spec.name, &base, &spec.health.live).await {
                 live_failures = 0;
             } else {
                 live_failures += 1;
@@ -267,10 +268,7 @@ impl Slot {
                     return Outcome::Unhealthy(why);
                 }
             }
-            let is_ready = self
-                .prober
-                .ok(&self.spec.name, &base, &self.spec.health.ready)
-                .await;
+            let is_ready = self.prober.ok(&spec.name, &base, &spec.health.ready).await;
             let was = self.state();
             let now = if is_ready {
                 InstanceState::Ready
@@ -308,8 +306,8 @@ impl Slot {
         };
         let instance = Instance {
             id: self.id.clone(),
-            service: self.spec.name.clone(),
-            version: "0".to_owned(),
+            service: self.spec().name.clone(),
+            version: self.revision.version.clone(),
             address: std::net::SocketAddr::new(ip, port),
             labels: Default::default(),
             ready: true,
@@ -335,7 +333,7 @@ impl Slot {
         // it drains.
         self.deregister();
         self.set(|s| s.state = InstanceState::Stopping);
-        let grace = self.spec.grace_period;
+        let grace = self.spec().grace_period;
         process.signal(Signal::SIGTERM);
         match tokio::time::timeout(grace + KILL_MARGIN, process.wait()).await {
             Ok(exit) => {

@@ -51,6 +51,10 @@ pub struct InstanceStatus {
     /// URL is `https://` and callers need a certificate of their own.
     #[serde(default)]
     pub tls: bool,
+    /// The version it runs: `boot` (the manifest as on disk at start) or
+    /// the id of the release a deploy moved it to.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 impl InstanceStatus {
@@ -67,6 +71,7 @@ impl InstanceStatus {
             started_at: None,
             last_exit: None,
             tls: false,
+            version: None,
         }
     }
 

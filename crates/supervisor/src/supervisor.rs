@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use crate::autoscale::Decision;
 use crate::logs::LogHub;
 use crate::probe::Prober;
+use crate::revision::Revision;
 use crate::slot::Slot;
 use crate::status::{InstanceState, InstanceStatus, ServiceState, ServiceStatus};
 
@@ -142,6 +143,8 @@ pub enum LaunchError {
 
 struct SlotHandle {
     id: String,
+    /// The revision the slot runs (or last ran).
+    revision: Mutex<Option<Arc<Revision>>>,
     status: Arc<Mutex<InstanceStatus>>,
     endpoint: watch::Sender<Option<Endpoint>>,
     /// The slot's task while it runs, and the token that stops only this
@@ -149,21 +152,28 @@ struct SlotHandle {
     task: Mutex<Option<(CancellationToken, JoinHandle<()>)>>,
 }
 
-struct ServiceRuntime {
-    spec: Arc<ServiceSpec>,
-    program: PathBuf,
-    env: BTreeMap<String, String>,
+pub(crate) struct ServiceRuntime {
+    pub(crate) spec: Arc<ServiceSpec>,
+    /// What the node sets for the service; every revision's `env` goes
+    /// over it.
+    pub(crate) base_env: BTreeMap<String, String>,
+    /// The revision new instances run; restarts keep their slot's own.
+    pub(crate) current: Mutex<Arc<Revision>>,
+    /// The revision the node started with, which a rollback can return to.
+    pub(crate) boot: Arc<Revision>,
     secrets: Arc<Secrets>,
     outbox_dir: PathBuf,
-    /// Every slot the service can have: `instances`, or `autoscale.max`
-    /// for an autoscaled service. Only the first `desired` run.
+    /// Every slot the service can have: twice its largest size (`instances`,
+    /// or `autoscale.max`) plus the deploy's surge, so a blue-green deploy
+    /// can run both versions at full size. A free slot is taken lowest
+    /// first, so instance names and outbox files stay few.
     slots: Vec<SlotHandle>,
-    /// How many slots run now (changed by the autoscaler).
-    desired: AtomicU32,
+    /// How many instances run outside a deploy (changed by the autoscaler).
+    pub(crate) desired: AtomicU32,
     /// Cancelled to stop the service's slots; replaced when it is started again.
     stop: Mutex<CancellationToken>,
-    /// Serializes start, stop and scaling of the service.
-    lifecycle: tokio::sync::Mutex<()>,
+    /// Serializes start, stop, scaling and deploys of the service.
+    pub(crate) lifecycle: tokio::sync::Mutex<()>,
     /// The autoscaler's latest decision, for status and metrics.
     decision: Mutex<Option<Decision>>,
 }
@@ -171,6 +181,10 @@ struct ServiceRuntime {
 /// Runs every service of a manifest.
 pub struct Supervisor {
     manifest: Arc<Manifest>,
+    /// The node's data directory: releases and the deploy history live here.
+    pub(crate) data_dir: PathBuf,
+    /// The latest deploy of each service, running or finished.
+    pub(crate) deploys: Mutex<HashMap<String, Arc<crate::deploy::Deployment>>>,
     hub: LogHub,
     prober: Prober,
     services: Vec<ServiceRuntime>,
@@ -258,7 +272,6 @@ impl Supervisor {
             if let Some(level) = &options.log_level {
                 env.insert("MORTAR_LOG_LEVEL".into(), level.clone());
             }
-            env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
             let secrets = options.secrets.get(&spec.name).cloned().unwrap_or_default();
             if !secrets.is_empty() {
                 // Names only, so the SDK can redact these variables' values
@@ -271,16 +284,18 @@ impl Supervisor {
             {
                 env.insert(mortar_tls::CALLERS_ENV.into(), callers.join(","));
             }
-            let capacity = spec
+            let largest = spec
                 .autoscale
                 .as_ref()
                 .map_or(spec.instances, |a| a.max.max(spec.instances));
+            let capacity = 2 * largest + spec.deploy.max_surge;
             let slots = (1..=capacity)
                 .enumerate()
                 .map(|(ii, n)| {
                     let id = format!("{}-{n}", spec.name);
                     by_instance.insert(id.clone(), (si, ii));
                     SlotHandle {
+                        revision: Mutex::new(None),
                         status: Arc::new(Mutex::new(InstanceStatus::new(&spec.name, &id))),
                         endpoint: watch::channel(None).0,
                         task: Mutex::new(None),
@@ -293,11 +308,14 @@ impl Supervisor {
                 path: outbox_dir.clone(),
                 source,
             })?;
+            let boot = Arc::new(Revision::boot(&manifest, spec, &env));
+            let deployed = crate::deploy::deployed_revision(&options.data_dir, &boot, &env);
             services.push(ServiceRuntime {
                 outbox_dir,
-                program: manifest.resolve_program(spec),
-                spec: Arc::new(spec.clone()),
-                env,
+                spec: boot.spec.clone(),
+                current: Mutex::new(deployed.unwrap_or_else(|| boot.clone())),
+                boot,
+                base_env: env,
                 secrets: Arc::new(secrets),
                 slots,
                 desired: AtomicU32::new(spec.instances),
@@ -307,6 +325,8 @@ impl Supervisor {
             });
         }
         Ok(Supervisor {
+            data_dir: options.data_dir.clone(),
+            deploys: Mutex::new(HashMap::new()),
             manifest: Arc::new(manifest),
             hub,
             prober: Prober::new(options.tls.as_ref().map(|t| t.caller.clone())),
@@ -357,67 +377,128 @@ impl Supervisor {
         );
     }
 
-    fn index_of(&self, name: &str) -> Option<usize> {
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
         self.services.iter().position(|s| s.spec.name == name)
     }
 
-    /// Launches the slots among the first `desired` that are not running.
+    /// Starts instances of the current revision until `desired` run.
     fn launch(&self, index: usize) {
         let service = &self.services[index];
-        let stop = lock(&service.stop).clone();
         let desired = service.desired.load(Ordering::SeqCst) as usize;
-        for handle in service.slots.iter().take(desired) {
-            let mut task = lock(&handle.task);
-            if task.is_some() {
-                continue;
+        let running = service
+            .slots
+            .iter()
+            .filter(|slot| lock(&slot.task).is_some())
+            .count();
+        let revision = lock(&service.current).clone();
+        for _ in running..desired {
+            if self.start_instance(index, &revision).is_none() {
+                break;
             }
-            // A slot launched again (scaled out after a scale-in) starts
-            // with a fresh status, keeping its restart count.
-            {
-                let mut status = lock(&handle.status);
-                if status.state == InstanceState::Stopped {
-                    *status = InstanceStatus {
-                        restarts: status.restarts,
-                        last_exit: status.last_exit.take(),
-                        ..InstanceStatus::new(&service.spec.name, &handle.id)
-                    };
-                }
-            }
-            let slot_stop = stop.child_token();
-            let slot = Slot {
-                spec: service.spec.clone(),
-                id: handle.id.clone(),
-                program: service.program.clone(),
-                cwd: self.manifest.dir.clone(),
-                env: {
-                    let mut env = service.env.clone();
-                    env.insert("MORTAR_INSTANCE".into(), handle.id.clone());
-                    // One outbox per slot: a restarted instance finds and
-                    // relays what its predecessor buffered.
-                    let outbox = service.outbox_dir.join(format!("{}.outbox", handle.id));
-                    env.insert("MORTAR_BUS_OUTBOX".into(), outbox.display().to_string());
-                    env
-                },
-                secrets: service.secrets.clone(),
-                hub: self.hub.clone(),
-                status: handle.status.clone(),
-                endpoint: handle.endpoint.subscribe(),
-                stop: slot_stop.clone(),
-                prober: self.prober.clone(),
-                registry: self.registry.clone(),
-                tls: self.tls.clone(),
-                credentials: self.credentials.clone(),
-                renewal: None,
-            };
-            // The node's log lines name the instance they are about in
-            // these span fields; `service`/`instance` name the node itself.
-            let span = tracing::info_span!(
-                "slot",
-                managed_service = %service.spec.name,
-                managed_instance = %handle.id
-            );
-            *task = Some((slot_stop, tokio::spawn(slot.run().instrument(span))));
         }
+    }
+
+    /// Starts one instance of `revision` in the lowest free slot; its id, or
+    /// `None` when every slot is taken.
+    pub(crate) fn start_instance(&self, index: usize, revision: &Arc<Revision>) -> Option<String> {
+        let service = &self.services[index];
+        let stop = lock(&service.stop).clone();
+        let handle = service
+            .slots
+            .iter()
+            .find(|slot| lock(&slot.task).is_none())?;
+        let mut task = lock(&handle.task);
+        // A slot launched again starts with a fresh status, keeping its
+        // restart count.
+        {
+            let mut status = lock(&handle.status);
+            *status = InstanceStatus {
+                restarts: status.restarts,
+                last_exit: status.last_exit.take(),
+                version: Some(revision.version.clone()),
+                ..InstanceStatus::new(&service.spec.name, &handle.id)
+            };
+        }
+        *lock(&handle.revision) = Some(revision.clone());
+        let slot_stop = stop.child_token();
+        let slot = Slot {
+            revision: revision.clone(),
+            id: handle.id.clone(),
+            cwd: self.manifest.dir.clone(),
+            env: {
+                let mut env = revision.env.clone();
+                env.insert("MORTAR_INSTANCE".into(), handle.id.clone());
+                // One outbox per slot: a restarted instance finds and
+                // relays what its predecessor buffered.
+                let outbox = service.outbox_dir.join(format!("{}.outbox", handle.id));
+                env.insert("MORTAR_BUS_OUTBOX".into(), outbox.display().to_string());
+                env
+            },
+            secrets: service.secrets.clone(),
+            hub: self.hub.clone(),
+            status: handle.status.clone(),
+            endpoint: handle.endpoint.subscribe(),
+            stop: slot_stop.clone(),
+            prober: self.prober.clone(),
+            registry: self.registry.clone(),
+            tls: self.tls.clone(),
+            credentials: self.credentials.clone(),
+            renewal: None,
+        };
+        // The node's log lines name the instance they are about in
+        // these span fields; `service`/`instance` name the node itself.
+        let span = tracing::info_span!(
+            "slot",
+            managed_service = %service.spec.name,
+            managed_instance = %handle.id,
+            version = %revision.version
+        );
+        *task = Some((slot_stop, tokio::spawn(slot.run().instrument(span))));
+        Some(handle.id.clone())
+    }
+
+    /// Stops one instance the way a deploy does: out of discovery first,
+    /// then `drain_delay` for callers' balancers to drop it, then SIGTERM
+    /// (in-flight work finishes) and SIGKILL after the grace period. Waits
+    /// until it has exited.
+    pub(crate) async fn stop_instance(&self, index: usize, id: &str, drain_delay: Duration) {
+        let service = &self.services[index];
+        let Some(slot) = service.slots.iter().find(|s| s.id == id) else {
+            return;
+        };
+        let Some(stop) = lock(&slot.task).as_ref().map(|(stop, _)| stop.clone()) else {
+            return;
+        };
+        if let Some(registry) = &self.registry {
+            registry.deregister(id);
+        }
+        lock(&slot.status).state = InstanceState::Stopping;
+        tracing::info!(managed_service = %service.spec.name, managed_instance = %id, "draining instance");
+        tokio::time::sleep(drain_delay).await;
+        stop.cancel();
+        let task = lock(&slot.task).take().map(|(_, task)| task);
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// The instances that run (or are stopping, or failed and not yet
+    /// removed) with their revision and status.
+    pub(crate) fn instances(&self, index: usize) -> Vec<(Arc<Revision>, InstanceStatus)> {
+        self.services[index]
+            .slots
+            .iter()
+            .filter(|slot| lock(&slot.task).is_some())
+            .filter_map(|slot| {
+                let revision = lock(&slot.revision).clone()?;
+                Some((revision, lock(&slot.status).clone()))
+            })
+            .collect()
+    }
+
+    /// The runtime of service `index`.
+    pub(crate) fn runtime(&self, index: usize) -> &ServiceRuntime {
+        &self.services[index]
     }
 
     /// Waits until a service is running, failed, or past its startup timeout.
@@ -498,9 +579,13 @@ impl Supervisor {
             self.launch(index);
             return;
         }
-        let surplus: Vec<JoinHandle<()>> = service
+        let running: Vec<&SlotHandle> = service
             .slots
             .iter()
+            .filter(|slot| lock(&slot.task).is_some())
+            .collect();
+        let surplus: Vec<JoinHandle<()>> = running
+            .into_iter()
             .skip(count as usize)
             .rev()
             .filter_map(|slot| {
@@ -537,7 +622,9 @@ impl Supervisor {
     /// Stops one service (all its instances, drained), leaving the others
     /// running; an operator's `mortar stop <service>`.
     pub async fn stop_service(&self, name: &str) -> Result<ServiceStatus, UnknownService> {
-        let index = self.index_of(name).ok_or_else(|| self.unknown(name))?;
+        let index = self
+            .index_of(name)
+            .ok_or_else(|| self.unknown_service(name))?;
         self.stop_index(index).await;
         Ok(self.service_status(&self.services[index]))
     }
@@ -545,21 +632,15 @@ impl Supervisor {
     /// Starts a stopped service again and waits until it settles; a running
     /// service is left as it is.
     pub async fn start_service(&self, name: &str) -> Result<ServiceStatus, UnknownService> {
-        let index = self.index_of(name).ok_or_else(|| self.unknown(name))?;
+        let index = self
+            .index_of(name)
+            .ok_or_else(|| self.unknown_service(name))?;
         let service = &self.services[index];
         let lifecycle = service.lifecycle.lock().await;
         let running = service.slots.iter().any(|slot| lock(&slot.task).is_some());
         if !running {
             tracing::info!(managed_service = %name, "starting service");
             *lock(&service.stop) = CancellationToken::new();
-            for slot in &service.slots {
-                let mut status = lock(&slot.status);
-                *status = InstanceStatus {
-                    restarts: status.restarts,
-                    last_exit: status.last_exit.take(),
-                    ..InstanceStatus::new(&service.spec.name, &slot.id)
-                };
-            }
             self.launch(index);
             drop(lifecycle);
             self.wait_settled(index).await;
@@ -567,7 +648,12 @@ impl Supervisor {
         Ok(self.service_status(service))
     }
 
-    fn unknown(&self, name: &str) -> UnknownService {
+    /// Whether an operator stopped service `index`.
+    pub(crate) fn is_stopped(&self, index: usize) -> bool {
+        lock(&self.services[index].stop).is_cancelled()
+    }
+
+    pub(crate) fn unknown_service(&self, name: &str) -> UnknownService {
         UnknownService {
             name: name.to_owned(),
             known: self.services.iter().map(|s| s.spec.name.clone()).collect(),
@@ -611,13 +697,17 @@ impl Supervisor {
 
     fn service_status(&self, service: &ServiceRuntime) -> ServiceStatus {
         let desired = service.desired.load(Ordering::SeqCst);
-        // Slots beyond the desired count show only while they still stop.
+        // The instances that run; for a stopped service, the first
+        // `desired` slots, showing how they stopped.
+        let any_running = service.slots.iter().any(|slot| lock(&slot.task).is_some());
         let instances = service
             .slots
             .iter()
             .enumerate()
-            .filter(|(i, slot)| *i < desired as usize || lock(&slot.task).is_some())
-            .filter_map(|(_, slot)| slot.status.lock().ok().map(|s| s.clone()))
+            .filter(|(i, slot)| {
+                lock(&slot.task).is_some() || (!any_running && *i < desired as usize)
+            })
+            .map(|(_, slot)| lock(&slot.status).clone())
             .collect();
         ServiceStatus::from_instances(&service.spec.name, desired, instances)
     }

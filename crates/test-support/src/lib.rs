@@ -11,6 +11,7 @@ pub mod cli;
 pub mod consumer;
 pub mod dns;
 pub mod http;
+pub mod load;
 pub mod nats;
 pub mod node;
 pub mod openssl;

@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod bus;
 mod check;
+mod deploy;
 mod logs;
 mod projections;
 mod release;
@@ -40,6 +41,9 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Release(args) => release::record(&args),
         Command::Releases(args) => release::list(&args),
+        Command::Deploy(args) => runtime()?.block_on(deploy::run(args)),
+        Command::Rollback(args) => runtime()?.block_on(deploy::rollback(args)),
+        Command::History(args) => runtime()?.block_on(deploy::history(args)),
         Command::Projections(ProjectionsCommand::Status(args)) => {
             runtime()?.block_on(projections::status(args))
         }

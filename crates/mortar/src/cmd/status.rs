@@ -32,9 +32,10 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         );
         for i in &service.instances {
             println!(
-                "  {:<18} {:<10} pid {:<8} {:<24} restarts {}{}",
+                "  {:<18} {:<10} {:<13} pid {:<8} {:<24} restarts {}{}",
                 i.id,
                 format!("{:?}", i.state).to_lowercase(),
+                i.version.as_deref().unwrap_or("-"),
                 i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 i.url().unwrap_or_else(|| "-".into()),
                 i.restarts,

@@ -4,7 +4,12 @@
 //!   during shutdown);
 //! - `FIXTURE_EXIT_AT_START=<code>` makes it exit with that code before
 //!   binding (crash loops, configuration failures);
+//! - `FIXTURE_NEVER_READY=1` keeps `/health/ready` failing (a release
+//!   that starts but never becomes ready);
 //! - `FIXTURE_NEEDS` is a required variable when `FIXTURE_REQUIRE=1`;
+//! - `GET /version` answers `FIXTURE_VERSION`, or 500 for
+//!   `FIXTURE_FAIL_PERCENT` percent of requests (a bad release for deploy
+//!   tests);
 //! - `GET /env/{name}` shows the environment the supervisor gave it;
 //! - `FIXTURE_CONSUME=<topic>/<group>` consumes that subscription through
 //!   `ctx.consume` (draining at shutdown), taking `FIXTURE_WORK_MS` per
@@ -29,6 +34,11 @@ fn main() -> ExitCode {
         if ctx.env().raw("FIXTURE_REQUIRE") == Some("1") {
             let _: String = ctx.env().required("FIXTURE_NEEDS", "any text")?;
         }
+        if ctx.env().raw("FIXTURE_NEVER_READY") == Some("1") {
+            ctx.readiness().add_check("fixture", || async {
+                Err("FIXTURE_NEVER_READY is set".to_owned())
+            });
+        }
         if let Some(subscription) = ctx.env().raw("FIXTURE_CONSUME") {
             consume(&ctx, subscription)?;
         }
@@ -42,6 +52,7 @@ fn main() -> ExitCode {
                 }),
             )
             .route("/pid", get(|| async { std::process::id().to_string() }))
+            .route("/version", get(version))
             .route(
                 "/env/{name}",
                 get(
@@ -51,6 +62,26 @@ fn main() -> ExitCode {
                 ),
             ))
     })
+}
+
+/// `FIXTURE_VERSION`, or a 500 for `FIXTURE_FAIL_PERCENT`% of requests
+/// (every n-th, so the share is exact).
+async fn version() -> (axum::http::StatusCode, String) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let version = std::env::var("FIXTURE_VERSION").unwrap_or_default();
+    let percent: u64 = std::env::var("FIXTURE_FAIL_PERCENT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let n = SEEN.fetch_add(1, Ordering::Relaxed);
+    if percent > 0 && n % 100 < percent {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{version} failed as asked\n"),
+        );
+    }
+    (axum::http::StatusCode::OK, version)
 }
 
 /// Consumes `topic/group`, recording every handled message (see the module

@@ -1,0 +1,77 @@
+"""Unit tests of the notifier: run with `python3 -m unittest` in this directory."""
+
+import os
+import tempfile
+import unittest
+
+import notifier
+
+
+def message(kind="OrderPlaced", version=1, data=None, headers=None):
+    return {
+        "id": 7,
+        "attempt": 1,
+        "headers": headers or {},
+        "payload": {
+            "stream_id": "order-42",
+            "version": version,
+            "event_type": kind,
+            "payload": data if data is not None else {"customer": "ann", "total_cents": 1250, "lines": []},
+            "metadata": {},
+        },
+    }
+
+
+class StoreTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.store = notifier.Store(os.path.join(self.dir.name, "n.db"))
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def test_an_event_is_notified_once_however_often_it_is_delivered(self):
+        note = notifier.notification(message(), self.store)
+        self.assertTrue(self.store.record(note))
+        self.assertFalse(self.store.record(note))
+        notes = self.store.list(customer="ann")
+        self.assertEqual(len(notes), 1)
+        self.assertEqual(notes[0]["event_id"], "order-42@1")
+        self.assertIn("1250 cents", notes[0]["text"])
+
+    def test_later_events_find_the_customer_of_their_order(self):
+        self.store.record(notifier.notification(message(), self.store))
+        paid = notifier.notification(message("OrderPaid", 2, {"amount_cents": 1250}), self.store)
+        self.assertEqual(paid["customer"], "ann")
+        self.store.record(paid)
+        self.assertEqual([n["kind"] for n in self.store.list(order="42")], ["OrderPlaced", "OrderPaid"])
+
+    def test_the_trace_id_comes_from_the_traceparent_header(self):
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        note = notifier.notification(message(headers={"traceparent": tp}), self.store)
+        self.assertEqual(note["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736")
+
+    def test_what_is_not_an_order_event_is_refused_with_the_reason(self):
+        for bad, why in [
+            ({"id": 1, "payload": "text"}, "not a JSON object"),
+            ({"id": 1, "payload": {"version": 1}}, "missing"),
+            (message("OrderLost"), "unknown event type"),
+        ]:
+            with self.assertRaises(notifier.Malformed) as caught:
+                notifier.notification(bad, self.store)
+            self.assertIn(why, str(caught.exception))
+
+
+class CallerTest(unittest.TestCase):
+    def test_the_caller_is_the_service_in_the_certificates_uri(self):
+        cert = {"subjectAltName": (("DNS", "gateway.shop.mortar"), ("URI", "mortar://shop/gateway"))}
+        self.assertEqual(notifier.caller_service(cert), "gateway")
+        self.assertIsNone(notifier.caller_service({}))
+
+    def test_trace_id_rejects_garbage(self):
+        self.assertIsNone(notifier.trace_id("nonsense"))
+        self.assertIsNone(notifier.trace_id(None))
+
+
+if __name__ == "__main__":
+    unittest.main()
