@@ -27,9 +27,6 @@ pub enum BackupError {
     /// A bus log could not be read.
     #[error("bus log: {0}")]
     Bus(#[from] mortar_bus::BusError),
-    /// Encrypting or decrypting failed.
-    #[error(transparent)]
-    Crypto(#[from] mortar_secrets::SecretsError),
     /// The release ledger could not be read.
     #[error("release ledger: {0}")]
     Release(#[from] mortar_release::ReleaseError),
@@ -43,11 +40,6 @@ pub enum BackupError {
         /// What is wrong.
         problem: String,
     },
-    /// The backup is encrypted and no key was given.
-    #[error(
-        "backup {0} is encrypted: pass the recipient's private key with --key KEY (and --cert CERT unless the key file holds it)"
-    )]
-    KeyNeeded(PathBuf),
     /// Verification found problems; restoring it is refused.
     #[error("backup {path} failed verification ({count} problem(s)); first: {first}")]
     Invalid {
@@ -60,18 +52,10 @@ pub enum BackupError {
     },
     /// The target directory is held by a running node.
     #[error(
-        "a mortar node is running with data directory {0}; stop it first, or pass --force to stop the affected services, restore their stores and start them again"
+        "a mortar node is running with data directory {0}; stop it first (`mortar` Ctrl-C), or pass --force to restore anyway and restart the node yourself"
     )]
     NodeRunning(PathBuf),
-    /// An external tool (pg_dump, pg_restore, psql, a service's check) failed.
-    #[error("{tool} failed: {detail}")]
-    Tool {
-        /// The program.
-        tool: String,
-        /// Its exit status and the end of its stderr.
-        detail: String,
-    },
-    /// Bad input from the caller (a URL, a count, a name).
+    /// Bad input from the caller (a count, a directory).
     #[error("{0}")]
     Input(String),
 }

@@ -18,9 +18,6 @@ pub const MANIFEST_FILE: &str = "backup.json";
 /// the node's data directory (so a restore is a copy).
 pub const DATA_DIR: &str = "data";
 
-/// The directory inside a backup holding PostgreSQL dumps.
-pub const POSTGRES_DIR: &str = "postgres";
-
 /// The manifest's format version; readers refuse newer ones.
 pub const FORMAT: u32 = 1;
 
@@ -40,25 +37,21 @@ pub enum FileKind {
     Outbox,
     /// The release ledger or one of its blobs.
     Release,
-    /// A PostgreSQL schema dump (`pg_dump --format=custom`).
-    PostgresDump,
+    /// Any other file kept as it is: the deploy history, the node's CA.
+    Other,
 }
 
 /// One file of the backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
-    /// Its path inside the backup (`data/…` or `postgres/…`), `/`-separated.
+    /// Its path inside the backup (`data/…`), `/`-separated.
     pub path: String,
     /// What it is.
     pub kind: FileKind,
-    /// The plaintext size in bytes.
+    /// The size in bytes.
     pub size: u64,
-    /// The plaintext SHA-256, hex.
+    /// The SHA-256, hex.
     pub sha256: String,
-    /// When encrypted: the SHA-256 of the stored (encrypted) bytes, so a
-    /// damaged file is found and named without the key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stored_sha256: Option<String>,
 }
 
 /// The end of one topic's log at the cut.
@@ -70,19 +63,6 @@ pub struct TopicCut {
     pub next_offset: u64,
     /// Records in the backup.
     pub records: u64,
-}
-
-/// A PostgreSQL schema in the backup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PostgresEntry {
-    /// The service whose store (or read store) it is.
-    pub service: String,
-    /// The environment variable that named it (`MORTAR_STORE_URL`, …).
-    pub variable: String,
-    /// The schema.
-    pub schema: String,
-    /// The dump's path inside the backup.
-    pub dump: String,
 }
 
 /// See the module docs.
@@ -105,12 +85,6 @@ pub struct BackupManifest {
     pub cuts: Vec<(String, String)>,
     /// Where each topic's log was cut.
     pub topics: BTreeMap<String, TopicCut>,
-    /// Encrypted for these recipients (certificate subjects), if at all.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub encrypted_to: Vec<String>,
-    /// PostgreSQL schemas dumped.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub postgres: Vec<PostgresEntry>,
     /// Every file, sorted by path.
     pub files: Vec<FileEntry>,
 }
@@ -135,7 +109,10 @@ impl BackupManifest {
         }
         for file in &manifest.files {
             let safe = !file.path.starts_with('/')
-                && file.path.split('/').all(|part| part != ".." && !part.is_empty());
+                && file
+                    .path
+                    .split('/')
+                    .all(|part| part != ".." && !part.is_empty());
             if !safe {
                 return Err(not_a_backup(format!(
                     "{MANIFEST_FILE} names a file outside the backup: {:?}",
@@ -158,7 +135,7 @@ impl BackupManifest {
         sync_file(&path)
     }
 
-    /// The plaintext bytes of every file together.
+    /// The bytes of every file together.
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
@@ -212,14 +189,11 @@ mod tests {
             release_id: None,
             cuts: vec![],
             topics: BTreeMap::new(),
-            encrypted_to: vec![],
-            postgres: vec![],
             files: vec![FileEntry {
                 path: "data/x".into(),
                 kind: FileKind::Store,
                 size: 1,
                 sha256: digest_bytes(b"x"),
-                stored_sha256: None,
             }],
         }
     }
