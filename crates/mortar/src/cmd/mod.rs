@@ -22,7 +22,8 @@ use mortar_manifest::{LoadError, Manifest};
 use mortar_node::client::AdminClient;
 
 use crate::cli::{
-    BackupCommand, BenchCommand, BusCommand, Command, DlqCommand, NodeArgs, ProjectionsCommand};
+    BackupCommand, BenchCommand, BusCommand, Command, DlqCommand, NodeArgs, ProjectionsCommand,
+};
 
 /// The exit code for an invalid manifest or configuration (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
