@@ -256,7 +256,8 @@ fn a_flipped_byte_in_any_file_fails_verify_naming_it_and_restore_refuses() {
         let (code, stdout, stderr) = mortar(dir.path(), &["backup", "verify", bad_arg]);
         assert_ne!(code, 0, "a flipped byte in {file} passed verify: {stdout}");
         assert!(
-            stderr.contains(&format!("FAIL {file}: sha256")),
+            stderr.contains(&format!("FAIL {file}: sha256 check failed"))
+                || stderr.contains(&format!("FAIL {file}: size check failed")),
             "{file}: {stderr}"
         );
 
