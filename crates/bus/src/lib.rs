@@ -31,6 +31,7 @@ mod consumer_group;
 pub mod dead_letter;
 mod error;
 mod group;
+pub mod inspect;
 mod log;
 mod message;
 pub mod names;

@@ -55,6 +55,69 @@ pub(crate) enum Command {
     /// The app's secrets, encrypted as CMS (RFC 5652) for X.509 recipients: encrypt, decrypt, edit, set, unset, rotate.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Backups of the data directory: take one while the node runs, verify one by restoring it into scratch, restore one, list them.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BackupCommand {
+    /// Take an online, consistent backup of the data directory (the node may keep running).
+    Create(BackupCreateArgs),
+    /// Check every checksum, restore into scratch, run SQLite's integrity check and every bus record's checksum; non-zero exit naming the file and check on failure.
+    Verify(BackupVerifyArgs),
+    /// Restore a backup into the data directory: staged, verified, then swapped in; the old data is kept aside.
+    Restore(BackupRestoreArgs),
+    /// List the backups, oldest first.
+    List(BackupListArgs),
+}
+
+/// The data directory and where its backups go.
+#[derive(Debug, Args)]
+pub(crate) struct BackupTarget {
+    #[command(flatten)]
+    pub(crate) manifest: ManifestArgs,
+    /// The node's data directory [default: .mortar beside the manifest].
+    #[arg(long, env = "MORTAR_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupCreateArgs {
+    #[command(flatten)]
+    pub(crate) target: BackupTarget,
+    /// The directory that holds backups [default: <data dir>-backups beside the data directory].
+    #[arg(long, env = "MORTAR_BACKUP_DIR", value_name = "DIR")]
+    pub(crate) to: Option<PathBuf>,
+    /// After the backup, delete the oldest ones so that N remain (at least 1).
+    #[arg(long, value_name = "N")]
+    pub(crate) keep: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupVerifyArgs {
+    /// The backup directory (one `mortar backup list` shows).
+    pub(crate) backup: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupRestoreArgs {
+    /// The backup directory.
+    pub(crate) backup: PathBuf,
+    #[command(flatten)]
+    pub(crate) target: BackupTarget,
+    /// Restore even though a node holds the data directory (restart it afterwards).
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupListArgs {
+    #[command(flatten)]
+    pub(crate) target: BackupTarget,
+    /// The directory that holds backups [default: <data dir>-backups beside the data directory].
+    #[arg(long, env = "MORTAR_BACKUP_DIR", value_name = "DIR")]
+    pub(crate) from: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

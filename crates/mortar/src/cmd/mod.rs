@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod backup;
 mod bench;
 mod build;
 mod bus;
@@ -21,7 +22,9 @@ use anyhow::Context;
 use mortar_manifest::{LoadError, Manifest};
 use mortar_node::client::AdminClient;
 
-use crate::cli::{BenchCommand, BusCommand, Command, DlqCommand, NodeArgs, ProjectionsCommand};
+use crate::cli::{
+    BackupCommand, BenchCommand, BusCommand, Command, DlqCommand, NodeArgs, ProjectionsCommand,
+};
 
 /// The exit code for an invalid manifest or configuration (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -57,6 +60,10 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Http(args)) => bench::http(args),
         Command::Bench(BenchCommand::Cqrs(args)) => runtime()?.block_on(bench::cqrs(args)),
         Command::Secrets(command) => secrets::run(command),
+        Command::Backup(BackupCommand::Create(args)) => backup::create(&args),
+        Command::Backup(BackupCommand::Verify(args)) => backup::verify(&args),
+        Command::Backup(BackupCommand::Restore(args)) => backup::restore(&args),
+        Command::Backup(BackupCommand::List(args)) => backup::list(&args),
     }
 }
 

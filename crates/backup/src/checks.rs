@@ -1,0 +1,271 @@
+//! Verifying a backup: every checksum, then a restore into a scratch
+//! directory where every database gets SQLite's integrity check and every
+//! bus record its checksum check. Each failure names its file and check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mortar_bus::inspect::scan_segment;
+
+use crate::layout::{self, join};
+use crate::{BackupError, BackupManifest, DATA_DIR, FileKind, digest_file};
+
+/// One failed check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file, as the manifest names it (`data/…`).
+    pub file: String,
+    /// Which check failed: `present`, `size`, `sha256`, `listed`,
+    /// `integrity_check`, `bus records`, `topic cut`.
+    pub check: &'static str,
+    /// What was found.
+    pub detail: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} check failed: {}",
+            self.file, self.check, self.detail
+        )
+    }
+}
+
+/// What verification found.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    /// The backup's manifest.
+    pub manifest: BackupManifest,
+    /// Files whose checksum matched.
+    pub files_checked: usize,
+    /// Databases that passed `PRAGMA integrity_check`.
+    pub databases_checked: usize,
+    /// Bus records whose checksum was checked.
+    pub records_checked: u64,
+    /// Every failed check; empty means the backup is good.
+    pub problems: Vec<Problem>,
+    /// How long it took, in milliseconds.
+    pub took_ms: u64,
+}
+
+impl VerifyReport {
+    /// Whether every check passed.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Turns a failed report into [`BackupError::Invalid`].
+    pub fn into_result(self, backup: &Path) -> Result<VerifyReport, BackupError> {
+        match self.problems.first() {
+            None => Ok(self),
+            Some(first) => Err(BackupError::Invalid {
+                path: backup.to_owned(),
+                count: self.problems.len(),
+                first: first.to_string(),
+            }),
+        }
+    }
+}
+
+/// Verifies the backup in `backup` (see the module docs). An `Err` means
+/// the backup could not be checked at all (no manifest, no scratch space);
+/// failed checks are in the report.
+pub fn verify(backup: &Path) -> Result<VerifyReport, BackupError> {
+    let started = Instant::now();
+    let manifest = BackupManifest::load(backup)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("mortar-backup-verify-")
+        .tempdir()
+        .map_err(BackupError::io(
+            "create a scratch directory in",
+            std::env::temp_dir(),
+        ))?;
+    copy_tree(&manifest, &backup.join(DATA_DIR), scratch.path())?;
+    let mut report = check_tree(&manifest, scratch.path())?;
+    report.problems.extend(unlisted(&manifest, backup)?);
+    report.took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(report)
+}
+
+/// Copies every file the manifest lists from `from` (a backup's `data/`)
+/// into `to`; missing files are left for the checks to report.
+pub(crate) fn copy_tree(
+    manifest: &BackupManifest,
+    from: &Path,
+    to: &Path,
+) -> Result<(), BackupError> {
+    for file in &manifest.files {
+        let rel = data_relative(&file.path);
+        let src = join(from, rel);
+        let dst = join(to, rel);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(BackupError::io("create", parent))?;
+        }
+        match std::fs::copy(&src, &dst) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(BackupError::io("copy", &src)(e)),
+        }
+    }
+    Ok(())
+}
+
+fn data_relative(path: &str) -> &str {
+    path.strip_prefix(DATA_DIR)
+        .and_then(|p| p.strip_prefix('/'))
+        .unwrap_or(path)
+}
+
+/// Checks a restored tree `dir` (laid out as a data directory) against the
+/// manifest: checksums, database integrity, bus records and topic cuts.
+pub(crate) fn check_tree(
+    manifest: &BackupManifest,
+    dir: &Path,
+) -> Result<VerifyReport, BackupError> {
+    let mut report = VerifyReport {
+        manifest: manifest.clone(),
+        files_checked: 0,
+        databases_checked: 0,
+        records_checked: 0,
+        problems: Vec::new(),
+        took_ms: 0,
+    };
+    let mut records: BTreeMap<String, u64> = BTreeMap::new();
+    for file in &manifest.files {
+        let rel = data_relative(&file.path);
+        let path = join(dir, rel);
+        let problem = |check, detail: String| Problem {
+            file: file.path.clone(),
+            check,
+            detail,
+        };
+        if !path.is_file() {
+            report
+                .problems
+                .push(problem("present", "the file is missing".into()));
+            continue;
+        }
+        let (size, sha256) = digest_file(&path)?;
+        if size != file.size {
+            report.problems.push(problem(
+                "size",
+                format!("{size} bytes, the manifest says {}", file.size),
+            ));
+            continue;
+        }
+        if sha256 != file.sha256 {
+            report.problems.push(problem(
+                "sha256",
+                format!("{sha256}, the manifest says {}", file.sha256),
+            ));
+            continue;
+        }
+        report.files_checked += 1;
+        match file.kind {
+            FileKind::Store | FileKind::ReadStore => match integrity(&path) {
+                Ok(()) => report.databases_checked += 1,
+                Err(detail) => report.problems.push(problem("integrity_check", detail)),
+            },
+            FileKind::BusSegment => match scan_segment(&path) {
+                Ok(scan) => {
+                    report.records_checked += scan.records;
+                    if let Some(topic) = topic_of(rel) {
+                        *records.entry(topic).or_default() += scan.records;
+                    }
+                    if let Some(damage) = scan.damage {
+                        report.problems.push(problem(
+                            "bus records",
+                            format!("{} at byte {}", damage.reason, damage.position),
+                        ));
+                    }
+                }
+                Err(e) => report.problems.push(problem("bus records", e.to_string())),
+            },
+            _ => {}
+        }
+    }
+    for (topic, cut) in &manifest.topics {
+        let found = records.get(topic).copied().unwrap_or(0);
+        if found != cut.records {
+            report.problems.push(Problem {
+                file: format!("{DATA_DIR}/bus/topics/{topic}"),
+                check: "topic cut",
+                detail: format!(
+                    "{found} valid records, the manifest's cut has {}",
+                    cut.records
+                ),
+            });
+        }
+    }
+    Ok(report)
+}
+
+fn topic_of(rel: &str) -> Option<String> {
+    rel.strip_prefix("bus/topics/")
+        .and_then(|r| r.rsplit_once('/'))
+        .map(|(topic, _)| topic.to_owned())
+}
+
+/// `PRAGMA integrity_check`, or what it reported.
+fn integrity(path: &Path) -> Result<(), String> {
+    let conn = layout::open_existing(path).map_err(|e| e.to_string())?;
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check")
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<String> = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| e.to_string())?;
+    if rows == ["ok"] {
+        Ok(())
+    } else {
+        Err(rows.join("; "))
+    }
+}
+
+/// Files in the backup's `data/` the manifest does not list: something
+/// was added after it was taken.
+fn unlisted(manifest: &BackupManifest, backup: &Path) -> Result<Vec<Problem>, BackupError> {
+    let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let data: PathBuf = backup.join(DATA_DIR);
+    let mut found = Vec::new();
+    collect(&data, &data, &mut found)?;
+    Ok(found
+        .into_iter()
+        .map(|rel| format!("{DATA_DIR}/{rel}"))
+        .filter(|path| !listed.contains(path.as_str()))
+        .map(|file| Problem {
+            file,
+            check: "listed",
+            detail: "the file is not in backup.json".into(),
+        })
+        .collect())
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), BackupError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(BackupError::io("read directory", dir)(e)),
+    };
+    for entry in entries {
+        let path = entry
+            .map_err(BackupError::io("read directory", dir))?
+            .path();
+        if path.is_dir() {
+            collect(root, &path, out)?;
+        } else {
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            out.push(
+                rel.components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! Backups of a mortar node's data directory that are checked by restoring
+//! them.
+//!
+//! - [`create`] takes an online, consistent snapshot while services keep
+//!   writing: SQLite stores through `VACUUM INTO`, bus segments cut after
+//!   their last whole record, everything listed with its SHA-256 in
+//!   `backup.json` ([`BackupManifest`]).
+//! - [`verify`] checks every checksum, restores into a scratch directory,
+//!   runs SQLite's integrity check on every database and every bus record's
+//!   checksum, and names the file and the check of every failure.
+//! - [`restore`] restores into a staging directory beside the target,
+//!   verifies it there, and only then swaps it in by rename, keeping the
+//!   old data aside.
+//! - [`list`] and [`prune`]: the backups in a directory, and retention.
+//!
+//! The cut order that makes the copy consistent is described in
+//! [`create`]'s module.
+
+mod checks;
+mod create;
+mod error;
+mod layout;
+mod manifest;
+mod restore;
+mod retention;
+
+pub use checks::{Problem, VerifyReport, verify};
+pub use create::{CreateOptions, create};
+pub use error::BackupError;
+pub use manifest::{
+    BackupManifest, DATA_DIR, FORMAT, FileEntry, FileKind, MANIFEST_FILE, TopicCut, digest_bytes,
+    digest_file,
+};
+pub use restore::{RestoreReport, node_running, restore};
+pub use retention::{list, prune};

@@ -1,0 +1,91 @@
+//! Restoring a backup into a data directory: staged beside it, verified
+//! there, then swapped in by rename with the old data kept aside, so the
+//! current data is never deleted and never half-replaced.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use crate::checks::{check_tree, copy_tree};
+use crate::manifest::sync_file;
+use crate::{BackupError, BackupManifest, DATA_DIR, VerifyReport};
+
+/// What a restore did.
+#[derive(Debug)]
+pub struct RestoreReport {
+    /// The verification of the staged copy (all checks passed).
+    pub verified: VerifyReport,
+    /// Where the data directory's previous contents were moved, if it had any.
+    pub previous: Option<PathBuf>,
+}
+
+/// Whether a node holds the lock of `data_dir` right now.
+pub fn node_running(data_dir: &Path) -> Result<bool, BackupError> {
+    let lock_path = data_dir.join("node.lock");
+    let lock = match OpenOptions::new().write(true).open(&lock_path) {
+        Ok(lock) => lock,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(BackupError::io("open", &lock_path)(e)),
+    };
+    match lock.try_lock() {
+        Ok(()) => Ok(false),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+        Err(std::fs::TryLockError::Error(e)) => Err(BackupError::io("lock", &lock_path)(e)),
+    }
+}
+
+/// Restores `backup` into `data_dir`. Refuses when a node holds the data
+/// directory unless `force` (the node must then be restarted to see the
+/// restored data). Refuses any backup whose staged copy fails a check,
+/// naming the file and the check; nothing in `data_dir` changes then.
+pub fn restore(backup: &Path, data_dir: &Path, force: bool) -> Result<RestoreReport, BackupError> {
+    let manifest = BackupManifest::load(backup)?;
+    if !force && node_running(data_dir)? {
+        return Err(BackupError::NodeRunning(data_dir.to_owned()));
+    }
+    let name = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| {
+            BackupError::Input(format!(
+                "{} cannot be a data directory to restore into; name a directory",
+                data_dir.display()
+            ))
+        })?;
+    let parent = match data_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(BackupError::io("create", &parent))?;
+    let staging = parent.join(format!("{name}.restoring-{}", manifest.id));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(BackupError::io("remove", &staging))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(BackupError::io("create", &staging))?;
+    let staged = copy_tree(&manifest, &backup.join(DATA_DIR), &staging)
+        .and_then(|()| check_tree(&manifest, &staging));
+    let verified = match staged.and_then(|report| report.into_result(backup)) {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    let previous = if data_dir.exists() {
+        let stamp = OffsetDateTime::now_utc().unix_timestamp();
+        let aside = parent.join(format!("{name}.before-restore-{stamp}"));
+        std::fs::rename(data_dir, &aside).map_err(BackupError::io("move aside", data_dir))?;
+        Some(aside)
+    } else {
+        None
+    };
+    if let Err(e) = std::fs::rename(&staging, data_dir) {
+        if let Some(aside) = &previous {
+            let _ = std::fs::rename(aside, data_dir);
+        }
+        return Err(BackupError::io("move into place", &staging)(e));
+    }
+    sync_file(&parent)?;
+    Ok(RestoreReport { verified, previous })
+}

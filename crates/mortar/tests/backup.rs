@@ -1,0 +1,289 @@
+//! `mortar backup`: a backup taken while the shop takes orders and the bus
+//! takes messages restores every write acknowledged before it into a fresh
+//! data directory a node starts from; a flipped byte in any file of a
+//! backup fails `verify`, naming the file, and `restore` refuses it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mortar_test_support::cli::run_mortar;
+use mortar_test_support::files::{copy_tree, flip_byte};
+use mortar_test_support::node::call_as_node;
+use mortar_test_support::{RunningNode, binary, wait_for};
+use serde_json::{Value, json};
+
+fn write_manifest(dir: &Path) -> PathBuf {
+    let manifest = dir.join("mortar.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+[app]
+name = "shop"
+
+[services.ordering]
+command = ["{}"]
+
+[services.order-history]
+command = ["{}"]
+
+[bus]
+topics = ["orders", "audit"]
+"#,
+            binary("ordering").display(),
+            binary("order-history").display()
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
+fn mortar(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = run_mortar(dir, args, &[], b"");
+    (out.code, out.stdout, out.stderr)
+}
+
+fn place_order(data_dir: &Path, ordering: &Value, n: u64) -> Option<String> {
+    let (code, body) = call_as_node(
+        data_dir,
+        ordering,
+        "POST",
+        "/v1/orders",
+        Some(&json!({"customer": format!("c{n}"), "lines": [
+            {"sku": "MUG-001", "quantity": 1, "unit_price_cents": 1290}]})),
+    );
+    let body: Value = serde_json::from_slice(&body).ok()?;
+    (code == 201).then(|| body["id"].as_str().unwrap().to_owned())
+}
+
+fn publish(http: &reqwest::blocking::Client, admin: &str, n: u64) -> bool {
+    http.post(format!("{admin}/v1/bus/topics/audit/messages"))
+        .json(&json!({"messages": [{"key": format!("k{n}"), "payload": {"n": n}}]}))
+        .send()
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Every `n` in the `audit` topic, read by a new consumer group.
+fn audit_numbers(node: &RunningNode) -> BTreeSet<u64> {
+    let admin = node.admin_url();
+    let http = node.admin_http();
+    let mut seen = BTreeSet::new();
+    loop {
+        let pulled: Value = http
+            .post(format!(
+                "{admin}/v1/bus/topics/audit/groups/restore-check/pull"
+            ))
+            .json(&json!({"consumer": "test", "max": 500, "wait_ms": 500}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let messages = pulled["messages"].as_array().unwrap().clone();
+        if messages.is_empty() {
+            return seen;
+        }
+        let ids: Vec<Value> = messages.iter().map(|m| m["id"].clone()).collect();
+        for m in &messages {
+            seen.insert(m["payload"]["n"].as_u64().unwrap());
+        }
+        http.post(format!(
+            "{admin}/v1/bus/topics/audit/groups/restore-check/ack"
+        ))
+        .json(&json!({"ids": ids}))
+        .send()
+        .unwrap();
+    }
+}
+
+/// Acknowledged writes: order ids and audit message numbers.
+#[derive(Default)]
+struct Acked {
+    orders: Vec<String>,
+    messages: Vec<u64>,
+}
+
+#[test]
+fn a_backup_under_write_load_restores_every_acknowledged_write_and_a_node_serves_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path());
+    let data = dir.path().join("data");
+    let mut node = RunningNode::start(&manifest, &data);
+    let ordering = node.wait_ready("ordering", 1).remove(0);
+    node.wait_ready("order-history", 1);
+    let admin = node.admin_url();
+    let http = node.admin_http();
+
+    let acked = Mutex::new(Acked::default());
+    let stop = AtomicBool::new(false);
+    let (before_cut, created) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                if let Some(id) = place_order(&data, &ordering, n) {
+                    acked.lock().unwrap().orders.push(id);
+                }
+                if publish(&http, &admin, n) {
+                    acked.lock().unwrap().messages.push(n);
+                }
+            }
+        });
+        wait_for(
+            "some writes before the backup",
+            Duration::from_secs(60),
+            || {
+                let a = acked.lock().unwrap();
+                (a.orders.len() >= 10 && a.messages.len() >= 10).then_some(())
+            },
+        );
+        let before_cut = {
+            let a = acked.lock().unwrap();
+            (a.orders.clone(), a.messages.clone())
+        };
+        let created = node.cli(&["backup", "create", "--keep", "2"]);
+        wait_for("writes after the backup", Duration::from_secs(60), || {
+            (acked.lock().unwrap().messages.len() > before_cut.1.len() + 5).then_some(())
+        });
+        stop.store(true, Ordering::SeqCst);
+        (before_cut, created)
+    });
+    let (code, stdout, stderr) = created;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("backup "), "{stdout}");
+    let backup = PathBuf::from(stdout.split_whitespace().nth(1).unwrap());
+    assert!(
+        backup.starts_with(dir.path().join("data-backups")),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = node.cli(&["backup", "list"]);
+    assert_eq!(code, 0, "{stderr}");
+    let id = backup.file_name().unwrap().to_str().unwrap();
+    assert!(stdout.lines().any(|l| l.starts_with(id)), "{stdout}");
+
+    // Restoring over the running node is refused and changes nothing.
+    let backup_arg = backup.to_str().unwrap();
+    let (code, _, stderr) = node.cli(&["backup", "restore", backup_arg]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("a mortar node is running"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    node.stop();
+
+    let (code, stdout, stderr) = mortar(dir.path(), &["backup", "verify", backup_arg]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("is good"), "{stdout}");
+
+    let restored = dir.path().join("restored");
+    let (code, stdout, stderr) = mortar(
+        dir.path(),
+        &[
+            "backup",
+            "restore",
+            backup_arg,
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("restored backup"), "{stdout}");
+
+    let node = RunningNode::start(&manifest, &restored);
+    let ordering = node.wait_ready("ordering", 1).remove(0);
+    for id in &before_cut.0 {
+        let (code, order) = node.get_json(&ordering, &format!("/v1/orders/{id}"));
+        assert_eq!(
+            code, 200,
+            "order {id} acknowledged before the backup: {order}"
+        );
+    }
+    let seen = audit_numbers(&node);
+    let missing: Vec<&u64> = before_cut.1.iter().filter(|n| !seen.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "messages acknowledged before the backup are missing: {missing:?}"
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_any_file_fails_verify_naming_it_and_restore_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path());
+    let data = dir.path().join("data");
+    let mut node = RunningNode::start(&manifest, &data);
+    let ordering = node.wait_ready("ordering", 1).remove(0);
+    node.wait_ready("order-history", 1);
+    let http = node.admin_http();
+    for n in 0..3 {
+        assert!(place_order(&data, &ordering, n).is_some());
+        assert!(publish(&http, &node.admin_url(), n));
+    }
+    let (code, stdout, stderr) = node.cli(&["backup", "create", "--to", "backups"]);
+    node.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let good = PathBuf::from(stdout.split_whitespace().nth(1).unwrap());
+    let listed: Value =
+        serde_json::from_slice(&std::fs::read(good.join("backup.json")).unwrap()).unwrap();
+    let files: Vec<String> = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_owned())
+        .collect();
+    for kind in ["store", "read-store", "bus-segment"] {
+        assert!(
+            listed["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["kind"] == kind),
+            "no {kind} in {listed}"
+        );
+    }
+
+    let target = dir.path().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("keep.txt"), b"current data").unwrap();
+    for (i, file) in files.iter().enumerate() {
+        let bad = dir.path().join(format!("bad-{i}"));
+        copy_tree(&good, &bad);
+        flip_byte(&bad.join(file));
+        let bad_arg = bad.to_str().unwrap();
+
+        let (code, stdout, stderr) = mortar(dir.path(), &["backup", "verify", bad_arg]);
+        assert_ne!(code, 0, "a flipped byte in {file} passed verify: {stdout}");
+        assert!(
+            stderr.contains(&format!("FAIL {file}: sha256 check failed"))
+                || stderr.contains(&format!("FAIL {file}: size check failed")),
+            "{file}: {stderr}"
+        );
+
+        let (code, _, stderr) = mortar(
+            dir.path(),
+            &[
+                "backup",
+                "restore",
+                bad_arg,
+                "--data-dir",
+                target.to_str().unwrap(),
+            ],
+        );
+        assert_ne!(code, 0, "restore accepted a flipped byte in {file}");
+        assert!(stderr.contains(file.as_str()), "{file}: {stderr}");
+        assert_eq!(
+            std::fs::read(target.join("keep.txt")).unwrap(),
+            b"current data",
+            "a refused restore changed the data directory"
+        );
+        std::fs::remove_dir_all(&bad).unwrap();
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("restoring"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+}
