@@ -181,3 +181,29 @@ fn the_notifiers_python_unit_tests_pass() {
     assert!(out.status.success(), "{report}");
     assert!(report.contains("OK"), "{report}");
 }
+
+/// The storefront page comes through the gateway from the catalog.
+#[test]
+fn the_storefront_page_is_served_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = shop::start(dir.path(), "storeshop");
+    let gateway = node.gateway_url();
+    let resp = reqwest::blocking::get(format!("{gateway}/shop")).unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = resp.text().unwrap();
+    for api in [
+        "/v1/products",
+        "/v1/identity/login",
+        "/v1/orders",
+        "/v1/order-history",
+        "/v1/notifications",
+    ] {
+        assert!(page.contains(api), "the page calls {api}");
+    }
+}

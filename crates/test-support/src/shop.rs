@@ -88,6 +88,11 @@ authenticated = true
 scopes = ["orders"]
 
 [[gateway.routes]]
+prefix = "/shop"
+service = "catalog"
+public = true
+
+[[gateway.routes]]
 prefix = "/v1/identity"
 service = "identity"
 public = true

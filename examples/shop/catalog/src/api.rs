@@ -23,6 +23,7 @@ pub(crate) fn routes(store: Store, page_size: u32) -> Router {
     Router::new()
         .route("/v1/products", get(list).post(create))
         .route("/v1/products/{id}", get(fetch))
+        .route("/shop", get(crate::storefront::page))
         .with_state(Api { store, page_size })
 }
 

@@ -6,6 +6,7 @@
 mod api;
 mod config;
 mod store;
+mod storefront;
 
 use std::process::ExitCode;
 
