@@ -60,6 +60,12 @@ impl Gateway {
         self.shared.splits.set(service, weights);
     }
 
+    /// The forwarding client: per-upstream calls and latency, breaker
+    /// states (exported on the node's `/metrics`).
+    pub fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
     /// The forwarding client's counters (retries, ejections, breakers).
     pub fn metrics(&self) -> &Arc<Metrics> {
         self.shared.client.metrics()

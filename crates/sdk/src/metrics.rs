@@ -402,4 +402,35 @@ mod tests {
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
+
+    #[test]
+    fn the_exposition_parses_with_a_prometheus_parser_and_has_the_key_series() {
+        let metrics = ServiceMetrics::default();
+        metrics.record("/v1/orders", "POST", 201, Duration::from_millis(3));
+        metrics.record("/v1/orders", "POST", 503, Duration::from_millis(40));
+        let text = metrics.render();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        let names: std::collections::BTreeSet<&str> =
+            scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+        for key in [
+            "mortar_http_requests_total",
+            "mortar_http_request_duration_seconds_bucket",
+            "mortar_http_request_duration_seconds_count",
+            "mortar_client_calls_total",
+            "mortar_client_retries_total",
+            "mortar_client_ejections_total",
+            "mortar_client_breaker_opened_total",
+        ] {
+            assert!(names.contains(key), "{key} missing from {names:?}");
+        }
+        let errors = scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "mortar_http_requests_total" && s.labels.get("status") == Some("503")
+            })
+            .unwrap();
+        assert!(matches!(errors.value, prometheus_parse::Value::Counter(v) if v == 1.0));
+    }
 }
