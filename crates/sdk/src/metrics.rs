@@ -415,7 +415,7 @@ mod tests {
             scrape.samples.iter().map(|s| s.metric.as_str()).collect();
         for key in [
             "mortar_http_requests_total",
-            "mortar_http_request_duration_seconds_bucket",
+            "mortar_http_request_duration_seconds",
             "mortar_http_request_duration_seconds_count",
             "mortar_client_calls_total",
             "mortar_client_retries_total",
@@ -431,6 +431,20 @@ mod tests {
                 s.metric == "mortar_http_requests_total" && s.labels.get("status") == Some("503")
             })
             .unwrap();
-        assert!(matches!(errors.value, prometheus_parse::Value::Counter(v) if v == 1.0));
+        // OpenMetrics names a counter family without `_total`; the parser
+        // then reads the sample untyped.
+        assert!(matches!(
+            errors.value,
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) if v == 1.0
+        ));
+        let histogram = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "mortar_http_request_duration_seconds")
+            .unwrap();
+        let prometheus_parse::Value::Histogram(buckets) = &histogram.value else {
+            panic!("not a histogram: {histogram:?}");
+        };
+        assert_eq!(buckets.last().unwrap().count, 2.0);
     }
 }
