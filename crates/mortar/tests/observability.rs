@@ -1,7 +1,7 @@
 //! Observability through a real node: one order placed through the
 //! gateway is followed by its trace id across the gateway, ordering, the
 //! bus delivery to order-history and the projection, by grepping the merged
-//! log stream for one id.
+//! log stream for one id, and `mortar logs --trace` filters that stream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -106,4 +106,26 @@ fn one_order_is_followed_by_its_trace_id_across_gateway_service_bus_and_projecti
     // Nothing else shares the id: it names this order's trace only.
     let traced: Vec<&Value> = lines.iter().filter(|l| l["trace_id"] == trace_id).collect();
     assert!(traced.len() >= 4, "{traced:?}");
+
+    // `mortar logs --trace` keeps exactly that trace's lines, as raw JSON
+    // when piped.
+    let (code, stdout, stderr) = node.cli(&["logs", "--tail", "10000", "--trace", trace_id]);
+    assert_eq!(code, 0, "{stderr}");
+    let printed: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(printed.len() >= 4, "{stdout}");
+    assert!(
+        printed.iter().all(|l| l["trace_id"] == trace_id),
+        "{stdout}"
+    );
+    assert!(
+        printed.iter().any(|l| l["service"] == "ordering"),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = node.cli(&["logs", "--level", "loud"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unknown level \"loud\""), "{stderr}");
 }
