@@ -125,7 +125,65 @@ fn one_order_is_followed_by_its_trace_id_across_gateway_service_bus_and_projecti
         "{stdout}"
     );
 
+    // The node's and the service's /metrics parse as Prometheus text and
+    // hold the key series, this order included.
+    let node_metrics = node
+        .admin_http()
+        .get(format!("{}/metrics", node.admin_url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let scrape = parse(&node_metrics);
+    for key in [
+        "mortar_instances",
+        "mortar_instance_restarts_total",
+        "mortar_bus_backlog",
+        "mortar_bus_lag",
+        "mortar_bus_dead_lettered_total",
+        "mortar_client_retries_total",
+        "mortar_client_upstream_duration_seconds",
+    ] {
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == key),
+            "{key}: {node_metrics}"
+        );
+    }
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "mortar_client_upstream_calls_total"
+                && s.labels.get("upstream") == Some("ordering")),
+        "{node_metrics}"
+    );
+    let ordering = node.wait_ready("ordering", 1).remove(0);
+    let (code, service_metrics) = node.get_text(&ordering, "/metrics");
+    assert_eq!(code, 200);
+    let scrape = parse(&service_metrics);
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "mortar_http_requests_total"
+                && s.labels.get("route") == Some("/v1/orders")
+                && s.labels.get("status") == Some("201")),
+        "{service_metrics}"
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "mortar_http_request_duration_seconds"),
+        "{service_metrics}"
+    );
+
     let (code, _, stderr) = node.cli(&["logs", "--level", "loud"]);
     assert_ne!(code, 0);
     assert!(stderr.contains("unknown level \"loud\""), "{stderr}");
+}
+
+/// Parses Prometheus text with a real parser; panics on invalid text.
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
 }
