@@ -295,11 +295,12 @@ impl Client {
     pub async fn publish_batch(
         &self,
         topic: &str,
-        messages: Vec<NewMessage>,
+        mut messages: Vec<NewMessage>,
     ) -> Result<Published, ClientError> {
         if self.inner.shutdown.is_cancelled() {
             return Err(ClientError::Closed);
         }
+        crate::trace::stamp(&mut messages);
         if let Some(outbox) = &self.inner.outbox {
             // Older buffered publishes go first: keep the order.
             if outbox.is_empty()

@@ -35,6 +35,7 @@ mod outbox;
 mod relay;
 mod session;
 mod subscriber;
+mod trace;
 mod url;
 
 pub use client::{Client, Published};

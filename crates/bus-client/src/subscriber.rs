@@ -220,9 +220,10 @@ async fn run_handlers<F, Fut, E>(
         let inner = inner.clone();
         let handler = handler.clone();
         let draining = draining.clone();
-        tokio::spawn(async move {
-            let id = message.id;
-            let attempt = message.attempt;
+        let trace = crate::trace::context_of(&message);
+        let topic = message.topic.clone();
+        let (id, attempt) = (message.id, message.attempt);
+        let traced = async move {
             // A panicking handler counts as a failure, not a lost message.
             let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
             let settle = match outcome {
@@ -259,6 +260,9 @@ async fn run_handlers<F, Fut, E>(
                 }
             }
             drop(slot);
+        };
+        tokio::spawn(async move {
+            crate::trace::delivered(trace, &topic, id, attempt, traced).await;
         });
     }
     // Wait for the handlers running now.

@@ -90,6 +90,12 @@ impl Gateway {
         self.shared.versions.snapshot(service, version)
     }
 
+    /// The forwarding client: per-upstream calls and latency, breaker
+    /// states (exported on the node's `/metrics`).
+    pub fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
     /// The forwarding client's counters (retries, ejections, breakers).
     pub fn metrics(&self) -> &Arc<Metrics> {
         self.shared.client.metrics()
@@ -333,12 +339,37 @@ where
         .headers
         .insert(trace::TRACEPARENT_NAME, traceparent.clone());
     parts.extensions = http::Extensions::new();
+    let access =
+        tracing::enabled!(tracing::Level::DEBUG).then(|| (parts.method.clone(), parts.uri.clone()));
     let mut resp = shared
         .forward(http::Request::from_parts(parts, body), peer)
         .await;
+    let status = resp.status().as_u16();
+    if status >= 500 || access.is_some() {
+        access_log(&traceparent, access, status);
+    }
     resp.headers_mut()
         .insert(trace::TRACEPARENT_NAME, traceparent);
     resp
+}
+
+/// One line per forwarded request with its `trace_id`: at `debug`, or
+/// `warn` for a 5xx answer (then without method and path unless debug is
+/// on, since the request was not kept for it).
+fn access_log(traceparent: &HeaderValue, request: Option<(Method, http::Uri)>, status: u16) {
+    let trace_id = traceparent
+        .to_str()
+        .ok()
+        .and_then(|v| v.get(3..35))
+        .unwrap_or_default();
+    let (method, path) = request
+        .as_ref()
+        .map_or(("", ""), |(m, u)| (m.as_str(), u.path()));
+    if status >= 500 {
+        tracing::warn!(trace_id, method, path, status, "gateway request failed");
+    } else {
+        tracing::debug!(trace_id, method, path, status, "gateway request");
+    }
 }
 
 impl Peer {

@@ -357,6 +357,12 @@ pub(crate) struct LogsArgs {
     /// How many recent lines to print first.
     #[arg(long, default_value_t = 100)]
     pub(crate) tail: usize,
+    /// Only lines of this trace (the 32-hex-digit `trace_id`).
+    #[arg(long)]
+    pub(crate) trace: Option<String>,
+    /// Only lines at this level or more severe: trace, debug, info, warn, error.
+    #[arg(long)]
+    pub(crate) level: Option<String>,
     /// The manifest whose node to ask (`-f` means --follow here).
     #[arg(long = "file", env = "MORTAR_MANIFEST", default_value = "mortar.toml")]
     pub(crate) file: PathBuf,

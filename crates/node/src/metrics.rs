@@ -248,81 +248,13 @@ fn as_gauge(series: Vec<(Labels, u64)>) -> Vec<(Labels, i64)> {
         .collect()
 }
 
-/// The gateway's resilience decisions: calls, retries, timeouts, ejections
-/// and breaker transitions.
-pub struct GatewaySource(pub Arc<mortar_resilience::Metrics>);
+/// The gateway's resilience decisions (calls, retries, timeouts,
+/// ejections, breaker transitions) and, per upstream service, its calls,
+/// failures, latency histogram and breaker state.
+pub struct GatewaySource(pub mortar_resilience::Client);
 
 impl Source for GatewaySource {
     fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let m = self.0.snapshot();
-        let one = |v: u64| vec![(vec![("component", "gateway".to_owned())], v)];
-        let families: [(&str, &str, u64); 14] = [
-            ("mortar_client_calls", "Calls made to services.", m.calls),
-            (
-                "mortar_client_failures",
-                "Calls that ended in an error.",
-                m.failures,
-            ),
-            (
-                "mortar_client_attempts",
-                "Attempts sent to instances (first tries and retries).",
-                m.attempts,
-            ),
-            ("mortar_client_retries", "Retries issued.", m.retries),
-            (
-                "mortar_client_retries_denied",
-                "Retries refused by the retry budget.",
-                m.retries_denied_by_budget,
-            ),
-            (
-                "mortar_client_timeouts",
-                "Attempts that hit the per-try timeout.",
-                m.timeouts,
-            ),
-            (
-                "mortar_client_deadlines_exceeded",
-                "Calls that ran out of their overall deadline.",
-                m.deadlines_exceeded,
-            ),
-            (
-                "mortar_client_no_instances",
-                "Calls refused because no instance was ready.",
-                m.no_instances,
-            ),
-            (
-                "mortar_client_ejections",
-                "Instances taken out of rotation after consecutive failures.",
-                m.ejections,
-            ),
-            (
-                "mortar_client_readmissions",
-                "Ejected instances put back.",
-                m.readmissions,
-            ),
-            (
-                "mortar_client_breaker_opened",
-                "Circuit breaker transitions to open.",
-                m.breaker_opened,
-            ),
-            (
-                "mortar_client_breaker_half_opened",
-                "Circuit breaker transitions to half-open.",
-                m.breaker_half_opened,
-            ),
-            (
-                "mortar_client_breaker_closed",
-                "Circuit breaker transitions to closed.",
-                m.breaker_closed,
-            ),
-            (
-                "mortar_client_breaker_rejected",
-                "Calls shed by an open circuit breaker.",
-                m.breaker_rejected,
-            ),
-        ];
-        for (name, help, value) in families {
-            counter(encoder, name, help, &one(value))?;
-        }
-        Ok(())
+        mortar_sdk::metrics::encode_clients(encoder, "gateway", std::slice::from_ref(&self.0))
     }
 }

@@ -263,7 +263,7 @@ impl Node {
             metrics: vec![
                 Arc::new(crate::metrics::SupervisorSource(supervisor.clone())),
                 Arc::new(crate::metrics::BusSource(bus.backend.clone())),
-                Arc::new(crate::metrics::GatewaySource(gateway.metrics().clone())),
+                Arc::new(crate::metrics::GatewaySource(gateway.client().clone())),
             ],
         })
         .merge(crate::deploys::router(crate::deploys::DeployApi {

@@ -15,7 +15,7 @@ use crate::balance::Members;
 use crate::breaker::{BreakerLayer, BreakerOpen, BreakerState};
 use crate::deadline::{self, DeadlineReached};
 use crate::discovery::{self, Setup};
-use crate::metrics::{Metrics, inc};
+use crate::metrics::{Metrics, UpstreamMetrics, UpstreamSnapshot, inc};
 use crate::retry::{self, RetryPolicy};
 use crate::{BoxError, CallError, ClientConfig, EndpointError, Resolve};
 
@@ -37,6 +37,7 @@ struct ServiceStack {
     breaker: BreakerLayer,
     members: Arc<Members>,
     live: Arc<AtomicUsize>,
+    upstream: Arc<UpstreamMetrics>,
     _stop: DropGuard,
 }
 
@@ -59,6 +60,8 @@ struct Inner {
     breakers: Arc<Mutex<HashMap<String, BreakerLayer>>>,
     /// Shared with forks: one retry budget per service.
     retries: Arc<Mutex<HashMap<String, Arc<retry::Shared>>>>,
+    /// Shared with forks: calls and latency per upstream service.
+    upstreams: Arc<Mutex<HashMap<String, Arc<UpstreamMetrics>>>>,
 }
 
 impl Client {
@@ -91,6 +94,7 @@ impl Client {
                 stacks: Mutex::default(),
                 breakers: Arc::default(),
                 retries: Arc::default(),
+                upstreams: Arc::default(),
             }),
         }
     }
@@ -115,6 +119,7 @@ impl Client {
                 stacks: Mutex::default(),
                 breakers: inner.breakers.clone(),
                 retries: inner.retries.clone(),
+                upstreams: inner.upstreams.clone(),
             }),
         }
     }
@@ -122,6 +127,37 @@ impl Client {
     /// The client's counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// Calls, failures and latency per upstream service called so far,
+    /// sorted by service.
+    pub fn upstreams(&self) -> Vec<(String, UpstreamSnapshot)> {
+        let upstreams = self
+            .inner
+            .upstreams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = upstreams
+            .iter()
+            .map(|(service, m)| (service.clone(), m.snapshot()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// The breaker state of every service called so far, sorted by service.
+    pub fn breaker_states(&self) -> Vec<(String, BreakerState)> {
+        let breakers = self
+            .inner
+            .breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = breakers
+            .iter()
+            .map(|(service, b)| (service.clone(), b.state()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// The breaker state of `service` (closed if never called).
@@ -151,11 +187,25 @@ impl Client {
         &self,
         service: &str,
         version: Option<&str>,
-        req: Request<Bytes>,
+        mut req: Request<Bytes>,
     ) -> Result<Response<ResponseBody>, CallError> {
         let inner = &self.inner;
         inc(&inner.metrics.calls);
+        propagate_trace(&mut req);
         let stack = self.stack(service, version);
+        let started = Instant::now();
+        let result = self.call_stack(service, &stack, req).await;
+        stack.upstream.record(started.elapsed(), result.is_err());
+        result
+    }
+
+    async fn call_stack(
+        &self,
+        service: &str,
+        stack: &ServiceStack,
+        req: Request<Bytes>,
+    ) -> Result<Response<ResponseBody>, CallError> {
+        let inner = &self.inner;
         let mut budget = inner.config.deadline;
         if let Some(asked) = deadline::from_headers(req.headers()) {
             budget = budget.min(asked);
@@ -170,7 +220,7 @@ impl Client {
             // `deadline::Attempt`) and retries are only made when they can
             // start before it, so no timer around the whole call is needed.
             let deadline = Instant::now() + budget;
-            match self.run(&stack, req, deadline).await {
+            match self.run(stack, req, deadline).await {
                 Ok(resp) => return Ok(resp),
                 Err(e) if e.is::<DeadlineReached>() => {
                     inc(&inner.metrics.deadlines_exceeded);
@@ -296,6 +346,15 @@ impl Client {
             .clone()
     }
 
+    fn upstream(&self, service: &str) -> Arc<UpstreamMetrics> {
+        let mut upstreams = self
+            .inner
+            .upstreams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        upstreams.entry(service.to_owned()).or_default().clone()
+    }
+
     fn retry_shared(&self, service: &str) -> Arc<retry::Shared> {
         let mut retries = self.inner.retries.lock().unwrap_or_else(|p| p.into_inner());
         retries
@@ -360,8 +419,22 @@ impl Client {
             breaker,
             members,
             live,
+            upstream: self.upstream(service),
             _stop: cancel.drop_guard(),
         }
+    }
+}
+
+/// Continues the trace of the request or message being handled: a call
+/// made without its own `traceparent` gets the current trace with a new
+/// span id (the gateway, which sets one itself, is left alone).
+fn propagate_trace(req: &mut Request<Bytes>) {
+    if req.headers().contains_key(mortar_trace::TRACEPARENT) {
+        return;
+    }
+    if let Some(value) = mortar_trace::outgoing().and_then(|v| http::HeaderValue::try_from(v).ok())
+    {
+        req.headers_mut().insert(mortar_trace::TRACEPARENT, value);
     }
 }
 

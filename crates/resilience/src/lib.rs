@@ -34,7 +34,7 @@ pub use config::{BreakerConfig, ClientConfig, OutlierConfig, RetryConfig};
 pub use connect::Connector;
 pub use deadline::DEADLINE_HEADER;
 pub use error::{CallError, EndpointError};
-pub use metrics::{Metrics, MetricsSnapshot};
+pub use metrics::{LATENCY_BUCKETS, Metrics, MetricsSnapshot, UpstreamMetrics, UpstreamSnapshot};
 pub use resolve::{Endpoint, Resolve, StaticResolver};
 pub use stats::RequestStats;
 

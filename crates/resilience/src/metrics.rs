@@ -86,3 +86,93 @@ impl Metrics {
 pub(crate) fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
+
+/// Upper bounds (seconds) of the latency buckets kept per upstream: from a
+/// loopback hop (1 ms) to a call near a generous deadline (10 s).
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// What one client saw of one upstream service: calls, failures and a
+/// latency histogram, kept with atomics so recording costs no lock.
+#[derive(Debug, Default)]
+pub struct UpstreamMetrics {
+    calls: AtomicU64,
+    failures: AtomicU64,
+    /// Micro-seconds, summed.
+    latency_sum_us: AtomicU64,
+    /// Per bucket of [`LATENCY_BUCKETS`], plus one for larger values (not
+    /// cumulative; [`UpstreamSnapshot`] makes them so).
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+}
+
+/// A point-in-time copy of [`UpstreamMetrics`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamSnapshot {
+    /// Calls made (including those answered by a fallback).
+    pub calls: u64,
+    /// Calls that ended in an error (before any fallback).
+    pub failures: u64,
+    /// Total latency of all calls, in micro-seconds.
+    pub latency_sum_us: u64,
+    /// Cumulative counts per bucket of [`LATENCY_BUCKETS`]; the last entry
+    /// (`+Inf`) equals `calls`.
+    pub cumulative: Vec<u64>,
+}
+
+impl UpstreamMetrics {
+    /// Records one finished call.
+    pub(crate) fn record(&self, elapsed: std::time::Duration, failed: bool) {
+        inc(&self.calls);
+        if failed {
+            inc(&self.failures);
+        }
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        inc(&self.buckets[bucket]);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> UpstreamSnapshot {
+        let mut total = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|b| {
+                total += b.load(Ordering::Relaxed);
+                total
+            })
+            .collect();
+        UpstreamSnapshot {
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
+            cumulative,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn upstream_buckets_are_cumulative_and_end_at_the_call_count() {
+        let m = UpstreamMetrics::default();
+        m.record(Duration::from_micros(500), false);
+        m.record(Duration::from_millis(30), true);
+        m.record(Duration::from_secs(60), false);
+        let s = m.snapshot();
+        assert_eq!((s.calls, s.failures), (3, 1));
+        assert_eq!(s.cumulative[0], 1);
+        assert_eq!(s.cumulative[5], 2);
+        assert_eq!(s.cumulative[LATENCY_BUCKETS.len() - 1], 2);
+        assert_eq!(*s.cumulative.last().unwrap(), 3);
+    }
+}

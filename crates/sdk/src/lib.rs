@@ -26,17 +26,22 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod problem;
 mod registry;
 mod report;
+mod request;
 mod service;
 pub mod shutdown;
 mod tls;
 
 pub use config::{ConfigError, Env, FromEnv, ServiceConfig};
 pub use health::Readiness;
+pub use metrics::ServiceMetrics;
 /// TLS material from the node (re-exported for services that need it).
 pub use mortar_tls::InstanceTls;
+/// W3C trace context (re-exported: services read the current trace).
+pub use mortar_trace as trace;
 pub use problem::Problem;
 pub use registry::RemoteRegistry;
 pub use service::{BoxError, Context, EXIT_CONFIG, run};

@@ -38,6 +38,8 @@ pub struct Context {
     /// Work the drain waits for after the HTTP server (bus consumers
     /// finishing and acking what they hold).
     drains: Drains,
+    /// What `/metrics` shows: requests answered, and the clients made here.
+    metrics: crate::metrics::ServiceMetrics,
 }
 
 /// Tasks the draining shutdown waits for, within the grace period.
@@ -142,7 +144,16 @@ impl Context {
                 domain: format!("{}.mortar", tls.app),
             };
         }
-        Ok(crate::call::Client::new(resolver, config))
+        let client = crate::call::Client::new(resolver, config);
+        self.metrics.watch_client(&client);
+        Ok(client)
+    }
+
+    /// The service's metrics, served at `/metrics`: requests per route
+    /// (recorded by the SDK) and every client made with
+    /// [`Context::client`].
+    pub fn metrics(&self) -> &crate::metrics::ServiceMetrics {
+        &self.metrics
     }
 
     /// Checks the access tokens of callers against the keys that the
@@ -343,7 +354,9 @@ where
         shutdown: CancellationToken::new(),
         tls: tls.clone(),
         drains: Drains::default(),
+        metrics: crate::metrics::ServiceMetrics::default(),
     };
+    let metrics = ctx.metrics.clone();
     let readiness = ctx.readiness.clone();
     let token = ctx.shutdown.clone();
     let drains = ctx.drains.clone();
@@ -357,10 +370,22 @@ where
             return ExitCode::FAILURE;
         }
     };
+    let scrape = metrics.clone();
     let app = routes
         .merge(readiness.routes())
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let scrape = scrape.clone();
+                async move { scrape.response() }
+            }),
+        )
         .fallback(http::not_found)
-        .method_not_allowed_fallback(http::method_not_allowed);
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::request::observe,
+        ));
 
     let mut server = match &tls {
         None => tokio::spawn(

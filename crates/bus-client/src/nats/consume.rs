@@ -199,9 +199,15 @@ where
         return;
     }
     let id = delivered.id;
-    let outcome = AssertUnwindSafe(handler(delivered.clone()))
-        .catch_unwind()
-        .await;
+    let trace = crate::trace::context_of(&delivered);
+    let outcome = crate::trace::delivered(
+        trace,
+        topic,
+        id,
+        attempt,
+        AssertUnwindSafe(handler(delivered.clone())).catch_unwind(),
+    )
+    .await;
     let reason = match outcome {
         Ok(Ok(())) => {
             if let Err(error) = message.ack().await {

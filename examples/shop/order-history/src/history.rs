@@ -173,7 +173,9 @@ impl History {
         let event: RecordedEvent =
             serde_json::from_slice(payload).map_err(HistoryError::Malformed)?;
         let _live = self.gate.read().await;
+        let event_id = event.event_id();
         let fresh = self.inbox.project(&OrderHistory, event).await?;
+        tracing::debug!(event = %event_id, fresh, "order event projected");
         let counter = if fresh {
             &self.applied
         } else {

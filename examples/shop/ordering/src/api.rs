@@ -139,6 +139,7 @@ async fn place(
     };
     let response = run(&api, &id, command, &headers, "place").await;
     if response.status() == StatusCode::OK {
+        tracing::info!(order = %id, "order placed");
         let (mut parts, body) = response.into_parts();
         parts.status = StatusCode::CREATED;
         if let Ok(location) = format!("/v1/orders/{id}").parse() {
