@@ -221,7 +221,8 @@ fn a_flipped_byte_in_any_file_fails_verify_naming_it_and_restore_refuses() {
         assert!(place_order(&data, &ordering, n).is_some());
         assert!(publish(&http, &node.admin_url(), n));
     }
-    let (code, stdout, stderr) = node.cli(&["backup", "create", "--to", "backups"]);
+    let backups = dir.path().join("backups");
+    let (code, stdout, stderr) = node.cli(&["backup", "create", "--to", backups.to_str().unwrap()]);
     node.stop();
     assert_eq!(code, 0, "{stderr}");
     let good = PathBuf::from(stdout.split_whitespace().nth(1).unwrap());
