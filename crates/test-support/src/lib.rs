@@ -10,6 +10,7 @@ pub mod bins;
 pub mod cli;
 pub mod consumer;
 pub mod dns;
+pub mod golden;
 pub mod http;
 pub mod load;
 pub mod nats;
