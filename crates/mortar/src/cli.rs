@@ -52,6 +52,39 @@ pub(crate) enum Command {
     /// The app's secrets, encrypted as CMS (RFC 5652) for X.509 recipients: encrypt, decrypt, edit, set, unset, rotate.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Turn the manifest into another platform's configuration, for when the app outgrows one machine.
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ExportCommand {
+    /// Kubernetes manifests: a Deployment (or Argo Rollout) and Service per service, KEDA ScaledObjects, ConfigMaps, an Ingress (docs/scale-out.md).
+    Kubernetes(ExportKubernetesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportKubernetesArgs {
+    #[command(flatten)]
+    pub(crate) manifest: ManifestArgs,
+    /// Write one YAML file per service (and ingress.yaml) into this directory [default: print one YAML stream on stdout].
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub(crate) output: Option<PathBuf>,
+    /// The namespace of every object [default: none, so `kubectl -n` decides].
+    #[arg(long)]
+    pub(crate) namespace: Option<String>,
+    /// The registry of the default images, <REGISTRY>/<app>-<service>:latest.
+    #[arg(long, default_value = mortar_export::DEFAULT_REGISTRY)]
+    pub(crate) registry: String,
+    /// The image of one service, overriding the default; repeatable.
+    #[arg(long = "image", value_name = "SERVICE=IMAGE")]
+    pub(crate) images: Vec<String>,
+    /// The cluster's NATS JetStream, given to every service as MORTAR_BUS_URL.
+    #[arg(long, default_value = mortar_export::DEFAULT_BUS_URL)]
+    pub(crate) bus_url: String,
+    /// The cluster's PostgreSQL database, without ?schema= (each service gets its own schema) [default: postgres://mortar@postgres:5432/<app>].
+    #[arg(long)]
+    pub(crate) store_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ mod build;
 mod bus;
 mod check;
 mod deploy;
+mod export;
 mod logs;
 mod projections;
 mod release;
@@ -20,7 +21,9 @@ use anyhow::Context;
 use mortar_manifest::{LoadError, Manifest};
 use mortar_node::client::AdminClient;
 
-use crate::cli::{BenchCommand, BusCommand, Command, DlqCommand, NodeArgs, ProjectionsCommand};
+use crate::cli::{
+    BenchCommand, BusCommand, Command, DlqCommand, ExportCommand, NodeArgs, ProjectionsCommand,
+};
 
 /// The exit code for an invalid manifest or configuration (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -55,6 +58,7 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Http(args)) => bench::http(args),
         Command::Bench(BenchCommand::Cqrs(args)) => runtime()?.block_on(bench::cqrs(args)),
         Command::Secrets(command) => secrets::run(command),
+        Command::Export(ExportCommand::Kubernetes(args)) => export::kubernetes(args),
     }
 }
 
