@@ -45,6 +45,10 @@ pub(crate) fn plain_env(
             "MORTAR_BUS_MAX_MESSAGE_BYTES",
             bus.max_message_bytes.to_string(),
         ),
+        (
+            "MORTAR_BUS_NATS_REPLICAS",
+            options.nats_replicas.to_string(),
+        ),
         ("MORTAR_STORE_URL", options.store_url(app, &spec.name)),
         (
             "MORTAR_SHUTDOWN_GRACE",

@@ -175,3 +175,107 @@ fn gateway_notes(manifest: &Manifest) -> Vec<String> {
     }
     notes
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn objects(toml: &str) -> Vec<Value> {
+        let manifest = Manifest::parse(toml, Path::new("mortar.toml")).unwrap();
+        let export = kubernetes(&manifest, &ExportOptions::default()).unwrap();
+        export
+            .files
+            .iter()
+            .flat_map(|f| {
+                f.contents
+                    .split("---\n")
+                    .filter(|d| !d.is_empty())
+                    .map(|d| serde_norway::from_str::<Value>(d).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn kind<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+        objects.iter().find(|o| o["kind"] == kind).unwrap()
+    }
+
+    #[test]
+    fn termination_grace_covers_the_drain_pause_and_the_grace_period() {
+        let objects = objects(
+            r#"
+[app]
+name = "a"
+[services.s]
+command = ["./s"]
+grace_period = "12s"
+[services.s.deploy]
+drain_delay = "2500ms"
+"#,
+        );
+        let pod = &kind(&objects, "Deployment")["spec"]["template"]["spec"];
+        assert_eq!(pod["terminationGracePeriodSeconds"], 15);
+        assert_eq!(
+            pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"],
+            3
+        );
+    }
+
+    #[test]
+    fn an_autoscaled_blue_green_service_leaves_replicas_to_keda_and_scales_the_rollout() {
+        let objects = objects(
+            r#"
+[app]
+name = "a"
+[services.s]
+command = ["./s"]
+[services.s.deploy]
+strategy = "blue-green"
+[services.s.autoscale]
+min = 1
+max = 4
+subscription = { topic = "t", group = "g" }
+target_backlog = 10
+[bus]
+topics = ["t"]
+"#,
+        );
+        let rollout = kind(&objects, "Rollout");
+        assert!(rollout["spec"].get("replicas").is_none());
+        let scaled = kind(&objects, "ScaledObject");
+        assert_eq!(scaled["spec"]["scaleTargetRef"]["kind"], "Rollout");
+        assert_eq!(
+            scaled["spec"]["triggers"][0]["metadata"]["stream"],
+            "MORTAR_t"
+        );
+        let services: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "Service")
+            .map(|o| &o["metadata"]["name"])
+            .collect();
+        assert_eq!(services, ["s", "s-preview"]);
+    }
+
+    #[test]
+    fn secrets_are_references_and_their_names_only() {
+        let objects = objects(
+            r#"
+[app]
+name = "a"
+[services.s]
+command = ["./s"]
+secrets = ["API_KEY"]
+"#,
+        );
+        let config = kind(&objects, "ConfigMap");
+        assert!(config["data"].get("API_KEY").is_none());
+        assert_eq!(config["data"]["MORTAR_SECRET_NAMES"], "API_KEY");
+        let env = &kind(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(
+            env[1]["valueFrom"]["secretKeyRef"],
+            serde_json::json!({"name": "a-secrets", "key": "API_KEY"})
+        );
+    }
+}

@@ -21,4 +21,6 @@ mod workload;
 
 pub use error::ExportError;
 pub use export::{Export, ExportFile, kubernetes};
-pub use options::{DEFAULT_BUS_URL, DEFAULT_REGISTRY, ExportOptions, HTTP_PORT, parse_image};
+pub use options::{
+    DEFAULT_BUS_URL, DEFAULT_NATS_REPLICAS, DEFAULT_REGISTRY, ExportOptions, HTTP_PORT, parse_image,
+};

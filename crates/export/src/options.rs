@@ -17,6 +17,10 @@ pub const DEFAULT_BUS_URL: &str = "nats://nats:4222";
 /// the node hands out free ports instead, but a pod has its own network.
 pub const HTTP_PORT: u16 = 8080;
 
+/// JetStream replicas of every stream when `--nats-replicas` is not
+/// given: three, so an acknowledged publish survives the loss of a server.
+pub const DEFAULT_NATS_REPLICAS: u32 = 3;
+
 /// Options of `mortar export kubernetes`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportOptions {
@@ -28,6 +32,9 @@ pub struct ExportOptions {
     pub images: BTreeMap<String, String>,
     /// `MORTAR_BUS_URL` of every service: the cluster's NATS JetStream.
     pub bus_url: String,
+    /// `MORTAR_BUS_NATS_REPLICAS`: replicas of the streams the services
+    /// create (1 for a single-server NATS, 3 or 5 for a cluster).
+    pub nats_replicas: u32,
     /// The PostgreSQL database, without `schema`: each service gets its own
     /// schema (`?schema=<service>`). `None`: `postgres://mortar@postgres:5432/<app>`.
     pub store_url: Option<String>,
@@ -40,6 +47,7 @@ impl Default for ExportOptions {
             registry: DEFAULT_REGISTRY.to_owned(),
             images: BTreeMap::new(),
             bus_url: DEFAULT_BUS_URL.to_owned(),
+            nats_replicas: DEFAULT_NATS_REPLICAS,
             store_url: None,
         }
     }

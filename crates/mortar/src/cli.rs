@@ -82,6 +82,9 @@ pub(crate) struct ExportKubernetesArgs {
     /// The cluster's NATS JetStream, given to every service as MORTAR_BUS_URL.
     #[arg(long, default_value = mortar_export::DEFAULT_BUS_URL)]
     pub(crate) bus_url: String,
+    /// Replicas of the JetStream streams the services create (MORTAR_BUS_NATS_REPLICAS): 3 keeps acknowledged messages through the loss of a server; 1 for a single NATS server.
+    #[arg(long, default_value_t = mortar_export::DEFAULT_NATS_REPLICAS, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub(crate) nats_replicas: u32,
     /// The cluster's PostgreSQL database, without ?schema= (each service gets its own schema) [default: postgres://mortar@postgres:5432/<app>].
     #[arg(long)]
     pub(crate) store_url: Option<String>,

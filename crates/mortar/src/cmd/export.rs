@@ -17,6 +17,7 @@ pub(crate) fn kubernetes(args: ExportKubernetesArgs) -> anyhow::Result<ExitCode>
         namespace: args.namespace,
         registry: args.registry,
         bus_url: args.bus_url,
+        nats_replicas: args.nats_replicas,
         store_url: args.store_url,
         ..ExportOptions::default()
     };
