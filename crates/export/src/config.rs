@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::object::{Owner, object};
 use crate::options::{ExportOptions, HTTP_PORT};
+use crate::service::SERVICE_PORT;
 
 /// The Secret holding the app's secrets, one key per secret name; the
 /// operator creates it (`kubectl create secret generic <app>-secrets …`).
@@ -35,6 +36,9 @@ pub(crate) fn plain_env(
         ("PORT", HTTP_PORT.to_string()),
         // A pod's loopback is unreachable for probes and callers.
         ("MORTAR_BIND_ADDR", "0.0.0.0".to_owned()),
+        // No node: other services are found by the cluster's DNS, on the
+        // port their Services answer on.
+        ("MORTAR_DISCOVERY", format!("dns:{SERVICE_PORT}")),
         ("MORTAR_BUS_URL", options.bus_url.clone()),
         ("MORTAR_BUS_MAX_DELIVERIES", bus.max_deliveries.to_string()),
         (
