@@ -243,6 +243,9 @@ pub(crate) struct UpArgs {
     /// Use an existing NATS JetStream as the bus (nats://[USER:PASSWORD@]HOST:PORT) instead of the embedded broker.
     #[arg(long, env = "MORTAR_BUS_URL")]
     pub(crate) bus_url: Option<String>,
+    /// Keep every service's store in this PostgreSQL database (postgres://USER@HOST:PORT/DB, without ?schema=), each in its own schema named after the service, instead of SQLite files in the data directory.
+    #[arg(long, env = "MORTAR_STORE_URL", value_parser = parse_store_url)]
+    pub(crate) store_url: Option<String>,
     /// Log filter for the node and its instances (error, warn, info, debug, trace).
     #[arg(long, env = "MORTAR_LOG_LEVEL")]
     pub(crate) log_level: Option<String>,
@@ -256,6 +259,20 @@ pub(crate) struct UpArgs {
     /// gateway and itself (renewed at two thirds), e.g. `24h`, `10m`.
     #[arg(long, env = "MORTAR_CERT_LIFETIME", default_value = "24h", value_parser = parse_lifetime)]
     pub(crate) cert_lifetime: std::time::Duration,
+}
+
+/// A PostgreSQL database URL for `mortar up --store-url`: the services'
+/// schemas are added to it, so it must not name one.
+fn parse_store_url(text: &str) -> Result<String, String> {
+    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+        return Err(
+            "expected a postgres:// URL such as postgres://postgres@127.0.0.1:5432/shop".into(),
+        );
+    }
+    if text.contains("schema=") {
+        return Err("leave out ?schema=: every service gets its own schema, named after it".into());
+    }
+    Ok(text.to_owned())
 }
 
 /// A certificate lifetime: a duration of at least 3 seconds (renewal
