@@ -42,7 +42,10 @@ pub use client::{Client, Published};
 pub use config::{ClientConfig, DEFAULT_OUTBOX_MAX_BYTES};
 pub use error::ClientError;
 pub use mortar_bus_proto::{ErrorCode, Message, NewMessage};
-pub use nats::{GroupBacklog, JetStream, TopicBacklog, jetstream_stream, redact as redact_url};
+pub use nats::{
+    GroupBacklog, JetStream, TopicBacklog, jetstream_consumer, jetstream_stream,
+    redact as redact_url,
+};
 pub use outbox::{Outbox, OutboxRecord};
 pub use subscriber::Subscription;
 pub use url::{BusUrl, Scheme};

@@ -58,6 +58,9 @@ pub(crate) enum Command {
     /// Backups of the data directory: take one while the node runs, verify one by restoring it into scratch, restore one, list them.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Turn the manifest into another platform's configuration, for when the app outgrows one machine.
+    #[command(subcommand)]
+    Export(ExportCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +121,39 @@ pub(crate) struct BackupListArgs {
     /// The directory that holds backups [default: <data dir>-backups beside the data directory].
     #[arg(long, env = "MORTAR_BACKUP_DIR", value_name = "DIR")]
     pub(crate) from: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ExportCommand {
+    /// Kubernetes manifests: a Deployment (or Argo Rollout) and Service per service, KEDA ScaledObjects, ConfigMaps, an Ingress (docs/scale-out.md).
+    Kubernetes(ExportKubernetesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportKubernetesArgs {
+    #[command(flatten)]
+    pub(crate) manifest: ManifestArgs,
+    /// Write one YAML file per service (and ingress.yaml) into this directory [default: print one YAML stream on stdout].
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub(crate) output: Option<PathBuf>,
+    /// The namespace of every object [default: none, so `kubectl -n` decides].
+    #[arg(long)]
+    pub(crate) namespace: Option<String>,
+    /// The registry of the default images, <REGISTRY>/<app>-<service>:latest.
+    #[arg(long, default_value = mortar_export::DEFAULT_REGISTRY)]
+    pub(crate) registry: String,
+    /// The image of one service, overriding the default; repeatable.
+    #[arg(long = "image", value_name = "SERVICE=IMAGE")]
+    pub(crate) images: Vec<String>,
+    /// The cluster's NATS JetStream, given to every service as MORTAR_BUS_URL.
+    #[arg(long, default_value = mortar_export::DEFAULT_BUS_URL)]
+    pub(crate) bus_url: String,
+    /// Replicas of the JetStream streams the services create (MORTAR_BUS_NATS_REPLICAS): 3 keeps acknowledged messages through the loss of a server; 1 for a single NATS server.
+    #[arg(long, default_value_t = mortar_export::DEFAULT_NATS_REPLICAS, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub(crate) nats_replicas: u32,
+    /// The cluster's PostgreSQL database, without ?schema= (each service gets its own schema) [default: postgres://mortar@postgres:5432/<app>].
+    #[arg(long)]
+    pub(crate) store_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -273,6 +309,9 @@ pub(crate) struct UpArgs {
     /// Use an existing NATS JetStream as the bus (nats://[USER:PASSWORD@]HOST:PORT) instead of the embedded broker.
     #[arg(long, env = "MORTAR_BUS_URL")]
     pub(crate) bus_url: Option<String>,
+    /// Keep every service's store in this PostgreSQL database (postgres://USER@HOST:PORT/DB, without ?schema=), each in its own schema named after the service, instead of SQLite files in the data directory.
+    #[arg(long, env = "MORTAR_STORE_URL", value_parser = parse_store_url)]
+    pub(crate) store_url: Option<String>,
     /// Log filter for the node and its instances (error, warn, info, debug, trace).
     #[arg(long, env = "MORTAR_LOG_LEVEL")]
     pub(crate) log_level: Option<String>,
@@ -286,6 +325,20 @@ pub(crate) struct UpArgs {
     /// gateway and itself (renewed at two thirds), e.g. `24h`, `10m`.
     #[arg(long, env = "MORTAR_CERT_LIFETIME", default_value = "24h", value_parser = parse_lifetime)]
     pub(crate) cert_lifetime: std::time::Duration,
+}
+
+/// A PostgreSQL database URL for `mortar up --store-url`: the services'
+/// schemas are added to it, so it must not name one.
+fn parse_store_url(text: &str) -> Result<String, String> {
+    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+        return Err(
+            "expected a postgres:// URL such as postgres://postgres@127.0.0.1:5432/shop".into(),
+        );
+    }
+    if text.contains("schema=") {
+        return Err("leave out ?schema=: every service gets its own schema, named after it".into());
+    }
+    Ok(text.to_owned())
 }
 
 /// A certificate lifetime: a duration of at least 3 seconds (renewal

@@ -38,6 +38,10 @@ pub struct NodeOptions {
     /// A `nats://` URL: use that NATS JetStream as the bus instead of
     /// starting the embedded broker (`bus_addr` is then unused).
     pub bus_url: Option<String>,
+    /// A PostgreSQL database (`postgres://…`, without `schema`) for every
+    /// service's store, each in its own schema; `None`: SQLite files in the
+    /// data directory.
+    pub store_url: Option<String>,
     /// The log filter passed on to instances.
     pub log_level: Option<String>,
     /// The private key that decrypts the app's secrets file; needed only
@@ -243,6 +247,7 @@ impl Node {
                 secrets,
                 tls: Some(tls.supervisor.clone()),
                 credentials: Some(credentials.clone()),
+                store_url: options.store_url.clone(),
             },
         )?);
         let info = NodeInfo {

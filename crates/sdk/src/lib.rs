@@ -44,5 +44,5 @@ pub use mortar_tls::InstanceTls;
 pub use mortar_trace as trace;
 pub use problem::Problem;
 pub use registry::RemoteRegistry;
-pub use service::{BoxError, Context, EXIT_CONFIG, run};
+pub use service::{BoxError, Context, DISCOVERY_ENV, EXIT_CONFIG, run};
 pub use tls::Peer;

@@ -12,6 +12,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Env, FromEnv, ServiceConfig};
+
+/// Where the SDK resolves other services when there is no node:
+/// `dns:PORT` resolves `<service>:PORT` by the platform's DNS (set by
+/// `mortar export kubernetes`).
+pub const DISCOVERY_ENV: &str = "MORTAR_DISCOVERY";
 use crate::health::Readiness;
 use crate::{http, logging, report, shutdown};
 
@@ -116,11 +121,27 @@ impl Context {
 
     /// A resilient HTTP client that calls other services by name, resolving
     /// them through the node's registry (`MORTAR_NODE_URL`) and following
-    /// instances as they come and go.
+    /// instances as they come and go; with `MORTAR_DISCOVERY=dns:PORT`
+    /// (where there is no node, e.g. Kubernetes) through the platform's DNS
+    /// as `<service>:PORT` instead.
     pub fn client(
         &self,
         config: crate::call::ClientConfig,
     ) -> Result<crate::call::Client, ConfigError> {
+        let dns_port = self.env.parse_with(
+            DISCOVERY_ENV,
+            "dns:PORT, e.g. dns:80 (resolve services by the platform's DNS)",
+            |s| {
+                s.strip_prefix("dns:")
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| "use dns: followed by a port number 1-65535".to_owned())
+            },
+        )?;
+        if let Some(port) = dns_port {
+            let resolver = std::sync::Arc::new(mortar_resilience::DnsResolver::new(port));
+            return Ok(crate::call::Client::new(resolver, config));
+        }
         let node = self
             .service
             .node_url
@@ -497,5 +518,81 @@ where
             tracing::warn!(signal = second, "second signal: exiting without waiting for in-flight requests");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod discovery_tests {
+    use super::*;
+
+    fn context(pairs: &[(&str, &str)]) -> Context {
+        let env = Env::from_pairs(pairs.iter().copied());
+        Context {
+            service: ServiceConfig::from_env(&env, "caller").unwrap(),
+            env,
+            local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            readiness: Readiness::default(),
+            shutdown: CancellationToken::new(),
+            tls: None,
+            drains: Drains::default(),
+            metrics: crate::metrics::ServiceMetrics::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn with_dns_discovery_services_are_called_by_their_dns_name_without_a_node() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = Router::new().route("/hello", axum::routing::get(|| async { "hi" }));
+        tokio::spawn(axum::serve(listener, app).into_future());
+        let discovery = format!("dns:{port}");
+        let ctx = context(&[(DISCOVERY_ENV, discovery.as_str())]);
+        let client = ctx.client(crate::call::ClientConfig::default()).unwrap();
+        // The first lookup runs in the background, as the registry's first
+        // answer does: a call right at start may find no instance yet.
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        let response = loop {
+            let request = ::http::Request::get("/hello")
+                .body(Default::default())
+                .unwrap();
+            match client.call("localhost", request).await {
+                Ok(response) => break response,
+                Err(e) if Instant::now() < deadline => {
+                    assert!(
+                        matches!(e, crate::call::CallError::NoInstances { .. }),
+                        "{e}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("localhost:{port} was never called: {e}"),
+            }
+        };
+        assert_eq!(response.status(), ::http::StatusCode::OK);
+    }
+
+    #[test]
+    fn a_malformed_discovery_setting_is_a_config_error_naming_it() {
+        for bad in ["dns", "dns:0", "dns:http", "consul:80"] {
+            let ctx = context(&[(DISCOVERY_ENV, bad)]);
+            let e = ctx
+                .client(crate::call::ClientConfig::default())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("MORTAR_DISCOVERY") && e.contains("dns:PORT"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_discovery_or_a_node_the_client_names_the_node_url() {
+        let e = context(&[])
+            .client(crate::call::ClientConfig::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("MORTAR_NODE_URL"), "{e}");
     }
 }

@@ -1,7 +1,7 @@
 //! Orchestrates all slots: start in dependency order, stop in reverse.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +48,23 @@ pub struct SupervisorOptions {
     /// token (`MORTAR_NODE_TOKEN`, also `MORTAR_BUS_TOKEN`), revoking the
     /// previous one. `None`: the node's APIs are open (tests).
     pub credentials: Option<Arc<mortar_tls::Credentials>>,
+    /// A PostgreSQL database (`postgres://…`, without `schema`) in which
+    /// every service gets its own schema, named after it (`-` → `_`), as
+    /// `MORTAR_STORE_URL`. `None`: a SQLite file in the service's data
+    /// directory.
+    pub store_url: Option<String>,
+}
+
+/// `MORTAR_STORE_URL` of `service`: its own schema of the shared
+/// PostgreSQL database, or its SQLite file in `store_dir`.
+fn store_url(postgres: Option<&str>, service: &str, store_dir: &Path) -> String {
+    match postgres {
+        Some(base) => {
+            let separator = if base.contains('?') { '&' } else { '?' };
+            format!("{base}{separator}schema={}", service.replace('-', "_"))
+        }
+        None => format!("sqlite://{}", store_dir.join("store.db").display()),
+    }
 }
 
 /// What the supervisor needs to give instances certificates.
@@ -257,7 +274,7 @@ impl Supervisor {
             env.insert("MORTAR_NODE_URL".into(), options.node_url.clone());
             env.insert(
                 "MORTAR_STORE_URL".into(),
-                format!("sqlite://{}", store_dir.join("store.db").display()),
+                store_url(options.store_url.as_deref(), &spec.name, &store_dir),
             );
             env.insert(
                 "MORTAR_SHUTDOWN_GRACE".into(),
@@ -749,4 +766,26 @@ fn inherited_env() -> BTreeMap<String, String> {
     std::env::vars()
         .filter(|(k, _)| !k.starts_with("MORTAR_") && k != "PORT")
         .collect()
+}
+
+#[cfg(test)]
+mod store_url_tests {
+    use super::*;
+
+    #[test]
+    fn every_service_gets_its_own_schema_of_the_postgres_database() {
+        let dir = Path::new("/data/services/order-history");
+        assert_eq!(
+            store_url(Some("postgres://u@db:5432/shop"), "order-history", dir),
+            "postgres://u@db:5432/shop?schema=order_history"
+        );
+        assert_eq!(
+            store_url(Some("postgres://u@db/shop?sslmode=disable"), "catalog", dir),
+            "postgres://u@db/shop?sslmode=disable&schema=catalog"
+        );
+        assert_eq!(
+            store_url(None, "order-history", dir),
+            "sqlite:///data/services/order-history/store.db"
+        );
+    }
 }

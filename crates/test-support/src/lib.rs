@@ -11,6 +11,7 @@ pub mod cli;
 pub mod consumer;
 pub mod dns;
 pub mod files;
+pub mod golden;
 pub mod http;
 pub mod load;
 pub mod nats;

@@ -216,3 +216,92 @@ macro_rules! backend_suite {
         }
     };
 }
+
+/// A fresh database on the test server, dropped (with its sessions) on
+/// drop: for running whole apps on PostgreSQL without touching others'
+/// schemas.
+pub struct ScratchDatabase {
+    /// Its URL, `postgres://…/<name>`.
+    pub url: String,
+    name: String,
+}
+
+impl ScratchDatabase {
+    /// Creates one, or returns `None` (after printing why) when PostgreSQL
+    /// is unreachable outside CI; under `CI=true` that fails the test.
+    pub fn create(test: &str) -> Option<ScratchDatabase> {
+        let rt = tokio::runtime::Runtime::new().expect("a runtime");
+        if let Err(reason) = rt.block_on(postgres_reachable()) {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{test}: PostgreSQL is not reachable at {}: {reason}, and CI=true requires the PostgreSQL tests to run",
+                postgres_base()
+            );
+            eprintln!(
+                "SKIPPED {test}: PostgreSQL is not reachable at {}: {reason}",
+                postgres_base()
+            );
+            return None;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let name = format!("mortar_scratch_{}_{nanos}", std::process::id());
+        rt.block_on(async {
+            admin_session()
+                .await
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create a scratch database");
+        });
+        let base = postgres_base();
+        let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s);
+        Some(ScratchDatabase {
+            url: format!("{server}/{name}"),
+            name,
+        })
+    }
+}
+
+impl ScratchDatabase {
+    /// The schemas in it besides PostgreSQL's own and `public`, sorted.
+    pub fn schemas(&self) -> Vec<String> {
+        let rt = tokio::runtime::Runtime::new().expect("a runtime");
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the scratch database");
+            tokio::spawn(conn);
+            client
+                .query(
+                    "SELECT schema_name::text FROM information_schema.schemata \
+                     WHERE schema_name NOT LIKE 'pg\\_%' \
+                     AND schema_name NOT IN ('information_schema', 'public') ORDER BY 1",
+                    &[],
+                )
+                .await
+                .expect("list schemas")
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        })
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let Ok(rt) = tokio::runtime::Runtime::new() else {
+            return;
+        };
+        rt.block_on(async {
+            let _ = admin_session()
+                .await
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .await;
+        });
+    }
+}

@@ -30,6 +30,12 @@ pub fn jetstream_stream(topic: &str) -> String {
     names::stream(topic)
 }
 
+/// The durable JetStream consumer that serves `group` on a `nats://` bus
+/// (for operators and autoscalers that read its lag, such as KEDA).
+pub fn jetstream_consumer(group: &str) -> String {
+    names::durable(group)
+}
+
 /// The header that carries a message's key (JetStream messages have none).
 const KEY_HEADER: &str = "x-mortar-key";
 

@@ -7,6 +7,7 @@ mod bus;
 mod chaos;
 mod check;
 mod deploy;
+mod export;
 mod logs;
 mod projections;
 mod release;
@@ -23,7 +24,8 @@ use mortar_manifest::{LoadError, Manifest};
 use mortar_node::client::AdminClient;
 
 use crate::cli::{
-    BackupCommand, BenchCommand, BusCommand, Command, DlqCommand, NodeArgs, ProjectionsCommand,
+    BackupCommand, BenchCommand, BusCommand, Command, DlqCommand, ExportCommand, NodeArgs,
+    ProjectionsCommand,
 };
 
 /// The exit code for an invalid manifest or configuration (sysexits' EX_CONFIG).
@@ -64,6 +66,7 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Backup(BackupCommand::Verify(args)) => backup::verify(&args),
         Command::Backup(BackupCommand::Restore(args)) => backup::restore(&args),
         Command::Backup(BackupCommand::List(args)) => backup::list(&args),
+        Command::Export(ExportCommand::Kubernetes(args)) => export::kubernetes(args),
     }
 }
 

@@ -29,6 +29,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         bus_addr: args.bus_addr,
         gateway_addr: args.gateway_addr,
         bus_url: args.bus_url,
+        store_url: args.store_url,
         log_level: args.log_level,
         secrets_key: args.secrets_key,
         secrets_cert: args.secrets_cert,
