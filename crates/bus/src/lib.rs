@@ -34,6 +34,7 @@ mod group;
 mod log;
 mod message;
 pub mod names;
+mod prealloc;
 mod record;
 mod retention;
 mod segment;

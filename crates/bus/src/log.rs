@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::prealloc::Preparer;
 use crate::record::{self, Record};
 use crate::segment::{INDEX_INTERVAL_BYTES, IndexEntry, Scan, Scanner, Segment};
 use crate::tail_cache::{TAIL_CACHE_BYTES, TailCache};
@@ -76,13 +77,21 @@ impl Log {
             .file
             .try_clone()
             .map_err(|e| BusError::io(&active.path, e))?;
+        // The writer's own business: how far appends overwrite zeros instead of growing
+        // the file. Readers go by `Segment::size` only.
+        let file_len = file
+            .metadata()
+            .map_err(|e| BusError::io(&active.path, e))?
+            .len();
         let writer_state = ActiveSegment {
             base: active.base,
             path: active.path.clone(),
             file,
             size: active.size,
+            file_len,
             last_index_pos: active.index.last().map(|e| e.pos),
         };
+        let preparer = Preparer::open(dir, segment_bytes)?;
         let next_offset = active.next_offset;
         let log = Arc::new(Log {
             dir: dir.to_owned(),
@@ -95,6 +104,7 @@ impl Log {
             active: writer_state,
             next_offset,
             segment_bytes,
+            preparer,
         };
         Ok((log, writer))
     }
@@ -244,6 +254,8 @@ struct ActiveSegment {
     file: File,
     /// Bytes durably written.
     size: u64,
+    /// Length of the file: past `size` it holds preallocated zeros.
+    file_len: u64,
     last_index_pos: Option<u64>,
 }
 
@@ -255,6 +267,8 @@ pub(crate) struct LogWriter {
     active: ActiveSegment,
     next_offset: u64,
     segment_bytes: u64,
+    /// Zero-fills the next segment in the background.
+    preparer: Preparer,
 }
 
 /// Records written to the active segment but not yet fsynced and published.
@@ -283,7 +297,12 @@ impl LogWriter {
             firsts.push(self.next_offset + pending.count);
             for message in *batch {
                 let size = self.active.size + pending.buf.len() as u64;
-                if size >= self.segment_bytes && self.next_offset + pending.count > self.active.base
+                let has_records = self.next_offset + pending.count > self.active.base;
+                // A segment that grows as it fills (none was prepared in time) is
+                // sealed early once a preallocated one is ready.
+                let grows = size >= self.active.file_len;
+                if has_records
+                    && (size >= self.segment_bytes || (grows && self.preparer.is_ready()))
                 {
                     self.commit(&mut pending)?;
                     self.roll()?;
@@ -330,7 +349,9 @@ impl LogWriter {
             .write_all_at(&pending.buf, self.active.size)
             .and_then(|()| self.active.file.sync_data());
         if let Err(error) = written {
-            let _ = self.active.file.set_len(self.active.size);
+            if self.active.file.set_len(self.active.size).is_ok() {
+                self.active.file_len = self.active.size;
+            }
             self.active.last_index_pos = {
                 let segments = sync::read(&self.log.segments);
                 segments.last().and_then(|s| s.index.last()).map(|e| e.pos)
@@ -339,6 +360,9 @@ impl LogWriter {
         }
         self.log.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.active.size += pending.buf.len() as u64;
+        self.active.file_len = self.active.file_len.max(self.active.size);
+        // Idle topics never get a preallocated file; one that is published to does.
+        self.preparer.start();
         self.next_offset += pending.count;
         {
             let mut segments = sync::write(&self.log.segments);
@@ -356,10 +380,25 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Starts a new segment at the next offset.
+    /// Starts a new segment at the next offset: the prepared file of zeros when one is
+    /// ready, else an empty file that grows.
     fn roll(&mut self) -> Result<(), BusError> {
-        let segment = Segment::create(&self.log.dir, self.next_offset)?;
-        sync_dir(&self.log.dir)?;
+        let dir = &self.log.dir;
+        let (segment, file_len) = match self.preparer.take() {
+            Some(prepared) => {
+                let len = prepared.len;
+                match Segment::from_prepared(prepared, dir, self.next_offset) {
+                    Ok(segment) => (segment, len),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot use the preallocated segment; starting an empty one");
+                        (Segment::create(dir, self.next_offset)?, 0)
+                    }
+                }
+            }
+            None => (Segment::create(dir, self.next_offset)?, 0),
+        };
+        sync_dir(dir)?;
+        self.preparer.start();
         let file = segment
             .file
             .try_clone()
@@ -369,6 +408,7 @@ impl LogWriter {
             path: segment.path.clone(),
             file,
             size: 0,
+            file_len,
             last_index_pos: None,
         };
         sync::write(&self.log.segments).push(segment);
@@ -406,6 +446,7 @@ mod tests {
         let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".log"))
             .collect();
         names.sort();
         assert_eq!(names[0], "00000000000000000000.log");

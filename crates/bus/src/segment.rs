@@ -1,5 +1,9 @@
 //! One segment file of a topic's log: records from a base offset on, a sparse index
 //! for lookups, and the recovery scan that cuts off a torn or corrupt tail.
+//!
+//! A segment file may be longer than its records: a preallocated segment
+//! ([`crate::prealloc`]) ends in zero bytes not yet written over. Only
+//! [`Segment::size`] says where the records end; the file's length never does.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -7,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::BusError;
+use crate::prealloc::Prepared;
 use crate::record::{self, Decoded, Record};
 
 /// An index entry is added at most every this many bytes, so a lookup scans at most
@@ -72,8 +77,30 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment, checks every record, rebuilds the index and truncates
-    /// the file after the last good record (logging what was dropped).
+    /// Makes a prepared file of zeros the (empty) segment starting at `base` by renaming
+    /// it; the caller fsyncs the directory.
+    pub(crate) fn from_prepared(
+        prepared: Prepared,
+        dir: &Path,
+        base: u64,
+    ) -> Result<Segment, BusError> {
+        let path = dir.join(Self::file_name(base));
+        std::fs::rename(&prepared.path, &path).map_err(|e| BusError::io(&path, e))?;
+        Ok(Segment {
+            base,
+            path,
+            file: Arc::new(prepared.file),
+            index: Vec::new(),
+            size: 0,
+            next_offset: base,
+            last_publish_ms: 0,
+        })
+    }
+
+    /// Opens an existing segment, checks every record and rebuilds the index. After the
+    /// last good record, zero bytes are a preallocated tail and kept; anything else is a
+    /// torn or corrupt tail, cut off (with a warning) and fsynced before anything is
+    /// served.
     pub(crate) fn recover(path: PathBuf, base: u64) -> Result<Segment, BusError> {
         let file = OpenOptions::new()
             .read(true)
@@ -105,6 +132,9 @@ impl Segment {
             }
         };
         if let Some((pos, reason)) = damage {
+            if only_zeros(&segment.file, pos, len).map_err(|e| BusError::io(&segment.path, e))? {
+                return Ok(segment);
+            }
             tracing::warn!(
                 file = %segment.path.display(),
                 offset = segment.next_offset,
@@ -144,6 +174,21 @@ impl Segment {
         let after = index.partition_point(|e| e.offset <= offset);
         after.checked_sub(1).map_or(0, |i| index[i].pos)
     }
+}
+
+/// Whether every byte of `file` in `[start, end)` is zero: a preallocated tail.
+fn only_zeros(file: &File, start: u64, end: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut at = start;
+    while at < end {
+        let chunk = (end - at).min(READ_CHUNK as u64) as usize;
+        file.read_exact_at(&mut buf[..chunk], at)?;
+        if buf[..chunk].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += chunk as u64;
+    }
+    Ok(true)
 }
 
 /// Reads records from `file` between two byte positions, in chunks, with positional
@@ -291,6 +336,51 @@ mod tests {
         let segment = Segment::recover(path.clone(), 0).unwrap();
         assert_eq!(segment.next_offset, 2);
         assert_eq!(segment.size, positions[2]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), positions[2]);
+    }
+
+    #[test]
+    fn zero_bytes_never_decode_as_a_record() {
+        for len in 0..64 {
+            assert!(
+                !matches!(record::decode(&vec![0u8; len]), Decoded::Record { .. }),
+                "{len} zero bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn recovery_keeps_a_zero_tail_and_stops_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(Segment::file_name(0));
+        let positions = write_records(&path, 0, 3, 10);
+        let end = std::fs::metadata(&path).unwrap().len();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(end + 300_000).unwrap();
+        let segment = Segment::recover(path.clone(), 0).unwrap();
+        assert_eq!((segment.next_offset, segment.size), (3, end));
+        assert!(positions[2] < end);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            end + 300_000,
+            "the preallocation is kept"
+        );
+    }
+
+    #[test]
+    fn recovery_cuts_a_torn_record_followed_by_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(Segment::file_name(0));
+        let positions = write_records(&path, 0, 3, 10);
+        let end = std::fs::metadata(&path).unwrap().len();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(end + 4096).unwrap();
+        // The last record's second half never reached the disk.
+        let half = (end - positions[2]) / 2;
+        file.write_all_at(&vec![0u8; half as usize], end - half)
+            .unwrap();
+        let segment = Segment::recover(path.clone(), 0).unwrap();
+        assert_eq!((segment.next_offset, segment.size), (2, positions[2]));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), positions[2]);
     }
 }
