@@ -150,8 +150,7 @@ impl Drop for Preparer {
     /// Stops a fill in progress and waits for its thread, so a log reopened in the same
     /// process never shares the file being filled with it.
     fn drop(&mut self) {
-        if let State::Filling { thread, cancel } = std::mem::replace(&mut self.state, State::Idle)
-        {
+        if let State::Filling { thread, cancel } = std::mem::replace(&mut self.state, State::Idle) {
             cancel.store(true, Ordering::Relaxed);
             let _ = thread.join();
         }
@@ -235,12 +234,18 @@ mod tests {
         std::fs::write(dir.path().join(PREPARED_NAME), vec![0u8; 4096]).unwrap();
         std::fs::write(dir.path().join(FILLING_NAME), vec![0u8; 10]).unwrap();
         let mut preparer = Preparer::open(dir.path(), 4096).unwrap();
-        assert!(!dir.path().join(FILLING_NAME).exists(), "half-filled file removed");
+        assert!(
+            !dir.path().join(FILLING_NAME).exists(),
+            "half-filled file removed"
+        );
         assert_eq!(preparer.take().unwrap().len, 4096);
 
         std::fs::write(dir.path().join(PREPARED_NAME), vec![0u8; 100]).unwrap();
         let mut preparer = Preparer::open(dir.path(), 4096).unwrap();
         assert!(preparer.take().is_none());
-        assert!(!dir.path().join(PREPARED_NAME).exists(), "wrong size removed");
+        assert!(
+            !dir.path().join(PREPARED_NAME).exists(),
+            "wrong size removed"
+        );
     }
 }

@@ -339,6 +339,47 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), positions[2]);
     }
 
+    /// A writer for a tracing subscriber that keeps what was logged.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Recovers the segment at `path` and returns it with the warnings logged meanwhile.
+    fn recover_logged(path: &Path) -> (Segment, String) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .finish();
+        let segment = tracing::subscriber::with_default(subscriber, || {
+            Segment::recover(path.to_owned(), 0).unwrap()
+        });
+        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        (segment, logged)
+    }
+
+    /// Appends `zeros` zero bytes after the file's end, as a preallocated tail.
+    fn add_zero_tail(path: &Path, zeros: u64) -> u64 {
+        let end = std::fs::metadata(path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(end + zeros)
+            .unwrap();
+        end
+    }
+
     #[test]
     fn zero_bytes_never_decode_as_a_record() {
         for len in 0..64 {
@@ -350,16 +391,14 @@ mod tests {
     }
 
     #[test]
-    fn recovery_keeps_a_zero_tail_and_stops_before_it() {
+    fn recovery_keeps_a_clean_zero_tail_without_a_warning() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(Segment::file_name(0));
-        let positions = write_records(&path, 0, 3, 10);
-        let end = std::fs::metadata(&path).unwrap().len();
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.set_len(end + 300_000).unwrap();
-        let segment = Segment::recover(path.clone(), 0).unwrap();
+        write_records(&path, 0, 3, 10);
+        let end = add_zero_tail(&path, 300_000);
+        let (segment, logged) = recover_logged(&path);
         assert_eq!((segment.next_offset, segment.size), (3, end));
-        assert!(positions[2] < end);
+        assert_eq!(logged, "", "a zero tail is not damage");
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),
             end + 300_000,
@@ -372,15 +411,53 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(Segment::file_name(0));
         let positions = write_records(&path, 0, 3, 10);
-        let end = std::fs::metadata(&path).unwrap().len();
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.set_len(end + 4096).unwrap();
+        let end = add_zero_tail(&path, 4096);
         // The last record's second half never reached the disk.
         let half = (end - positions[2]) / 2;
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.write_all_at(&vec![0u8; half as usize], end - half)
             .unwrap();
-        let segment = Segment::recover(path.clone(), 0).unwrap();
+        let (segment, logged) = recover_logged(&path);
         assert_eq!((segment.next_offset, segment.size), (2, positions[2]));
+        assert!(
+            logged.contains("truncating a torn or corrupt log tail"),
+            "{logged}"
+        );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), positions[2]);
+    }
+
+    #[test]
+    fn recovery_cuts_at_a_corrupt_record_in_the_middle_followed_by_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(Segment::file_name(0));
+        let positions = write_records(&path, 0, 10, 10);
+        add_zero_tail(&path, 4096);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, positions[4] + 12).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x40], positions[4] + 12)
+            .unwrap();
+        let (segment, logged) = recover_logged(&path);
+        assert_eq!((segment.next_offset, segment.size), (4, positions[4]));
+        assert!(logged.contains("checksum mismatch"), "{logged}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            positions[4],
+            "the good records after the damage are not served either"
+        );
+    }
+
+    #[test]
+    fn a_renamed_but_unused_segment_of_zeros_recovers_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(Segment::file_name(0));
+        std::fs::write(&path, vec![0u8; 70_000]).unwrap();
+        let (segment, logged) = recover_logged(&path);
+        assert_eq!((segment.next_offset, segment.size), (0, 0));
+        assert_eq!(logged, "");
     }
 }
