@@ -34,8 +34,13 @@ pub(crate) struct SegmentInfo {
 
 impl Log {
     /// Opens (or creates) the log in `dir`, recovering every segment, and returns it
-    /// with the writer that alone may append to it.
-    pub(crate) fn open(dir: &Path, segment_bytes: u64) -> Result<(Arc<Log>, LogWriter), BusError> {
+    /// with the writer that alone may append to it. With `preallocate`, the next
+    /// segment is zero-filled in the background ([`crate::prealloc`]).
+    pub(crate) fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        preallocate: bool,
+    ) -> Result<(Arc<Log>, LogWriter), BusError> {
         std::fs::create_dir_all(dir).map_err(|e| BusError::io(dir, e))?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| BusError::io(dir, e))? {
@@ -91,7 +96,7 @@ impl Log {
             file_len,
             last_index_pos: active.index.last().map(|e| e.pos),
         };
-        let preparer = Preparer::open(dir, segment_bytes)?;
+        let preparer = Preparer::open(dir, segment_bytes, preallocate)?;
         let next_offset = active.next_offset;
         let log = Arc::new(Log {
             dir: dir.to_owned(),
@@ -436,7 +441,7 @@ mod tests {
     #[test]
     fn rolls_to_a_new_segment_past_segment_bytes_and_reads_across_them() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, mut writer) = Log::open(dir.path(), 1000).unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 1000, true).unwrap();
         let batch = messages(30, 200);
         let firsts = writer.append(&[&batch[..10], &batch[10..]], 1).unwrap();
         assert_eq!(firsts, vec![0, 10]);
@@ -464,7 +469,7 @@ mod tests {
         );
 
         drop(writer);
-        let (reopened, mut writer) = Log::open(dir.path(), 1000).unwrap();
+        let (reopened, mut writer) = Log::open(dir.path(), 1000, true).unwrap();
         assert_eq!(reopened.next_offset(), 30);
         assert_eq!(writer.append(&[&batch[..1]], 2).unwrap(), vec![30]);
         assert_eq!(reopened.read(29, 5, usize::MAX).unwrap().len(), 2);
@@ -473,7 +478,7 @@ mod tests {
     #[test]
     fn removing_old_segments_keeps_the_active_one() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, mut writer) = Log::open(dir.path(), 500).unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 500, true).unwrap();
         let batch = messages(10, 200);
         writer.append(&[&batch], 1).unwrap();
         let before = log.segment_infos().len();

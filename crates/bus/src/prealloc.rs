@@ -52,6 +52,7 @@ enum State {
     },
     Ready(Prepared),
     Failed(Instant),
+    Disabled,
 }
 
 /// Prepares one next segment of a log at a time, in the background.
@@ -63,13 +64,21 @@ pub(crate) struct Preparer {
 }
 
 impl Preparer {
-    /// A preparer for the log in `dir`. A prepared file left by an earlier run is reused
-    /// when it has the right size (it is renamed into place only once complete and
-    /// fsynced); a half-filled one, or one of another size, is removed. Neither is ever
-    /// read as a segment.
-    pub(crate) fn open(dir: &Path, len: u64) -> Result<Preparer, BusError> {
+    /// A preparer for the log in `dir`; a disabled one never prepares anything. A
+    /// prepared file left by an earlier run is reused when it has the right size (it is
+    /// renamed into place only once complete and fsynced); a half-filled one, or one of
+    /// another size, is removed. Neither is ever read as a segment.
+    pub(crate) fn open(dir: &Path, len: u64, enabled: bool) -> Result<Preparer, BusError> {
         remove_if_exists(&dir.join(FILLING_NAME))?;
         let path = dir.join(PREPARED_NAME);
+        if !enabled {
+            remove_if_exists(&path)?;
+            return Ok(Preparer {
+                dir: dir.to_owned(),
+                len,
+                state: State::Disabled,
+            });
+        }
         let mut state = State::Idle;
         match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => {
@@ -211,7 +220,7 @@ mod tests {
     #[test]
     fn prepares_a_file_of_zeros_and_hands_it_over_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut preparer = Preparer::open(dir.path(), 3 * 1024 * 1024 + 5).unwrap();
+        let mut preparer = Preparer::open(dir.path(), 3 * 1024 * 1024 + 5, true).unwrap();
         assert!(preparer.take().is_none());
         preparer.start();
         wait_ready(&mut preparer);
@@ -233,7 +242,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(PREPARED_NAME), vec![0u8; 4096]).unwrap();
         std::fs::write(dir.path().join(FILLING_NAME), vec![0u8; 10]).unwrap();
-        let mut preparer = Preparer::open(dir.path(), 4096).unwrap();
+        let mut preparer = Preparer::open(dir.path(), 4096, true).unwrap();
         assert!(
             !dir.path().join(FILLING_NAME).exists(),
             "half-filled file removed"
@@ -241,11 +250,21 @@ mod tests {
         assert_eq!(preparer.take().unwrap().len, 4096);
 
         std::fs::write(dir.path().join(PREPARED_NAME), vec![0u8; 100]).unwrap();
-        let mut preparer = Preparer::open(dir.path(), 4096).unwrap();
+        let mut preparer = Preparer::open(dir.path(), 4096, true).unwrap();
         assert!(preparer.take().is_none());
         assert!(
             !dir.path().join(PREPARED_NAME).exists(),
             "wrong size removed"
         );
+    }
+
+    #[test]
+    fn a_disabled_preparer_prepares_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PREPARED_NAME), vec![0u8; 4096]).unwrap();
+        let mut preparer = Preparer::open(dir.path(), 4096, false).unwrap();
+        preparer.start();
+        assert!(preparer.take().is_none());
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
     }
 }
