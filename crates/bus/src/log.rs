@@ -388,6 +388,13 @@ impl LogWriter {
     /// Starts a new segment at the next offset: the prepared file of zeros when one is
     /// ready, else an empty file that grows.
     fn roll(&mut self) -> Result<(), BusError> {
+        if self.active.size < self.active.file_len {
+            // A sealed segment keeps no zeros (only after `segment_bytes` shrank). Not
+            // fsynced: a zero tail that comes back after a crash is harmless.
+            if let Err(error) = self.active.file.set_len(self.active.size) {
+                tracing::warn!(file = %self.active.path.display(), %error, "cannot trim the preallocated tail of a sealed segment");
+            }
+        }
         let dir = &self.log.dir;
         let (segment, file_len) = match self.preparer.take() {
             Some(prepared) => {
@@ -491,6 +498,39 @@ mod tests {
                 .unwrap()
                 .iter()
                 .all(|r| r.offset >= log.first_offset())
+        );
+    }
+
+    #[test]
+    fn appends_fill_a_preallocated_segment_and_a_sealed_one_keeps_no_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 100_000, true).unwrap();
+        let batch = messages(1, 100);
+        writer.append(&[&batch], 1).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !writer.preparer.is_ready() {
+            assert!(std::time::Instant::now() < deadline, "never prepared");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        writer.append(&[&batch], 1).unwrap();
+        let infos = log.segment_infos();
+        assert_eq!(infos.len(), 2, "rolled early onto the prepared segment");
+        let active = dir.path().join(Segment::file_name(infos[1].base));
+        assert_eq!(std::fs::metadata(&active).unwrap().len(), 100_000);
+        assert!(infos[1].size < 1000);
+        drop((log, writer));
+
+        // Smaller segments from now on: the preallocated one is sealed early and
+        // trimmed to its records.
+        let (log, mut writer) = Log::open(dir.path(), 1000, true).unwrap();
+        let batch = messages(20, 100);
+        writer.append(&[&batch], 2).unwrap();
+        let sealed = log.segment_infos()[1];
+        assert_eq!(std::fs::metadata(&active).unwrap().len(), sealed.size);
+        assert_eq!(
+            log.read(0, 100, usize::MAX).unwrap().len(),
+            22,
+            "every record readable across the segments"
         );
     }
 }
