@@ -82,7 +82,13 @@ impl Broker {
                 tracing::warn!(path = %entry.path().display(), "ignoring an entry that is not a topic directory");
                 continue;
             };
-            let topic = Topic::open(&config.data_dir, name, config.segment_bytes).await?;
+            let topic = Topic::open(
+                &config.data_dir,
+                name,
+                config.segment_bytes,
+                config.preallocate_segments,
+            )
+            .await?;
             topics.insert(name.to_owned(), Arc::new(topic));
         }
         let inner = Arc::new(Inner {
@@ -444,7 +450,15 @@ impl Broker {
             return Ok(topic);
         }
         let data_dir = &self.inner.config.data_dir;
-        let topic = Arc::new(Topic::open(data_dir, name, self.inner.config.segment_bytes).await?);
+        let topic = Arc::new(
+            Topic::open(
+                data_dir,
+                name,
+                self.inner.config.segment_bytes,
+                self.inner.config.preallocate_segments,
+            )
+            .await?,
+        );
         let topics_dir = data_dir.join("topics");
         tokio::task::spawn_blocking(move || sync_dir(&topics_dir))
             .await

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 /// How a [`Broker`](crate::Broker) stores and delivers messages.
 ///
-/// The defaults suit one machine: 1 MiB messages, 64 MiB segments, 30 s to
+/// The defaults suit one machine: 1 MiB messages, 64 MiB segments (the next one
+/// preallocated), 30 s to
 /// acknowledge, five deliveries before a message is dead-lettered and seven
 /// days of retention.
 #[derive(Debug, Clone)]
@@ -17,6 +18,10 @@ pub struct BrokerConfig {
     pub max_message_bytes: usize,
     /// A segment file that grows past this many bytes is closed and a new one started.
     pub segment_bytes: u64,
+    /// Zero-fill the next segment file in the background so appends overwrite
+    /// allocated blocks and each fsync flushes data only (no file-size update): lower
+    /// publish latency, for up to `segment_bytes` more disk per topic published to.
+    pub preallocate_segments: bool,
     /// A delivery that is neither acked nor nacked within this time is redelivered.
     pub ack_deadline: Duration,
     /// After this many deliveries a failing message moves to `<topic>.dlq`.
@@ -35,6 +40,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./bus"),
             max_message_bytes: 1024 * 1024,
             segment_bytes: 64 * 1024 * 1024,
+            preallocate_segments: true,
             ack_deadline: Duration::from_secs(30),
             max_deliveries: 5,
             nack_base_delay: Duration::from_millis(500),

@@ -13,6 +13,7 @@
 //!
 //! ```text
 //! topics/<topic>/00000000000000000000.log   segments, named by their first offset
+//! topics/<topic>/next.prealloc               the next segment, zero-filled ahead of use
 //! groups/<topic>/<group>.acks               each group's acks (append-only, compacted)
 //! ```
 //!
@@ -35,6 +36,7 @@ pub mod inspect;
 mod log;
 mod message;
 pub mod names;
+mod prealloc;
 mod record;
 mod retention;
 mod segment;

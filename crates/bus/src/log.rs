@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::prealloc::Preparer;
 use crate::record::{self, Record};
 use crate::segment::{INDEX_INTERVAL_BYTES, IndexEntry, Scan, Scanner, Segment};
 use crate::tail_cache::{TAIL_CACHE_BYTES, TailCache};
@@ -33,8 +34,13 @@ pub(crate) struct SegmentInfo {
 
 impl Log {
     /// Opens (or creates) the log in `dir`, recovering every segment, and returns it
-    /// with the writer that alone may append to it.
-    pub(crate) fn open(dir: &Path, segment_bytes: u64) -> Result<(Arc<Log>, LogWriter), BusError> {
+    /// with the writer that alone may append to it. With `preallocate`, the next
+    /// segment is zero-filled in the background ([`crate::prealloc`]).
+    pub(crate) fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        preallocate: bool,
+    ) -> Result<(Arc<Log>, LogWriter), BusError> {
         std::fs::create_dir_all(dir).map_err(|e| BusError::io(dir, e))?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| BusError::io(dir, e))? {
@@ -76,13 +82,21 @@ impl Log {
             .file
             .try_clone()
             .map_err(|e| BusError::io(&active.path, e))?;
+        // The writer's own business: how far appends overwrite zeros instead of growing
+        // the file. Readers go by `Segment::size` only.
+        let file_len = file
+            .metadata()
+            .map_err(|e| BusError::io(&active.path, e))?
+            .len();
         let writer_state = ActiveSegment {
             base: active.base,
             path: active.path.clone(),
             file,
             size: active.size,
+            file_len,
             last_index_pos: active.index.last().map(|e| e.pos),
         };
+        let preparer = Preparer::open(dir, segment_bytes, preallocate)?;
         let next_offset = active.next_offset;
         let log = Arc::new(Log {
             dir: dir.to_owned(),
@@ -95,6 +109,7 @@ impl Log {
             active: writer_state,
             next_offset,
             segment_bytes,
+            preparer,
         };
         Ok((log, writer))
     }
@@ -244,6 +259,8 @@ struct ActiveSegment {
     file: File,
     /// Bytes durably written.
     size: u64,
+    /// Length of the file: past `size` it holds preallocated zeros.
+    file_len: u64,
     last_index_pos: Option<u64>,
 }
 
@@ -255,6 +272,8 @@ pub(crate) struct LogWriter {
     active: ActiveSegment,
     next_offset: u64,
     segment_bytes: u64,
+    /// Zero-fills the next segment in the background.
+    preparer: Preparer,
 }
 
 /// Records written to the active segment but not yet fsynced and published.
@@ -283,7 +302,12 @@ impl LogWriter {
             firsts.push(self.next_offset + pending.count);
             for message in *batch {
                 let size = self.active.size + pending.buf.len() as u64;
-                if size >= self.segment_bytes && self.next_offset + pending.count > self.active.base
+                let has_records = self.next_offset + pending.count > self.active.base;
+                // A segment that grows as it fills (none was prepared in time) is
+                // sealed early once a preallocated one is ready.
+                let grows = size >= self.active.file_len;
+                if has_records
+                    && (size >= self.segment_bytes || (grows && self.preparer.is_ready()))
                 {
                     self.commit(&mut pending)?;
                     self.roll()?;
@@ -330,7 +354,9 @@ impl LogWriter {
             .write_all_at(&pending.buf, self.active.size)
             .and_then(|()| self.active.file.sync_data());
         if let Err(error) = written {
-            let _ = self.active.file.set_len(self.active.size);
+            if self.active.file.set_len(self.active.size).is_ok() {
+                self.active.file_len = self.active.size;
+            }
             self.active.last_index_pos = {
                 let segments = sync::read(&self.log.segments);
                 segments.last().and_then(|s| s.index.last()).map(|e| e.pos)
@@ -339,6 +365,9 @@ impl LogWriter {
         }
         self.log.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.active.size += pending.buf.len() as u64;
+        self.active.file_len = self.active.file_len.max(self.active.size);
+        // Idle topics never get a preallocated file; one that is published to does.
+        self.preparer.start();
         self.next_offset += pending.count;
         {
             let mut segments = sync::write(&self.log.segments);
@@ -356,10 +385,32 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Starts a new segment at the next offset.
+    /// Starts a new segment at the next offset: the prepared file of zeros when one is
+    /// ready, else an empty file that grows.
     fn roll(&mut self) -> Result<(), BusError> {
-        let segment = Segment::create(&self.log.dir, self.next_offset)?;
-        sync_dir(&self.log.dir)?;
+        if self.active.size < self.active.file_len {
+            // A sealed segment keeps no zeros (only after `segment_bytes` shrank). Not
+            // fsynced: a zero tail that comes back after a crash is harmless.
+            if let Err(error) = self.active.file.set_len(self.active.size) {
+                tracing::warn!(file = %self.active.path.display(), %error, "cannot trim the preallocated tail of a sealed segment");
+            }
+        }
+        let dir = &self.log.dir;
+        let (segment, file_len) = match self.preparer.take() {
+            Some(prepared) => {
+                let len = prepared.len;
+                match Segment::from_prepared(prepared, dir, self.next_offset) {
+                    Ok(segment) => (segment, len),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot use the preallocated segment; starting an empty one");
+                        (Segment::create(dir, self.next_offset)?, 0)
+                    }
+                }
+            }
+            None => (Segment::create(dir, self.next_offset)?, 0),
+        };
+        sync_dir(dir)?;
+        self.preparer.start();
         let file = segment
             .file
             .try_clone()
@@ -369,6 +420,7 @@ impl LogWriter {
             path: segment.path.clone(),
             file,
             size: 0,
+            file_len,
             last_index_pos: None,
         };
         sync::write(&self.log.segments).push(segment);
@@ -396,7 +448,7 @@ mod tests {
     #[test]
     fn rolls_to_a_new_segment_past_segment_bytes_and_reads_across_them() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, mut writer) = Log::open(dir.path(), 1000).unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 1000, true).unwrap();
         let batch = messages(30, 200);
         let firsts = writer.append(&[&batch[..10], &batch[10..]], 1).unwrap();
         assert_eq!(firsts, vec![0, 10]);
@@ -406,6 +458,7 @@ mod tests {
         let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".log"))
             .collect();
         names.sort();
         assert_eq!(names[0], "00000000000000000000.log");
@@ -423,7 +476,7 @@ mod tests {
         );
 
         drop(writer);
-        let (reopened, mut writer) = Log::open(dir.path(), 1000).unwrap();
+        let (reopened, mut writer) = Log::open(dir.path(), 1000, true).unwrap();
         assert_eq!(reopened.next_offset(), 30);
         assert_eq!(writer.append(&[&batch[..1]], 2).unwrap(), vec![30]);
         assert_eq!(reopened.read(29, 5, usize::MAX).unwrap().len(), 2);
@@ -432,7 +485,7 @@ mod tests {
     #[test]
     fn removing_old_segments_keeps_the_active_one() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, mut writer) = Log::open(dir.path(), 500).unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 500, true).unwrap();
         let batch = messages(10, 200);
         writer.append(&[&batch], 1).unwrap();
         let before = log.segment_infos().len();
@@ -445,6 +498,39 @@ mod tests {
                 .unwrap()
                 .iter()
                 .all(|r| r.offset >= log.first_offset())
+        );
+    }
+
+    #[test]
+    fn appends_fill_a_preallocated_segment_and_a_sealed_one_keeps_no_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 100_000, true).unwrap();
+        let batch = messages(1, 100);
+        writer.append(&[&batch], 1).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !writer.preparer.is_ready() {
+            assert!(std::time::Instant::now() < deadline, "never prepared");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        writer.append(&[&batch], 1).unwrap();
+        let infos = log.segment_infos();
+        assert_eq!(infos.len(), 2, "rolled early onto the prepared segment");
+        let active = dir.path().join(Segment::file_name(infos[1].base));
+        assert_eq!(std::fs::metadata(&active).unwrap().len(), 100_000);
+        assert!(infos[1].size < 1000);
+        drop((log, writer));
+
+        // Smaller segments from now on: the preallocated one is sealed early and
+        // trimmed to its records.
+        let (log, mut writer) = Log::open(dir.path(), 1000, true).unwrap();
+        let batch = messages(20, 100);
+        writer.append(&[&batch], 2).unwrap();
+        let sealed = log.segment_infos()[1];
+        assert_eq!(std::fs::metadata(&active).unwrap().len(), sealed.size);
+        assert_eq!(
+            log.read(0, 100, usize::MAX).unwrap().len(),
+            22,
+            "every record readable across the segments"
         );
     }
 }

@@ -1,5 +1,9 @@
 //! One segment file of a topic's log: records from a base offset on, a sparse index
 //! for lookups, and the recovery scan that cuts off a torn or corrupt tail.
+//!
+//! A segment file may be longer than its records: a preallocated segment
+//! ([`crate::prealloc`]) ends in zero bytes not yet written over. Only
+//! [`Segment::size`] says where the records end; the file's length never does.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -7,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::BusError;
+use crate::prealloc::Prepared;
 use crate::record::{self, Decoded, Record};
 
 /// An index entry is added at most every this many bytes, so a lookup scans at most
@@ -72,8 +77,30 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment, checks every record, rebuilds the index and truncates
-    /// the file after the last good record (logging what was dropped).
+    /// Makes a prepared file of zeros the (empty) segment starting at `base` by renaming
+    /// it; the caller fsyncs the directory.
+    pub(crate) fn from_prepared(
+        prepared: Prepared,
+        dir: &Path,
+        base: u64,
+    ) -> Result<Segment, BusError> {
+        let path = dir.join(Self::file_name(base));
+        std::fs::rename(&prepared.path, &path).map_err(|e| BusError::io(&path, e))?;
+        Ok(Segment {
+            base,
+            path,
+            file: Arc::new(prepared.file),
+            index: Vec::new(),
+            size: 0,
+            next_offset: base,
+            last_publish_ms: 0,
+        })
+    }
+
+    /// Opens an existing segment, checks every record and rebuilds the index. After the
+    /// last good record, zero bytes are a preallocated tail and kept; anything else is a
+    /// torn or corrupt tail, cut off (with a warning) and fsynced before anything is
+    /// served.
     pub(crate) fn recover(path: PathBuf, base: u64) -> Result<Segment, BusError> {
         let file = OpenOptions::new()
             .read(true)
@@ -105,6 +132,9 @@ impl Segment {
             }
         };
         if let Some((pos, reason)) = damage {
+            if only_zeros(&segment.file, pos, len).map_err(|e| BusError::io(&segment.path, e))? {
+                return Ok(segment);
+            }
             tracing::warn!(
                 file = %segment.path.display(),
                 offset = segment.next_offset,
@@ -144,6 +174,21 @@ impl Segment {
         let after = index.partition_point(|e| e.offset <= offset);
         after.checked_sub(1).map_or(0, |i| index[i].pos)
     }
+}
+
+/// Whether every byte of `file` in `[start, end)` is zero: a preallocated tail.
+fn only_zeros(file: &File, start: u64, end: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut at = start;
+    while at < end {
+        let chunk = (end - at).min(READ_CHUNK as u64) as usize;
+        file.read_exact_at(&mut buf[..chunk], at)?;
+        if buf[..chunk].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += chunk as u64;
+    }
+    Ok(true)
 }
 
 /// Reads records from `file` between two byte positions, in chunks, with positional
@@ -292,5 +337,127 @@ mod tests {
         assert_eq!(segment.next_offset, 2);
         assert_eq!(segment.size, positions[2]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), positions[2]);
+    }
+
+    /// A writer for a tracing subscriber that keeps what was logged.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Recovers the segment at `path` and returns it with the warnings logged meanwhile.
+    fn recover_logged(path: &Path) -> (Segment, String) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .finish();
+        let segment = tracing::subscriber::with_default(subscriber, || {
+            Segment::recover(path.to_owned(), 0).unwrap()
+        });
+        let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        (segment, logged)
+    }
+
+    /// Appends `zeros` zero bytes after the file's end, as a preallocated tail.
+    fn add_zero_tail(path: &Path, zeros: u64) -> u64 {
+        let end = std::fs::metadata(path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(end + zeros)
+            .unwrap();
+        end
+    }
+
+    #[test]
+    fn zero_bytes_never_decode_as_a_record() {
+        for len in 0..64 {
+            assert!(
+                !matches!(record::decode(&vec![0u8; len]), Decoded::Record { .. }),
+                "{len} zero bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn recovery_keeps_a_clean_zero_tail_without_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(Segment::file_name(0));
+        write_records(&path, 0, 3, 10);
+        let end = add_zero_tail(&path, 300_000);
+        let (segment, logged) = recover_logged(&path);
+        assert_eq!((segment.next_offset, segment.size), (3, end));
+        assert_eq!(logged, "", "a zero tail is not damage");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            end + 300_000,
+            "the preallocation is kept"
+        );
+    }
+
+    #[test]
+    fn recovery_cuts_a_torn_record_followed_by_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(Segment::file_name(0));
+        let positions = write_records(&path, 0, 3, 10);
+        let end = add_zero_tail(&path, 4096);
+        // The last record's second half never reached the disk.
+        let half = (end - positions[2]) / 2;
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&vec![0u8; half as usize], end - half)
+            .unwrap();
+        let (segment, logged) = recover_logged(&path);
+        assert_eq!((segment.next_offset, segment.size), (2, positions[2]));
+        assert!(
+            logged.contains("truncating a torn or corrupt log tail"),
+            "{logged}"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), positions[2]);
+    }
+
+    #[test]
+    fn recovery_cuts_at_a_corrupt_record_in_the_middle_followed_by_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(Segment::file_name(0));
+        let positions = write_records(&path, 0, 10, 10);
+        add_zero_tail(&path, 4096);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, positions[4] + 12).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x40], positions[4] + 12)
+            .unwrap();
+        let (segment, logged) = recover_logged(&path);
+        assert_eq!((segment.next_offset, segment.size), (4, positions[4]));
+        assert!(logged.contains("checksum mismatch"), "{logged}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            positions[4],
+            "the good records after the damage are not served either"
+        );
+    }
+
+    #[test]
+    fn a_renamed_but_unused_segment_of_zeros_recovers_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(Segment::file_name(0));
+        std::fs::write(&path, vec![0u8; 70_000]).unwrap();
+        let (segment, logged) = recover_logged(&path);
+        assert_eq!((segment.next_offset, segment.size), (0, 0));
+        assert_eq!(logged, "");
     }
 }

@@ -32,13 +32,14 @@ impl Topic {
         data_dir: &Path,
         name: &str,
         segment_bytes: u64,
+        preallocate: bool,
     ) -> Result<Topic, BusError> {
         let log_dir = data_dir.join("topics").join(name);
         let groups_dir = data_dir.join("groups").join(name);
         let (log, log_writer, groups) = {
             let groups_dir = groups_dir.clone();
             tokio::task::spawn_blocking(move || {
-                let (log, log_writer) = Log::open(&log_dir, segment_bytes)?;
+                let (log, log_writer) = Log::open(&log_dir, segment_bytes, preallocate)?;
                 let groups = open_groups(&groups_dir, log.first_offset(), log.next_offset())?;
                 Ok::<_, BusError>((log, log_writer, groups))
             })

@@ -24,6 +24,21 @@ fn last_segment(dir: &Path, topic: &str) -> PathBuf {
     files.pop().unwrap()
 }
 
+/// Where the records of a segment end: a segment file may carry a preallocated tail
+/// of zeros after them, and a record never ends in a zero byte in these tests (the
+/// payloads end in a digit).
+fn data_end(segment: &Path) -> u64 {
+    let bytes = std::fs::read(segment).unwrap();
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1)
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
 async fn reopen_and_check(dir: &Path, expected: u64) {
     let broker = Broker::open(config(dir)).await.unwrap();
     broker.subscribe("t", "g").await.unwrap();
@@ -61,8 +76,7 @@ async fn a_record_cut_short_is_truncated_and_never_served() {
 
     let segment = last_segment(dir.path(), "t");
     let file = OpenOptions::new().write(true).open(&segment).unwrap();
-    let len = file.metadata().unwrap().len();
-    file.set_len(len - 3).unwrap();
+    file.set_len(data_end(&segment) - 3).unwrap();
 
     reopen_and_check(dir.path(), 39).await;
 }
@@ -82,7 +96,7 @@ async fn a_flipped_byte_in_the_last_record_is_truncated_and_never_served() {
         .write(true)
         .open(&segment)
         .unwrap();
-    let len = file.metadata().unwrap().len();
+    let len = data_end(&segment);
     let mut byte = [0u8];
     file.read_exact_at(&mut byte, len - 2).unwrap();
     file.write_all_at(&[byte[0] ^ 0x01], len - 2).unwrap();
@@ -105,10 +119,108 @@ async fn garbage_appended_after_the_last_record_is_dropped() {
         .write(true)
         .open(&segment)
         .unwrap();
-    let len = file.metadata().unwrap().len();
-    file.write_all_at(&[0xAB; 100], len).unwrap();
+    file.write_all_at(&[0xAB; 100], data_end(&segment)).unwrap();
 
     reopen_and_check(dir.path(), 5).await;
+}
+
+/// Publishes one message at a time until the topic appends into a preallocated
+/// segment (a file longer than its records); returns how many were published.
+async fn publish_into_a_preallocated_segment(broker: &Broker, dir: &Path) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for n in 0.. {
+        let ids = broker
+            .publish("t", vec![NewMessage::new(Bytes::from(format!("m{n}")))])
+            .await
+            .unwrap();
+        assert_eq!(ids, vec![n]);
+        let segment = last_segment(dir, "t");
+        if file_len(&segment) > data_end(&segment) && data_end(&segment) > 0 {
+            return n + 1;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no preallocated segment was ever used"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn a_clean_zero_tail_loses_nothing_and_appends_continue_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).await.unwrap();
+    broker.create_topic("t").await.unwrap();
+    let published = publish_into_a_preallocated_segment(&broker, dir.path()).await;
+    broker.close().await;
+    drop(broker);
+
+    let segment = last_segment(dir.path(), "t");
+    let preallocated = file_len(&segment);
+    let end = data_end(&segment);
+    assert!(end < preallocated);
+
+    reopen_and_check(dir.path(), published).await;
+    assert_eq!(
+        file_len(&segment),
+        preallocated,
+        "a zero tail is not damage: the preallocation is kept"
+    );
+    assert!(
+        data_end(&segment) > end,
+        "the next record was written right after the last one, into the zeros"
+    );
+    assert!(
+        !std::fs::read_dir(dir.path().join("topics").join("t"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".filling")),
+        "no half-filled file is left behind"
+    );
+}
+
+#[tokio::test]
+async fn a_torn_record_followed_by_zeros_is_cut_and_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).await.unwrap();
+    broker.create_topic("t").await.unwrap();
+    let published = publish_into_a_preallocated_segment(&broker, dir.path()).await;
+    broker.close().await;
+    drop(broker);
+
+    // The last record's final bytes never reached the disk: zeros instead.
+    let segment = last_segment(dir.path(), "t");
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    file.write_all_at(&[0; 2], data_end(&segment) - 2).unwrap();
+
+    reopen_and_check(dir.path(), published - 1).await;
+}
+
+#[tokio::test]
+async fn leftover_preallocation_files_are_never_read_as_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(config(dir.path())).await.unwrap();
+    broker.create_topic("t").await.unwrap();
+    publish_numbered(&broker, "t", 5).await;
+    broker.close().await;
+    drop(broker);
+
+    // A crash while the next segment was being filled, and one after it was
+    // renamed into place but before anything was written to it.
+    let topic_dir = dir.path().join("topics").join("t");
+    std::fs::write(topic_dir.join("next.prealloc.filling"), [0xAB; 64]).unwrap();
+    std::fs::write(topic_dir.join("next.prealloc"), [0xCD; 100]).unwrap();
+    let unused = topic_dir.join("00000000000000000005.log");
+    if !unused.exists() {
+        std::fs::write(&unused, vec![0u8; 4096]).unwrap();
+    }
+
+    reopen_and_check(dir.path(), 5).await;
+    assert!(!topic_dir.join("next.prealloc.filling").exists());
 }
 
 /// Dropping the runtime kills every task mid-flight, like a crash of the process
@@ -206,7 +318,7 @@ async fn an_offset_lost_to_damage_and_reused_is_delivered_even_if_the_old_one_wa
 
     let segment = last_segment(dir.path(), "t");
     let file = OpenOptions::new().write(true).open(&segment).unwrap();
-    file.set_len(file.metadata().unwrap().len() - 1).unwrap();
+    file.set_len(data_end(&segment) - 1).unwrap();
 
     let broker = Broker::open(config(dir.path())).await.unwrap();
     assert!(fetch_now(&broker, "t", "g", "c", 10).await.is_empty());

@@ -448,6 +448,10 @@ pub(crate) struct BusServeArgs {
     /// Topics to create at start.
     #[arg(long = "topic")]
     pub(crate) topics: Vec<String>,
+    /// Zero-fill each topic's next segment in the background (lower publish latency,
+    /// up to 64 MiB more disk per topic); `false` lets segments grow as they fill.
+    #[arg(long, env = "MORTAR_BUS_PREALLOCATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) preallocate: bool,
 }
 
 #[derive(Debug, Args)]

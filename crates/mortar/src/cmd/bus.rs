@@ -17,6 +17,7 @@ pub(crate) fn serve(args: BusServeArgs) -> anyhow::Result<ExitCode> {
         let mut signals = mortar_sdk::shutdown::Signals::install();
         let config = BrokerConfig {
             data_dir: args.data_dir.join("bus"),
+            preallocate_segments: args.preallocate,
             ..BrokerConfig::default()
         };
         let (addr, bus) = run_embedded(config, args.addr).await?;
