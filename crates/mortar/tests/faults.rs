@@ -145,7 +145,7 @@ fn a_bus_outage_buffers_sdk_publishes_refuses_http_and_loses_nothing() {
     config.outbox = Some(dir.path().join("test.outbox"));
     let client: Client = rt.block_on(Client::connect_with(config)).unwrap();
     let publish = |payload: &str| {
-        rt.block_on(client.publish("orders", vec![NewMessage::new(payload.as_bytes().to_vec())]))
+        rt.block_on(client.publish("orders", NewMessage::new(payload.as_bytes().to_vec())))
             .unwrap()
     };
     assert!(matches!(publish("before"), Published::Durable(_)));
