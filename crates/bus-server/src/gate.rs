@@ -76,7 +76,9 @@ impl Gate {
 
     /// Why the client with `token` may not use the bus now, if it may not.
     pub fn refusal(&self, token: &str) -> Option<Refusal> {
-        refusal(&self.closed.borrow(), Instant::now(), || (self.identify)(token))
+        refusal(&self.closed.borrow(), Instant::now(), || {
+            (self.identify)(token)
+        })
     }
 
     /// Wakes when what is closed changes.
@@ -85,15 +87,12 @@ impl Gate {
     }
 }
 
-fn refusal(
-    closed: &Closed,
-    now: Instant,
-    who: impl FnOnce() -> Option<String>,
-) -> Option<Refusal> {
+fn refusal(closed: &Closed, now: Instant, who: impl FnOnce() -> Option<String>) -> Option<Refusal> {
     if let Some(until) = closed.all.filter(|until| *until > now) {
         return Some(Refusal {
-            reason: "the bus is down (an outage injected by `mortar chaos bus-outage`); retry later"
-                .to_owned(),
+            reason:
+                "the bus is down (an outage injected by `mortar chaos bus-outage`); retry later"
+                    .to_owned(),
             retry_after: until.saturating_duration_since(now),
         });
     }
@@ -108,40 +107,6 @@ fn refusal(
         ),
         retry_after: until.saturating_duration_since(now),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_outage_refuses_everyone_and_a_cut_only_that_client() {
-        let gate = Gate::new(Arc::new(|t: &str| t.strip_prefix("tok-").map(str::to_owned)));
-        assert_eq!(gate.refusal("tok-catalog"), None);
-        let later = Instant::now() + Duration::from_secs(5);
-        gate.set(Closed {
-            all: None,
-            clients: BTreeMap::from([("catalog".to_owned(), later)]),
-        });
-        let cut = gate.refusal("tok-catalog").unwrap();
-        assert!(cut.reason.contains("catalog is cut off"), "{cut:?}");
-        assert!(cut.retry_after <= Duration::from_secs(5));
-        assert_eq!(gate.refusal("tok-ordering"), None);
-        assert_eq!(gate.refusal("unknown"), None);
-        gate.set(Closed {
-            all: Some(later),
-            ..Closed::default()
-        });
-        let down = gate.refusal("tok-ordering").unwrap();
-        assert!(down.reason.contains("the bus is down"), "{down:?}");
-        gate.set(Closed::default());
-        assert_eq!(gate.refusal("tok-catalog"), None);
-        gate.set(Closed {
-            all: Some(Instant::now() - Duration::from_millis(1)),
-            ..Closed::default()
-        });
-        assert_eq!(gate.refusal("tok-catalog"), None, "an expired outage is over");
-    }
 }
 
 /// Middleware for the HTTP API: 503 problem+json with `Retry-After` for a
@@ -184,13 +149,56 @@ pub async fn http_middleware(
             }
         }
     };
-    let mut resp = mortar_sdk::Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, refused.reason)
-        .with_type("urn:mortar:problem:bus-unavailable")
-        .with_title("Bus unavailable")
-        .with("injected", true)
-        .into_response();
+    let mut resp =
+        mortar_sdk::Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, refused.reason)
+            .with_type("urn:mortar:problem:bus-unavailable")
+            .with_title("Bus unavailable")
+            .with("injected", true)
+            .into_response();
     let secs = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-    resp.headers_mut()
-        .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+    resp.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(secs),
+    );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_refuses_everyone_and_a_cut_only_that_client() {
+        let gate = Gate::new(Arc::new(|t: &str| {
+            t.strip_prefix("tok-").map(str::to_owned)
+        }));
+        assert_eq!(gate.refusal("tok-catalog"), None);
+        let later = Instant::now() + Duration::from_secs(5);
+        gate.set(Closed {
+            all: None,
+            clients: BTreeMap::from([("catalog".to_owned(), later)]),
+        });
+        let cut = gate.refusal("tok-catalog").unwrap();
+        assert!(cut.reason.contains("catalog is cut off"), "{cut:?}");
+        assert!(cut.retry_after <= Duration::from_secs(5));
+        assert_eq!(gate.refusal("tok-ordering"), None);
+        assert_eq!(gate.refusal("unknown"), None);
+        gate.set(Closed {
+            all: Some(later),
+            ..Closed::default()
+        });
+        let down = gate.refusal("tok-ordering").unwrap();
+        assert!(down.reason.contains("the bus is down"), "{down:?}");
+        gate.set(Closed::default());
+        assert_eq!(gate.refusal("tok-catalog"), None);
+        gate.set(Closed {
+            all: Some(Instant::now() - Duration::from_millis(1)),
+            ..Closed::default()
+        });
+        assert_eq!(
+            gate.refusal("tok-catalog"),
+            None,
+            "an expired outage is over"
+        );
+    }
 }

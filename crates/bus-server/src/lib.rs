@@ -19,7 +19,9 @@ mod serve;
 mod subscription;
 
 pub use backend::{BusBackend, JetStreamBackend};
+pub use embedded::{
+    EmbeddedBus, ServerError, run_embedded, run_embedded_with, run_embedded_with_auth,
+};
 pub use gate::{Closed, Gate, Identify, Refusal, http_middleware};
-pub use embedded::{EmbeddedBus, ServerError, run_embedded, run_embedded_with, run_embedded_with_auth};
 pub use http::{http_router, openapi};
 pub use serve::{ServerOptions, TokenCheck, serve, serve_with};

@@ -85,7 +85,9 @@ pub enum ScenarioError {
     #[error("the node publishes no gateway URL; is this a node of the shop?")]
     NoGateway,
     /// A deploy step needs the node's data directory (for its release).
-    #[error("the scenario deploys a service and needs the node's data directory to record its release")]
+    #[error(
+        "the scenario deploys a service and needs the node's data directory to record its release"
+    )]
     NoDataDir,
     /// The shop did not answer before the load.
     #[error("the shop did not answer through the gateway within 60 s: {0}")]
@@ -166,7 +168,10 @@ impl Scenario {
         for step in &self.steps {
             if let Action::Deploy { service } = &step.action {
                 let dir = data_dir.ok_or(ScenarioError::NoDataDir)?;
-                releases.insert(service.clone(), faults::deploy_target(&status, service, dir)?);
+                releases.insert(
+                    service.clone(),
+                    faults::deploy_target(&status, service, dir)?,
+                );
             }
         }
         let run_id = std::process::id();
@@ -189,44 +194,48 @@ impl Scenario {
         let mut recoveries = Vec::new();
         for step in &self.steps {
             tokio::time::sleep(step.at.saturating_sub(started.elapsed())).await;
-            let (what, admin, action) = (step.action.describe(), admin.clone(), step.action.clone());
+            let (what, admin, action) =
+                (step.action.describe(), admin.clone(), step.action.clone());
             tracing::info!(fault = %what, "injecting");
             let at = Instant::now();
-            let action_fut: std::pin::Pin<Box<dyn Future<Output = Result<Duration, FaultError>> + Send>> =
-                match action {
-                    Action::Signal { service, fault } => {
-                        let (service, instance, pid) = faults::find(&admin, &service).await?;
-                        let what = match fault {
-                            Fault::Kill => format!("kill -9 {instance}"),
-                            Fault::Pause(d) => format!("pause {instance} for {} ms", d.as_millis()),
-                        };
-                        recoveries.push(tokio::spawn(async move {
-                            faults::inject(&instance, pid, fault).await?;
-                            let dead = matches!(fault, Fault::Kill).then_some(pid);
-                            let took = faults::recovery(&admin, &service, dead, at, RECOVERY_TIMEOUT)
-                                .await?;
-                            Ok::<_, FaultError>(Recovery::new(what, took))
-                        }));
-                        continue;
-                    }
-                    Action::BusOutage(lasts) => {
-                        Box::pin(async move { faults::bus_outage(&admin, lasts, RECOVERY_TIMEOUT).await })
-                    }
-                    Action::Latency {
-                        service,
-                        ms,
-                        percent,
-                        lasts,
-                    } => Box::pin(async move {
-                        faults::latency(&admin, &service, ms, percent, lasts, RECOVERY_TIMEOUT).await
-                    }),
-                    Action::Deploy { service } => {
-                        let release = releases.get(&service).cloned().unwrap_or_default();
-                        Box::pin(async move {
-                            faults::deploy(&admin, &service, &release, RECOVERY_TIMEOUT).await
-                        })
-                    }
-                };
+            let action_fut: std::pin::Pin<
+                Box<dyn Future<Output = Result<Duration, FaultError>> + Send>,
+            > = match action {
+                Action::Signal { service, fault } => {
+                    let (service, instance, pid) = faults::find(&admin, &service).await?;
+                    let what = match fault {
+                        Fault::Kill => format!("kill -9 {instance}"),
+                        Fault::Pause(d) => format!("pause {instance} for {} ms", d.as_millis()),
+                    };
+                    recoveries.push(tokio::spawn(async move {
+                        faults::inject(&instance, pid, fault).await?;
+                        let dead = matches!(fault, Fault::Kill).then_some(pid);
+                        let took =
+                            faults::recovery(&admin, &service, dead, at, RECOVERY_TIMEOUT).await?;
+                        Ok::<_, FaultError>(Recovery::new(what, took))
+                    }));
+                    continue;
+                }
+                Action::BusOutage(lasts) => {
+                    Box::pin(
+                        async move { faults::bus_outage(&admin, lasts, RECOVERY_TIMEOUT).await },
+                    )
+                }
+                Action::Latency {
+                    service,
+                    ms,
+                    percent,
+                    lasts,
+                } => Box::pin(async move {
+                    faults::latency(&admin, &service, ms, percent, lasts, RECOVERY_TIMEOUT).await
+                }),
+                Action::Deploy { service } => {
+                    let release = releases.get(&service).cloned().unwrap_or_default();
+                    Box::pin(async move {
+                        faults::deploy(&admin, &service, &release, RECOVERY_TIMEOUT).await
+                    })
+                }
+            };
             recoveries.push(tokio::spawn(async move {
                 Ok::<_, FaultError>(Recovery::new(what, action_fut.await?))
             }));

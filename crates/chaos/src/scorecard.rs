@@ -64,7 +64,7 @@ impl fmt::Display for Scorecard {
         for r in &self.faults {
             writeln!(
                 f,
-                "  fault   {:<44} recovered in {:>6} ms",
+                "  fault   {:<50} recovered in {:>6} ms",
                 r.fault, r.recovered_ms
             )?;
         }
@@ -127,7 +127,10 @@ mod tests {
             orders_acknowledged: 4,
             orders_in_read_model: 4,
             orders_notified: 4,
-            faults: vec![Recovery::new("bus outage for 3000 ms".to_owned(), Duration::from_millis(3012))],
+            faults: vec![Recovery::new(
+                "bus outage for 3000 ms".to_owned(),
+                Duration::from_millis(3012),
+            )],
             longest_recovery_ms: 3012,
             ..Scorecard::default()
         };

@@ -70,7 +70,11 @@ impl Faults {
             }
         };
         let mut rng = rand::rng();
-        decide(&fault, rng.random_range(0.0..100.0), rng.random_range(0.0..100.0))
+        decide(
+            &fault,
+            rng.random_range(0.0..100.0),
+            rng.random_range(0.0..100.0),
+        )
     }
 }
 

@@ -96,7 +96,11 @@ fn base64(text: &str) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in text.as_bytes().chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -168,14 +172,21 @@ fn a_bus_outage_buffers_sdk_publishes_refuses_http_and_loses_nothing() {
     });
     for i in 0..5 {
         let payload = format!("buffered-{i}");
-        assert_eq!(publish(&payload), Published::Buffered, "the bus is still down");
+        assert_eq!(
+            publish(&payload),
+            Published::Buffered,
+            "the bus is still down"
+        );
         sent.push(payload);
     }
     // The HTTP API refuses too, with Retry-After.
     let (status, body, retry_after) = http_publish(&node, &token, "http-during");
     if status == 503 {
         assert_eq!(body["status"], 503, "{body}");
-        assert!(body["detail"].as_str().unwrap().contains("bus is down"), "{body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("bus is down"),
+            "{body}"
+        );
         let secs: u64 = retry_after.expect("Retry-After").parse().unwrap();
         assert!((1..=4).contains(&secs), "{secs}");
     } else {
@@ -185,10 +196,14 @@ fn a_bus_outage_buffers_sdk_publishes_refuses_http_and_loses_nothing() {
     }
 
     // It ends by itself: HTTP works again and everything is delivered once.
-    wait_for("the bus to answer HTTP again", Duration::from_secs(30), || {
-        let (status, _, _) = http_publish(&node, &token, "http-after");
-        (status == 200).then_some(())
-    });
+    wait_for(
+        "the bus to answer HTTP again",
+        Duration::from_secs(30),
+        || {
+            let (status, _, _) = http_publish(&node, &token, "http-after");
+            (status == 200).then_some(())
+        },
+    );
     sent.push("http-after".to_owned());
     // At least once: a delivery cut off before its ack comes again.
     wait_handled(dir.path(), "worker", &sent);
@@ -216,7 +231,13 @@ fn cut_bus_refuses_only_that_services_instances_until_it_ends() {
 
     let (status, body, retry_after) = http_publish(&node, &worker, "from-worker");
     assert_eq!(status, 503, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("worker is cut off"), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("worker is cut off"),
+        "{body}"
+    );
     assert!(retry_after.unwrap().parse::<u64>().unwrap() > 500);
     let refused = connect(&worker).unwrap_err().to_string();
     assert!(refused.contains("worker is cut off"), "{refused}");
@@ -260,14 +281,15 @@ fn latency_and_errors_show_at_the_gateway_and_stop_after_clear_or_expiry() {
         let body = resp.text().unwrap();
         (status, body, injected, started.elapsed())
     };
-    wait_for("the gateway to route to web", Duration::from_secs(30), || {
-        (get().0 == 200).then_some(())
-    });
+    wait_for(
+        "the gateway to route to web",
+        Duration::from_secs(30),
+        || (get().0 == 200).then_some(()),
+    );
 
     // Latency: every request takes at least the injected delay.
-    let (code, out, err) = node.cli(&[
-        "chaos", "latency", "web", "--ms", "400", "--seconds", "600",
-    ]);
+    let (code, out, err) =
+        node.cli(&["chaos", "latency", "web", "--ms", "400", "--seconds", "600"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("latency +400 ms on 100% of web"), "{out}");
     for _ in 0..3 {
@@ -282,29 +304,53 @@ fn latency_and_errors_show_at_the_gateway_and_stop_after_clear_or_expiry() {
     assert_eq!(serde_json::from_str::<Value>(&listed).unwrap(), json!([]));
 
     // Errors: injected 503s, marked, until cleared.
-    let (code, out, err) = node.cli(&["chaos", "errors", "web", "--rate", "100%", "--seconds", "600"]);
+    let (code, out, err) = node.cli(&[
+        "chaos",
+        "errors",
+        "web",
+        "--rate",
+        "100%",
+        "--seconds",
+        "600",
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     for _ in 0..3 {
         let (status, body, injected, _) = get();
         assert_eq!(status, 503, "{body}");
         assert!(injected, "marked as injected");
         let problem: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(problem["type"], "urn:mortar:problem:injected-fault", "{problem}");
+        assert_eq!(
+            problem["type"], "urn:mortar:problem:injected-fault",
+            "{problem}"
+        );
         assert_eq!(problem["service"], "web");
     }
     node.cli(&["chaos", "clear"]);
     assert_eq!(get().0, 200);
 
     // A rate lets some through; a short fault ends by itself.
-    let (code, out, err) = node.cli(&["chaos", "errors", "web", "--rate", "50", "--seconds", "600"]);
+    let (code, out, err) =
+        node.cli(&["chaos", "errors", "web", "--rate", "50", "--seconds", "600"]);
     assert_eq!(code, 0, "{out}{err}");
     let statuses: BTreeSet<u16> = (0..60).map(|_| get().0).collect();
     assert_eq!(statuses, BTreeSet::from([200, 503]), "about half fail");
-    let (code, out, err) = node.cli(&["chaos", "errors", "web", "--rate", "100", "--seconds", "600"]);
+    let (code, out, err) = node.cli(&[
+        "chaos",
+        "errors",
+        "web",
+        "--rate",
+        "100",
+        "--seconds",
+        "600",
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     let (_, listed, _) = node.cli(&["chaos", "faults", "--json"]);
     let listed: Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1, "the new one replaced the old: {listed}");
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "the new one replaced the old: {listed}"
+    );
     assert_eq!(listed[0]["percent"], 100.0, "{listed}");
     let (code, out, err) = node.cli(&["chaos", "errors", "web", "--rate", "100", "--seconds", "1"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -315,12 +361,30 @@ fn latency_and_errors_show_at_the_gateway_and_stop_after_clear_or_expiry() {
 
     // Bad input: one line, exit 1, nothing injected.
     for (args, expected) in [
-        (&["chaos", "errors", "ghost", "--rate", "20", "--seconds", "5"][..], "unknown service \"ghost\""),
-        (&["chaos", "errors", "web", "--rate", "150", "--seconds", "5"], "--rate must be more than 0 and at most 100"),
-        (&["chaos", "errors", "web", "--rate", "lots", "--seconds", "5"], "--rate must be a percentage"),
-        (&["chaos", "latency", "web", "--ms", "0", "--seconds", "5"], "--ms must be from 1"),
-        (&["chaos", "cut-bus", "web", "--seconds", "0"], "--seconds must be more than 0"),
-        (&["chaos", "bus-outage", "--seconds=-1"], "--seconds must be more than 0"),
+        (
+            &["chaos", "errors", "ghost", "--rate", "20", "--seconds", "5"][..],
+            "unknown service \"ghost\"",
+        ),
+        (
+            &["chaos", "errors", "web", "--rate", "150", "--seconds", "5"],
+            "--rate must be more than 0 and at most 100",
+        ),
+        (
+            &["chaos", "errors", "web", "--rate", "lots", "--seconds", "5"],
+            "--rate must be a percentage",
+        ),
+        (
+            &["chaos", "latency", "web", "--ms", "0", "--seconds", "5"],
+            "--ms must be from 1",
+        ),
+        (
+            &["chaos", "cut-bus", "web", "--seconds", "0"],
+            "--seconds must be more than 0",
+        ),
+        (
+            &["chaos", "bus-outage", "--seconds=-1"],
+            "--seconds must be more than 0",
+        ),
     ] {
         let (code, out, err) = node.cli(args);
         assert_eq!(code, 1, "{args:?}: {out}{err}");

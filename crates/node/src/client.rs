@@ -262,15 +262,15 @@ impl AdminClient {
     /// Ends every injected fault; the ended ones (`mortar chaos clear`).
     pub async fn clear_faults(&self) -> Result<Vec<crate::faults::ActiveFault>, ClientError> {
         let url = format!("{}/v1/faults", self.base);
-        let resp = self
-            .http
-            .delete(&url)
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+        let resp =
+            self.http
+                .delete(&url)
+                .send()
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    url: url.clone(),
+                    source,
+                })?;
         let resp = check(url.clone(), resp).await?;
         resp.json().await.map_err(|e| ClientError::Protocol {
             url,

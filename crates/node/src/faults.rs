@@ -146,10 +146,12 @@ struct State {
     gateway: HashMap<String, UpstreamFault>,
 }
 
-fn problem_invalid(detail: String) -> Problem {
-    Problem::bad_request(detail)
-        .with_type("urn:mortar:problem:invalid-fault")
-        .with_title("Invalid fault")
+fn problem_invalid(detail: String) -> Box<Problem> {
+    Box::new(
+        Problem::bad_request(detail)
+            .with_type("urn:mortar:problem:invalid-fault")
+            .with_title("Invalid fault"),
+    )
 }
 
 impl Faults {
@@ -171,7 +173,8 @@ impl Faults {
     }
 
     /// Checks `req`; the fault it describes (with `percent` filled in).
-    fn validate(&self, req: &FaultRequest) -> Result<(Kind, FaultRequest), Problem> {
+    /// (Boxed errors: a `Problem` is large.)
+    fn validate(&self, req: &FaultRequest) -> Result<(Kind, FaultRequest), Box<Problem>> {
         let mut req = req.clone();
         if !(req.seconds.is_finite() && req.seconds > 0.0 && req.seconds <= MAX_SECONDS) {
             return Err(problem_invalid(format!(
@@ -188,7 +191,7 @@ impl Faults {
                 )))
             }
         };
-        let service = |req: &FaultRequest| -> Result<String, Problem> {
+        let service = |req: &FaultRequest| -> Result<String, Box<Problem>> {
             let Some(name) = &req.service else {
                 return Err(problem_invalid(format!(
                     "a {} fault needs a service",
@@ -203,12 +206,14 @@ impl Faults {
                     .into_iter()
                     .map(|s| s.name)
                     .collect();
-                return Err(Problem::not_found(format!(
-                    "unknown service {name:?}; this node runs: {}",
-                    known.join(", ")
-                ))
-                .with_type("urn:mortar:problem:unknown-service")
-                .with_title("Unknown service"));
+                return Err(Box::new(
+                    Problem::not_found(format!(
+                        "unknown service {name:?}; this node runs: {}",
+                        known.join(", ")
+                    ))
+                    .with_type("urn:mortar:problem:unknown-service")
+                    .with_title("Unknown service"),
+                ));
             }
             Ok(name.clone())
         };
@@ -258,18 +263,20 @@ impl Faults {
             }
         };
         if kind.is_bus() && self.inner.gate.is_none() {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "this node uses NATS JetStream as its bus; bus faults are injected only into the embedded broker",
-            )
-            .with_type("urn:mortar:problem:no-embedded-bus"));
+            return Err(Box::new(
+                Problem::new(
+                    StatusCode::CONFLICT,
+                    "this node uses NATS JetStream as its bus; bus faults are injected only into the embedded broker",
+                )
+                .with_type("urn:mortar:problem:no-embedded-bus"),
+            ));
         }
         Ok((kind, req))
     }
 
     /// Starts a fault; it replaces an active one of the same kind on the
     /// same service.
-    pub(crate) fn inject(&self, req: &FaultRequest) -> Result<ActiveFault, Problem> {
+    pub(crate) fn inject(&self, req: &FaultRequest) -> Result<ActiveFault, Box<Problem>> {
         let (kind, req) = self.validate(req)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let lasts = Duration::from_secs_f64(req.seconds);
@@ -309,8 +316,9 @@ impl Faults {
     /// Ends the faults `which` selects; the ended ones.
     fn end(&self, which: impl Fn(&Active) -> bool) -> Vec<ActiveFault> {
         let mut state = self.lock();
-        let (ended, kept): (Vec<Active>, Vec<Active>) =
-            std::mem::take(&mut state.active).into_iter().partition(|a| which(a));
+        let (ended, kept): (Vec<Active>, Vec<Active>) = std::mem::take(&mut state.active)
+            .into_iter()
+            .partition(|a| which(a));
         state.active = kept;
         if !ended.is_empty() {
             self.apply(&mut state);
@@ -411,6 +419,7 @@ async fn inject(
     faults
         .inject(&req)
         .map(|doc| (StatusCode::CREATED, Json(doc)))
+        .map_err(|p| *p)
 }
 
 /// Ends every active fault; the ended ones.
@@ -432,14 +441,10 @@ async fn clear_one(
     axum::extract::State(faults): FaultState,
     Path(id): Path<u64>,
 ) -> Result<Json<ActiveFault>, Problem> {
-    faults
-        .end(|a| a.id == id)
-        .pop()
-        .map(Json)
-        .ok_or_else(|| {
-            Problem::not_found(format!(
-                "no active fault {id}; `GET /v1/faults` lists them (it may have expired)"
-            ))
-            .with_type("urn:mortar:problem:unknown-fault")
-        })
+    faults.end(|a| a.id == id).pop().map(Json).ok_or_else(|| {
+        Problem::not_found(format!(
+            "no active fault {id}; `GET /v1/faults` lists them (it may have expired)"
+        ))
+        .with_type("urn:mortar:problem:unknown-fault")
+    })
 }

@@ -479,9 +479,13 @@ impl NodeBus {
                     mortar_tls::Role::Admin => None,
                 }
             }));
-            let (_, bus) =
-                run_embedded_with(bus_config, options.bus_addr, Some(check), Some(gate.clone()))
-                    .await?;
+            let (_, bus) = run_embedded_with(
+                bus_config,
+                options.bus_addr,
+                Some(check),
+                Some(gate.clone()),
+            )
+            .await?;
             return Ok(NodeBus {
                 backend: Arc::new(bus.broker().clone()),
                 url: bus.url(),
