@@ -172,106 +172,17 @@ impl Faults {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Checks `req`; the fault it describes (with `percent` filled in).
-    /// (Boxed errors: a `Problem` is large.)
+    /// Checks `req` against this node's services and bus.
     fn validate(&self, req: &FaultRequest) -> Result<(Kind, FaultRequest), Box<Problem>> {
-        let mut req = req.clone();
-        if !(req.seconds.is_finite() && req.seconds > 0.0 && req.seconds <= MAX_SECONDS) {
-            return Err(problem_invalid(format!(
-                "seconds must be more than 0 and at most {MAX_SECONDS}, got {}",
-                req.seconds
-            )));
-        }
-        let percent_of = |p: f64, what: &str| {
-            if p.is_finite() && p > 0.0 && p <= 100.0 {
-                Ok(p)
-            } else {
-                Err(problem_invalid(format!(
-                    "{what} must be more than 0 and at most 100 (percent), got {p}"
-                )))
-            }
+        let supervisor = &self.inner.supervisor;
+        let known = |name: &str| {
+            supervisor
+                .service(name)
+                .is_some()
+                .then_some(())
+                .ok_or_else(|| supervisor.status().into_iter().map(|s| s.name).collect())
         };
-        let service = |req: &FaultRequest| -> Result<String, Box<Problem>> {
-            let Some(name) = &req.service else {
-                return Err(problem_invalid(format!(
-                    "a {} fault needs a service",
-                    req.kind
-                )));
-            };
-            if self.inner.supervisor.service(name).is_none() {
-                let known: Vec<String> = self
-                    .inner
-                    .supervisor
-                    .status()
-                    .into_iter()
-                    .map(|s| s.name)
-                    .collect();
-                return Err(Box::new(
-                    Problem::not_found(format!(
-                        "unknown service {name:?}; this node runs: {}",
-                        known.join(", ")
-                    ))
-                    .with_type("urn:mortar:problem:unknown-service")
-                    .with_title("Unknown service"),
-                ));
-            }
-            Ok(name.clone())
-        };
-        let kind = match req.kind.as_str() {
-            "bus-outage" => {
-                if req.service.is_some() {
-                    return Err(problem_invalid(
-                        "a bus outage affects every service; use cut-bus for one".to_owned(),
-                    ));
-                }
-                Kind::BusOutage
-            }
-            "cut-bus" => Kind::CutBus(service(&req)?),
-            "latency" => {
-                let ms = req.ms.unwrap_or(0);
-                if !(1..=MAX_LATENCY_MS).contains(&ms) {
-                    return Err(problem_invalid(format!(
-                        "ms must be from 1 to {MAX_LATENCY_MS}, got {}",
-                        req.ms.map_or("none".to_owned(), |m| m.to_string())
-                    )));
-                }
-                let percent = percent_of(req.percent.unwrap_or(100.0), "percent")?;
-                req.percent = Some(percent);
-                Kind::Latency {
-                    service: service(&req)?,
-                    delay: Duration::from_millis(ms),
-                    percent,
-                }
-            }
-            "errors" => {
-                let Some(p) = req.percent else {
-                    return Err(problem_invalid(
-                        "an errors fault needs percent: the share of requests answered 503"
-                            .to_owned(),
-                    ));
-                };
-                Kind::Errors {
-                    service: service(&req)?,
-                    percent: percent_of(p, "percent")?,
-                }
-            }
-            other => {
-                return Err(problem_invalid(format!(
-                    "unknown fault kind {other:?}; use one of: {}",
-                    KINDS.join(", ")
-                )));
-            }
-        };
-        if kind.is_bus() && self.inner.gate.is_none() {
-            return Err(Box::new(
-                Problem::new(
-                    StatusCode::CONFLICT,
-                    "this node uses NATS JetStream as its bus; bus faults are injected only into the embedded broker",
-                )
-                .with_type("urn:mortar:problem:no-embedded-bus"),
-            ));
-        }
-        Ok((kind, req))
+        validate(req, known, self.inner.gate.is_some())
     }
 
     /// Starts a fault; it replaces an active one of the same kind on the
@@ -328,36 +239,9 @@ impl Faults {
 
     /// Makes the gate and the gateway match the active faults.
     fn apply(&self, state: &mut State) {
+        let (closed, wanted) = plan(state.active.iter().map(|a| (&a.kind, a.until)));
         if let Some(gate) = &self.inner.gate {
-            let mut closed = Closed::default();
-            for a in &state.active {
-                match &a.kind {
-                    Kind::BusOutage => closed.all = closed.all.max(Some(a.until)),
-                    Kind::CutBus(service) => {
-                        closed.clients.insert(service.clone(), a.until);
-                    }
-                    _ => {}
-                }
-            }
             gate.set(closed);
-        }
-        let mut wanted: BTreeMap<String, UpstreamFault> = BTreeMap::new();
-        for a in &state.active {
-            match &a.kind {
-                Kind::Latency {
-                    service,
-                    delay,
-                    percent,
-                } => {
-                    let f = wanted.entry(service.clone()).or_default();
-                    f.delay = Some(*delay);
-                    f.delay_percent = *percent;
-                }
-                Kind::Errors { service, percent } => {
-                    wanted.entry(service.clone()).or_default().abort_percent = *percent;
-                }
-                _ => {}
-            }
         }
         let gone: Vec<String> = state
             .gateway
@@ -376,6 +260,135 @@ impl Faults {
             }
         }
     }
+}
+
+/// What the bus gate and the gateway must do for the active faults.
+fn plan<'a>(
+    active: impl Iterator<Item = (&'a Kind, Instant)>,
+) -> (Closed, BTreeMap<String, UpstreamFault>) {
+    let mut closed = Closed::default();
+    let mut wanted: BTreeMap<String, UpstreamFault> = BTreeMap::new();
+    for (kind, until) in active {
+        match kind {
+            Kind::BusOutage => closed.all = closed.all.max(Some(until)),
+            Kind::CutBus(service) => {
+                closed.clients.insert(service.clone(), until);
+            }
+            Kind::Latency {
+                service,
+                delay,
+                percent,
+            } => {
+                let f = wanted.entry(service.clone()).or_default();
+                f.delay = Some(*delay);
+                f.delay_percent = *percent;
+            }
+            Kind::Errors { service, percent } => {
+                wanted.entry(service.clone()).or_default().abort_percent = *percent;
+            }
+        }
+    }
+    (closed, wanted)
+}
+
+/// Checks `req`; the fault it describes (with `percent` filled in).
+/// `known` says whether a service exists (else every service's name);
+/// bus faults need the `embedded_bus`. (Boxed errors: a `Problem` is
+/// large.)
+fn validate(
+    req: &FaultRequest,
+    known: impl Fn(&str) -> Result<(), Vec<String>>,
+    embedded_bus: bool,
+) -> Result<(Kind, FaultRequest), Box<Problem>> {
+    let mut req = req.clone();
+    if !(req.seconds.is_finite() && req.seconds > 0.0 && req.seconds <= MAX_SECONDS) {
+        return Err(problem_invalid(format!(
+            "seconds must be more than 0 and at most {MAX_SECONDS}, got {}",
+            req.seconds
+        )));
+    }
+    let percent_of = |p: f64, what: &str| {
+        if p.is_finite() && p > 0.0 && p <= 100.0 {
+            Ok(p)
+        } else {
+            Err(problem_invalid(format!(
+                "{what} must be more than 0 and at most 100 (percent), got {p}"
+            )))
+        }
+    };
+    let service = |req: &FaultRequest| -> Result<String, Box<Problem>> {
+        let Some(name) = &req.service else {
+            return Err(problem_invalid(format!(
+                "a {} fault needs a service",
+                req.kind
+            )));
+        };
+        if let Err(known) = known(name) {
+            return Err(Box::new(
+                Problem::not_found(format!(
+                    "unknown service {name:?}; this node runs: {}",
+                    known.join(", ")
+                ))
+                .with_type("urn:mortar:problem:unknown-service")
+                .with_title("Unknown service"),
+            ));
+        }
+        Ok(name.clone())
+    };
+    let kind = match req.kind.as_str() {
+        "bus-outage" => {
+            if req.service.is_some() {
+                return Err(problem_invalid(
+                    "a bus outage affects every service; use cut-bus for one".to_owned(),
+                ));
+            }
+            Kind::BusOutage
+        }
+        "cut-bus" => Kind::CutBus(service(&req)?),
+        "latency" => {
+            let ms = req.ms.unwrap_or(0);
+            if !(1..=MAX_LATENCY_MS).contains(&ms) {
+                return Err(problem_invalid(format!(
+                    "ms must be from 1 to {MAX_LATENCY_MS}, got {}",
+                    req.ms.map_or("none".to_owned(), |m| m.to_string())
+                )));
+            }
+            let percent = percent_of(req.percent.unwrap_or(100.0), "percent")?;
+            req.percent = Some(percent);
+            Kind::Latency {
+                service: service(&req)?,
+                delay: Duration::from_millis(ms),
+                percent,
+            }
+        }
+        "errors" => {
+            let Some(p) = req.percent else {
+                return Err(problem_invalid(
+                    "an errors fault needs percent: the share of requests answered 503".to_owned(),
+                ));
+            };
+            Kind::Errors {
+                service: service(&req)?,
+                percent: percent_of(p, "percent")?,
+            }
+        }
+        other => {
+            return Err(problem_invalid(format!(
+                "unknown fault kind {other:?}; use one of: {}",
+                KINDS.join(", ")
+            )));
+        }
+    };
+    if kind.is_bus() && !embedded_bus {
+        return Err(Box::new(
+            Problem::new(
+                StatusCode::CONFLICT,
+                "this node uses NATS JetStream as its bus; bus faults are injected only into the embedded broker",
+            )
+            .with_type("urn:mortar:problem:no-embedded-bus"),
+        ));
+    }
+    Ok((kind, req))
 }
 
 #[derive(OpenApi)]
@@ -447,4 +460,111 @@ async fn clear_one(
         ))
         .with_type("urn:mortar:problem:unknown-fault")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(name: &str) -> Result<(), Vec<String>> {
+        if ["catalog", "ordering"].contains(&name) {
+            Ok(())
+        } else {
+            Err(vec!["catalog".to_owned(), "ordering".to_owned()])
+        }
+    }
+
+    fn req(kind: &str, service: Option<&str>, seconds: f64) -> FaultRequest {
+        FaultRequest {
+            kind: kind.to_owned(),
+            service: service.map(str::to_owned),
+            seconds,
+            ..FaultRequest::default()
+        }
+    }
+
+    fn refused(r: &FaultRequest, embedded: bool) -> String {
+        let problem = validate(r, known, embedded).unwrap_err();
+        format!("{} {}", problem.status, problem.detail.unwrap_or_default())
+    }
+
+    #[test]
+    fn bad_requests_are_refused_naming_the_fix() {
+        assert!(
+            refused(&req("bus-outage", None, 0.0), true).contains("seconds must be more than 0")
+        );
+        assert!(refused(&req("bus-outage", None, 4000.0), true).contains("at most 3600"));
+        assert!(refused(&req("flood", None, 1.0), true).contains("use one of: bus-outage"));
+        assert!(refused(&req("cut-bus", None, 1.0), true).contains("needs a service"));
+        let unknown = refused(&req("cut-bus", Some("ghost"), 1.0), true);
+        assert!(
+            unknown.starts_with("404") && unknown.contains("catalog, ordering"),
+            "{unknown}"
+        );
+        assert!(refused(&req("bus-outage", None, 1.0), false).starts_with("409"));
+        assert!(refused(&req("bus-outage", Some("catalog"), 1.0), true).contains("cut-bus"));
+        let mut latency = req("latency", Some("catalog"), 1.0);
+        assert!(refused(&latency, true).contains("ms must be from 1"));
+        latency.ms = Some(100);
+        latency.percent = Some(0.0);
+        assert!(refused(&latency, true).contains("percent must be more than 0"));
+        let mut errors = req("errors", Some("catalog"), 1.0);
+        assert!(refused(&errors, true).contains("needs percent"));
+        errors.percent = Some(120.0);
+        assert!(refused(&errors, true).contains("at most 100"));
+    }
+
+    #[test]
+    fn latency_defaults_to_every_request() {
+        let mut latency = req("latency", Some("catalog"), 1.0);
+        latency.ms = Some(100);
+        let (kind, normalized) = validate(&latency, known, false).unwrap();
+        assert_eq!(normalized.percent, Some(100.0));
+        assert_eq!(
+            kind,
+            Kind::Latency {
+                service: "catalog".to_owned(),
+                delay: Duration::from_millis(100),
+                percent: 100.0
+            }
+        );
+    }
+
+    #[test]
+    fn the_plan_combines_faults_per_service_and_the_latest_outage_end() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(9);
+        let kinds = [
+            (Kind::BusOutage, now),
+            (Kind::BusOutage, later),
+            (Kind::CutBus("ordering".to_owned()), now),
+            (
+                Kind::Latency {
+                    service: "catalog".to_owned(),
+                    delay: Duration::from_millis(50),
+                    percent: 30.0,
+                },
+                now,
+            ),
+            (
+                Kind::Errors {
+                    service: "catalog".to_owned(),
+                    percent: 20.0,
+                },
+                now,
+            ),
+        ];
+        let (closed, wanted) = plan(kinds.iter().map(|(k, t)| (k, *t)));
+        assert_eq!(closed.all, Some(later));
+        assert_eq!(closed.clients.get("ordering"), Some(&now));
+        assert_eq!(
+            wanted.get("catalog"),
+            Some(&UpstreamFault {
+                delay: Some(Duration::from_millis(50)),
+                delay_percent: 30.0,
+                abort_percent: 20.0,
+            })
+        );
+        assert_eq!(wanted.len(), 1);
+    }
 }
