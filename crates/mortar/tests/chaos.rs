@@ -44,6 +44,20 @@ fn the_default_chaos_scenario_loses_nothing_acknowledged() {
     ] {
         assert!(out.contains(step), "no {step:?} in {out}");
     }
+    // The outage reached the SDK: ordering's relay lost its connection
+    // (its publishes went to its outbox meanwhile) and connected again.
+    let lines = node.json_lines();
+    let ordering_says = |msg: &str| -> Vec<usize> {
+        let said = |l: &serde_json::Value| l["service"] == "ordering" && l["msg"] == msg;
+        (0..lines.len()).filter(|i| said(&lines[*i])).collect()
+    };
+    let lost = ordering_says("bus client: connection lost; reconnecting");
+    let connected = ordering_says("bus client: connected");
+    assert!(!lost.is_empty(), "ordering never lost the bus");
+    assert!(
+        connected.iter().any(|c| *c > lost[0]),
+        "ordering did not connect again after the outage"
+    );
     // The deploy went through: catalog runs a release now.
     let versions: Vec<String> = node
         .instances("catalog")
