@@ -493,6 +493,78 @@ pub(crate) enum ChaosCommand {
     Pause(ChaosPauseArgs),
     /// Drive the shop through its gateway (a client that never retries) while a scripted sequence of faults plays; print the scorecard; exit 1 if anything acknowledged was lost.
     Run(ChaosRunArgs),
+    /// Stop the embedded bus for --seconds: connections dropped and refused, /v1/bus answers 503; publishers buffer in their outbox meanwhile.
+    BusOutage(ChaosBusOutageArgs),
+    /// Cut one service off from the bus for --seconds (only its instances' connections and requests are refused).
+    CutBus(ChaosServiceArgs),
+    /// Delay a service's responses at the gateway by --ms (for --percent of requests) for --seconds.
+    Latency(ChaosLatencyArgs),
+    /// Answer --rate percent of a service's requests at the gateway with an injected 503 for --seconds.
+    Errors(ChaosErrorsArgs),
+    /// List the faults the node injects now.
+    Faults(ChaosListArgs),
+    /// End every injected fault now.
+    Clear(ChaosListArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosBusOutageArgs {
+    /// How long the outage lasts; the node ends it by itself.
+    #[arg(long)]
+    pub(crate) seconds: f64,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosServiceArgs {
+    /// The service.
+    pub(crate) service: String,
+    /// How long the fault lasts; the node ends it by itself.
+    #[arg(long)]
+    pub(crate) seconds: f64,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosLatencyArgs {
+    /// The service whose responses are delayed.
+    pub(crate) service: String,
+    /// The delay added to each affected request, in milliseconds.
+    #[arg(long)]
+    pub(crate) ms: u64,
+    /// The share of requests delayed, in percent.
+    #[arg(long, default_value_t = 100.0)]
+    pub(crate) percent: f64,
+    /// How long the fault lasts; the node ends it by itself.
+    #[arg(long)]
+    pub(crate) seconds: f64,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosErrorsArgs {
+    /// The service whose requests fail.
+    pub(crate) service: String,
+    /// The share of requests answered 503, in percent (`20` or `20%`).
+    #[arg(long)]
+    pub(crate) rate: String,
+    /// How long the fault lasts; the node ends it by itself.
+    #[arg(long)]
+    pub(crate) seconds: f64,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosListArgs {
+    /// Print the faults as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,8 @@
 //! The mortar node: what `mortar up` runs.
 //!
 //! It owns the data directory, serves the admin API on loopback (status,
-//! logs, instance endpoint reports, deploys; OpenAPI at `/v1/openapi.json`) and runs
+//! logs, instance endpoint reports, deploys, injected faults; OpenAPI at
+//! `/v1/openapi.json`) and runs
 //! the supervisor. One-off admin commands (`mortar status`, `mortar logs`)
 //! reach it through [`client::AdminClient`].
 
@@ -10,6 +11,7 @@ pub mod client;
 pub mod datadir;
 pub mod deploys;
 mod edge;
+pub mod faults;
 mod guard;
 pub mod metrics;
 mod node;
