@@ -25,8 +25,9 @@ use mortar_bus::inspect::scan_segment;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::encryption::encrypt_files;
 use crate::layout::{self, join};
-use crate::manifest::{FORMAT, sync_file};
+use crate::manifest::{PLAIN_FORMAT, sync_file};
 use crate::{BackupError, BackupManifest, DATA_DIR, FileEntry, FileKind, TopicCut, digest_file};
 
 /// What to back up and where.
@@ -36,6 +37,8 @@ pub struct CreateOptions {
     pub data_dir: PathBuf,
     /// The directory that holds backups; each one is a subdirectory.
     pub backups_dir: PathBuf,
+    /// Encrypt every file of the backup for these recipients.
+    pub encrypt_to: Option<mortar_secrets::Recipients>,
 }
 
 /// Takes a backup of `options.data_dir` into a new subdirectory of
@@ -65,6 +68,7 @@ pub fn create(options: &CreateOptions) -> Result<BackupManifest, BackupError> {
     let partial = options.backups_dir.join(format!("{id}.partial"));
     let data = partial.join(DATA_DIR);
     std::fs::create_dir_all(&data).map_err(BackupError::io("create", &data))?;
+    private(&partial)?;
 
     let mut by_kind: BTreeMap<u8, Vec<(String, FileKind)>> = BTreeMap::new();
     for rel in layout::files(source)? {
@@ -117,8 +121,8 @@ pub fn create(options: &CreateOptions) -> Result<BackupManifest, BackupError> {
         .list()?
         .last()
         .map(|r| r.id.clone());
-    let manifest = BackupManifest {
-        format: FORMAT,
+    let mut manifest = BackupManifest {
+        format: PLAIN_FORMAT,
         id: id.clone(),
         created_at: rfc3339(now),
         took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -127,7 +131,11 @@ pub fn create(options: &CreateOptions) -> Result<BackupManifest, BackupError> {
         cuts,
         topics,
         files,
+        encryption: None,
     };
+    if let Some(recipients) = &options.encrypt_to {
+        encrypt_files(&partial, &mut manifest, recipients)?;
+    }
     manifest.save(&partial)?;
     let done = options.backups_dir.join(&id);
     std::fs::rename(&partial, &done).map_err(BackupError::io("rename", &partial))?;
@@ -213,6 +221,14 @@ fn copy_segment(
     cut.next_offset = cut.next_offset.max(scan.next_offset);
     cut.records += scan.records;
     Ok(Some(()))
+}
+
+/// Makes the backup directory readable by its owner only: it holds the
+/// node's CA key and, until encrypted, every file in plaintext.
+fn private(dir: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(BackupError::io("set permissions on", dir))
 }
 
 /// Copies a file with its permissions; `None` when it vanished.

@@ -9,7 +9,8 @@ use time::OffsetDateTime;
 
 use crate::checks::{check_tree, copy_tree};
 use crate::manifest::sync_file;
-use crate::{BackupError, BackupManifest, DATA_DIR, VerifyReport};
+use crate::{BackupError, BackupManifest, VerifyReport};
+use mortar_secrets::Identity;
 
 /// What a restore did.
 #[derive(Debug)]
@@ -39,7 +40,14 @@ pub fn node_running(data_dir: &Path) -> Result<bool, BackupError> {
 /// directory unless `force` (the node must then be restarted to see the
 /// restored data). Refuses any backup whose staged copy fails a check,
 /// naming the file and the check; nothing in `data_dir` changes then.
-pub fn restore(backup: &Path, data_dir: &Path, force: bool) -> Result<RestoreReport, BackupError> {
+///
+/// An encrypted backup is decrypted with `key`.
+pub fn restore(
+    backup: &Path,
+    data_dir: &Path,
+    force: bool,
+    key: Option<&Identity>,
+) -> Result<RestoreReport, BackupError> {
     let manifest = BackupManifest::load(backup)?;
     if !force && node_running(data_dir)? {
         return Err(BackupError::NodeRunning(data_dir.to_owned()));
@@ -63,8 +71,11 @@ pub fn restore(backup: &Path, data_dir: &Path, force: bool) -> Result<RestoreRep
         std::fs::remove_dir_all(&staging).map_err(BackupError::io("remove", &staging))?;
     }
     std::fs::create_dir_all(&staging).map_err(BackupError::io("create", &staging))?;
-    let staged = copy_tree(&manifest, &backup.join(DATA_DIR), &staging)
-        .and_then(|()| check_tree(&manifest, &staging));
+    let staged = copy_tree(&manifest, backup, &staging, key).and_then(|(undecryptable, skip)| {
+        let mut report = check_tree(&manifest, &staging, &skip)?;
+        report.problems.splice(0..0, undecryptable);
+        Ok(report)
+    });
     let verified = match staged.and_then(|report| report.into_result(backup)) {
         Ok(report) => report,
         Err(e) => {

@@ -95,12 +95,28 @@ pub(crate) struct BackupCreateArgs {
     /// After the backup, delete the oldest ones so that N remain (at least 1).
     #[arg(long, value_name = "N")]
     pub(crate) keep: Option<usize>,
+    /// Encrypt every file of the backup (CMS, AES-256) for the recipient certificate(s) in this PEM file; verify and restore then need the private key (--key).
+    #[arg(long, value_name = "CERT")]
+    pub(crate) encrypt_to: Option<PathBuf>,
+}
+
+/// The private key that decrypts an encrypted backup.
+#[derive(Debug, Args)]
+pub(crate) struct BackupKeyArgs {
+    /// The private key (PEM) of a recipient of an encrypted backup [default: the node's secrets key].
+    #[arg(long, env = "MORTAR_SECRETS_KEY", value_name = "KEY")]
+    pub(crate) key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct BackupVerifyArgs {
     /// The backup directory (one `mortar backup list` shows).
     pub(crate) backup: PathBuf,
+    #[command(flatten)]
+    pub(crate) key: BackupKeyArgs,
+    /// The application's manifest: its services with read stores are started in replay-check mode to compare their read models with their events (skipped with a note when the file does not exist).
+    #[command(flatten)]
+    pub(crate) manifest: ManifestArgs,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +128,8 @@ pub(crate) struct BackupRestoreArgs {
     /// Restore even though a node holds the data directory (restart it afterwards).
     #[arg(long)]
     pub(crate) force: bool,
+    #[command(flatten)]
+    pub(crate) key: BackupKeyArgs,
 }
 
 #[derive(Debug, Args)]

@@ -2,12 +2,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
-use mortar_backup::{BackupManifest, CreateOptions, VerifyReport};
+use mortar_backup::{BackupManifest, CreateOptions, ServiceProgram, VerifyOptions, VerifyReport};
+
+use mortar_secrets::{Identity, Recipients};
 
 use crate::cli::{
-    BackupCreateArgs, BackupListArgs, BackupRestoreArgs, BackupTarget, BackupVerifyArgs,
+    BackupCreateArgs, BackupKeyArgs, BackupListArgs, BackupRestoreArgs, BackupTarget,
+    BackupVerifyArgs,
 };
 
 fn data_dir(target: &BackupTarget) -> PathBuf {
@@ -25,25 +29,48 @@ fn backups_dir(data_dir: &Path, explicit: Option<&PathBuf>) -> PathBuf {
     })
 }
 
+/// The decryption key, when one is named.
+fn key(args: &BackupKeyArgs) -> anyhow::Result<Option<Identity>> {
+    args.key
+        .as_deref()
+        .map(|path| {
+            Identity::load(path, None)
+                .with_context(|| format!("cannot use the key {}", path.display()))
+        })
+        .transpose()
+}
+
 pub(crate) fn create(args: &BackupCreateArgs) -> anyhow::Result<ExitCode> {
     if args.keep == Some(0) {
         anyhow::bail!("--keep 0 would delete every backup; keep at least 1");
     }
     let data_dir = data_dir(&args.target);
     let backups_dir = backups_dir(&data_dir, args.to.as_ref());
+    let encrypt_to = match &args.encrypt_to {
+        Some(cert) => Some(
+            Recipients::load(std::slice::from_ref(cert))
+                .with_context(|| format!("cannot encrypt to {}", cert.display()))?,
+        ),
+        None => None,
+    };
     let manifest = mortar_backup::create(&CreateOptions {
         data_dir: data_dir.clone(),
         backups_dir: backups_dir.clone(),
+        encrypt_to,
     })
     .with_context(|| format!("cannot back up {}", data_dir.display()))?;
     println!(
-        "backup {} taken in {} ms: {} file(s), {} byte(s), {} topic(s), release {}",
+        "backup {} taken in {} ms: {} file(s), {} byte(s), {} topic(s), release {}{}",
         backups_dir.join(&manifest.id).display(),
         manifest.took_ms,
         manifest.files.len(),
         manifest.total_bytes(),
         manifest.topics.len(),
         manifest.release_id.as_deref().unwrap_or("none"),
+        match &manifest.encryption {
+            Some(e) => format!(", encrypted for {}", e.recipients.join(", ")),
+            None => String::new(),
+        }
     );
     if let Some(keep) = args.keep {
         let removed = mortar_backup::prune(&backups_dir, keep)
@@ -55,10 +82,46 @@ pub(crate) fn create(args: &BackupCreateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The services of the manifest at `file`, as the replay check starts
+/// them; `None` (with a note printed) when there is no manifest there.
+fn service_programs(file: &Path) -> Result<Option<Vec<ServiceProgram>>, ExitCode> {
+    if !file.exists() {
+        println!(
+            "note: no manifest at {}: the read models were not compared with their events (pass -f mortar.toml)",
+            file.display()
+        );
+        return Ok(None);
+    }
+    let manifest = super::load_manifest(file)?;
+    Ok(Some(
+        manifest
+            .services
+            .iter()
+            .map(|spec| ServiceProgram {
+                name: spec.name.clone(),
+                program: manifest.resolve_program(spec),
+                args: spec.command.iter().skip(1).cloned().collect(),
+                env: spec.env.clone(),
+                dir: manifest.dir.clone(),
+            })
+            .collect(),
+    ))
+}
+
 pub(crate) fn verify(args: &BackupVerifyArgs) -> anyhow::Result<ExitCode> {
-    let report = mortar_backup::verify(&args.backup)
+    let services = match service_programs(&args.manifest.file) {
+        Ok(services) => services.unwrap_or_default(),
+        Err(code) => return Ok(code),
+    };
+    let options = VerifyOptions {
+        services,
+        key: key(&args.key)?.map(Arc::new),
+        ..VerifyOptions::default()
+    };
+    let report = mortar_backup::verify(&args.backup, &options)
         .with_context(|| format!("cannot verify {}", args.backup.display()))?;
     print_report(&report);
+    print_replayed(&report);
     if report.ok() {
         println!("backup {} is good", args.backup.display());
         return Ok(ExitCode::SUCCESS);
@@ -74,6 +137,39 @@ pub(crate) fn verify(args: &BackupVerifyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
+/// One line per read store the replay check covered.
+fn print_replayed(report: &VerifyReport) {
+    for outcome in &report.replayed {
+        let Some(replay) = &outcome.report else {
+            println!(
+                "replay {} ({}): could not check",
+                outcome.service, outcome.read_store
+            );
+            continue;
+        };
+        if replay.projections.is_empty() {
+            println!(
+                "replay {} ({}): no declared projection has a checkpoint here; not compared",
+                outcome.service, outcome.read_store
+            );
+        }
+        for check in &replay.projections {
+            let rows: usize = check.tables.iter().map(|t| t.expected_rows).sum();
+            println!(
+                "replay {} ({}): projection {}: {} event(s) up to position {} replayed, {} table(s), {} row(s): {}",
+                outcome.service,
+                outcome.read_store,
+                check.projection,
+                check.replayed,
+                check.checkpoint,
+                check.tables.len(),
+                rows,
+                if check.ok() { "equal" } else { "DIFFERENT" }
+            );
+        }
+    }
+}
+
 fn print_report(report: &VerifyReport) {
     println!(
         "checked in {} ms: {}/{} file checksum(s), {} database(s) passed integrity_check, {} bus record checksum(s)",
@@ -87,7 +183,8 @@ fn print_report(report: &VerifyReport) {
 
 pub(crate) fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
     let data_dir = data_dir(&args.target);
-    let report = mortar_backup::restore(&args.backup, &data_dir, args.force)
+    let key = key(&args.key)?;
+    let report = mortar_backup::restore(&args.backup, &data_dir, args.force, key.as_ref())
         .with_context(|| format!("refused to restore {}", args.backup.display()))?;
     print_report(&report.verified);
     let manifest = &report.verified.manifest;
