@@ -13,6 +13,7 @@ use std::time::Duration;
 use mortar_test_support::cli::run_mortar;
 use mortar_test_support::files::{copy_tree, flip_byte};
 use mortar_test_support::node::call_as_node;
+use mortar_test_support::openssl::{cms_decrypt, rsa_party};
 use mortar_test_support::{RunningNode, binary, wait_for};
 use serde_json::{Value, json};
 
@@ -371,4 +372,141 @@ fn verify_replays_the_events_and_catches_a_read_model_that_disagrees_with_them()
     );
     assert!(stderr.contains(&difference), "{stderr}");
     assert!(stdout.contains("DIFFERENT"), "{stdout}");
+}
+
+/// Every file under `dir`, relative, `/`-separated.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_string_lossy();
+                out.push(rel.replace('\\', "/"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn an_encrypted_backup_needs_the_recipients_key_to_verify_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path());
+    let data = dir.path().join("data");
+    let ops = rsa_party(dir.path(), "ops");
+    let stranger = rsa_party(dir.path(), "stranger");
+    let mut node = RunningNode::start(&manifest, &data);
+    let ordering = node.wait_ready("ordering", 1).remove(0);
+    let history = node.wait_ready("order-history", 1).remove(0);
+    let id = place_order(&data, &ordering, 7).unwrap();
+    wait_for_history(&node, &history, 7, &id);
+    let backups = dir.path().join("backups");
+    let (code, stdout, stderr) = node.cli(&[
+        "backup",
+        "create",
+        "--to",
+        backups.to_str().unwrap(),
+        "--encrypt-to",
+        ops.cert.to_str().unwrap(),
+    ]);
+    node.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("encrypted for"), "{stdout}");
+    let backup = PathBuf::from(stdout.split_whitespace().nth(1).unwrap());
+    let arg = backup.to_str().unwrap();
+
+    // Nothing in the backup is readable without the key.
+    let stored = files_under(&backup.join("data"));
+    assert!(!stored.is_empty());
+    for file in &stored {
+        assert!(file.ends_with(".cms"), "{file} is not encrypted");
+        let bytes = std::fs::read(backup.join("data").join(file)).unwrap();
+        assert!(
+            !bytes.windows(15).any(|w| w == b"SQLite format 3"),
+            "{file} holds a plaintext database"
+        );
+    }
+    // Standard CMS: openssl decrypts it with the recipient's key.
+    let store = backup.join("data/services/ordering/store.db.cms");
+    assert!(cms_decrypt(&store, "DER", &ops.key).starts_with(b"SQLite format 3\0"));
+
+    let (code, _, stderr) = mortar(dir.path(), &["backup", "verify", arg]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("is encrypted; pass --key"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let (code, _, stderr) = mortar(
+        dir.path(),
+        &[
+            "backup",
+            "verify",
+            arg,
+            "--key",
+            stranger.key.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("cannot decrypt this backup"), "{stderr}");
+    assert!(stderr.contains("ops"), "the recipient is named: {stderr}");
+
+    let key = ops.key.to_str().unwrap();
+    let (code, stdout, stderr) = mortar(dir.path(), &["backup", "verify", arg, "--key", key]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("is good"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("replay order-history") && l.ends_with("equal")),
+        "{stdout}"
+    );
+
+    // A flipped byte in an encrypted file fails verify, naming it.
+    let bad = dir.path().join("bad");
+    copy_tree(&backup, &bad);
+    flip_byte(&bad.join("data/services/ordering/store.db.cms"));
+    let (code, _, stderr) = mortar(
+        dir.path(),
+        &["backup", "verify", bad.to_str().unwrap(), "--key", key],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("FAIL data/services/ordering/store.db"),
+        "{stderr}"
+    );
+
+    // Restore without the key is refused; with it, a node serves from it.
+    let restored = dir.path().join("restored");
+    let restored_arg = restored.to_str().unwrap();
+    let (code, _, stderr) = mortar(
+        dir.path(),
+        &["backup", "restore", arg, "--data-dir", restored_arg],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("is encrypted"), "{stderr}");
+    assert!(
+        !restored.exists(),
+        "a refused restore created the data directory"
+    );
+    let (code, stdout, stderr) = mortar(
+        dir.path(),
+        &[
+            "backup",
+            "restore",
+            arg,
+            "--data-dir",
+            restored_arg,
+            "--key",
+            key,
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let node = RunningNode::start(&manifest, &restored);
+    let ordering = node.wait_ready("ordering", 1).remove(0);
+    let (code, order) = node.get_json(&ordering, &format!("/v1/orders/{id}"));
+    assert_eq!(code, 200, "{order}");
 }
