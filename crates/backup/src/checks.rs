@@ -13,6 +13,7 @@ use mortar_secrets::Identity;
 
 use crate::encryption::{ENCRYPTED_SUFFIX, decrypt_file, stored_path};
 use crate::layout::{self, join};
+use crate::postgres::{self, ScratchDatabase};
 use crate::replay::{self, ReplayOutcome, ServiceProgram, StoreUrls};
 use crate::{BackupError, BackupManifest, DATA_DIR, FileKind, digest_file};
 
@@ -87,6 +88,9 @@ pub struct VerifyOptions {
     pub replay_timeout: Duration,
     /// The private key that decrypts an encrypted backup.
     pub key: Option<Arc<Identity>>,
+    /// A PostgreSQL server (`postgres://…/db`) where a backup's dump is
+    /// restored into a scratch database, created and dropped here.
+    pub postgres: Option<String>,
 }
 
 impl Default for VerifyOptions {
@@ -95,6 +99,7 @@ impl Default for VerifyOptions {
             services: Vec::new(),
             replay_timeout: Duration::from_secs(300),
             key: None,
+            postgres: None,
         }
     }
 }
@@ -117,20 +122,67 @@ pub fn verify(backup: &Path, options: &VerifyOptions) -> Result<VerifyReport, Ba
     let mut report = check_tree(&manifest, &tree, &skip)?;
     report.problems.splice(0..0, undecryptable);
     report.problems.extend(unlisted(&manifest, backup)?);
-    if report.ok() && !options.services.is_empty() {
-        let urls = StoreUrls::sqlite(&manifest, &tree);
-        let fresh_dir = scratch.path().join("replayed");
-        let fresh = |service: &str, index: usize| {
-            Ok(format!(
-                "sqlite://{}",
-                fresh_dir.join(format!("{service}-{index}.db")).display()
+    let mut database = None;
+    if let Some(dump) = manifest.postgres.as_ref().filter(|_| report.ok()) {
+        let server = options.postgres.as_deref().ok_or_else(|| {
+            BackupError::Input(format!(
+                "backup {} holds a PostgreSQL dump of database {}; pass --store-url postgres://… (a server where verify may create and drop a scratch database)",
+                backup.display(),
+                dump.database
             ))
+        })?;
+        let scratch_db = ScratchDatabase::create(server, &manifest.id)?;
+        let file = join(&tree, data_relative(&dump.file));
+        let problem = |check, detail| Problem {
+            file: dump.file.clone(),
+            check,
+            detail,
+        };
+        match postgres::check_restored(&file, dump, &scratch_db) {
+            Ok(differences) => {
+                report.databases_checked += 1;
+                report
+                    .problems
+                    .extend(differences.into_iter().map(|d| problem("row counts", d)));
+            }
+            Err(e) => report.problems.push(problem("pg_restore", e.to_string())),
+        }
+        database = Some(scratch_db);
+    }
+    if report.ok() && !options.services.is_empty() {
+        let fresh_dir = scratch.path().join("replayed");
+        let (urls, fresh): (
+            StoreUrls,
+            Box<dyn Fn(&str, usize) -> Result<String, BackupError>>,
+        ) = match (&database, &manifest.postgres) {
+            (Some(db), Some(dump)) => {
+                let url = db.url.clone();
+                (
+                    StoreUrls::postgres(dump, &db.url, &options.services),
+                    Box::new(move |service: &str, index: usize| {
+                        Ok(postgres::with_schema(
+                            &url,
+                            &format!("mortar_replay_{}_{index}", service.replace('-', "_")),
+                        ))
+                    }),
+                )
+            }
+            _ => (
+                StoreUrls::sqlite(&manifest, &tree),
+                Box::new(move |service: &str, index: usize| {
+                    Ok(format!(
+                        "sqlite://{}",
+                        fresh_dir.join(format!("{service}-{index}.db")).display()
+                    ))
+                }),
+            ),
         };
         let (outcomes, problems) =
-            replay::run(&options.services, &urls, &fresh, options.replay_timeout)?;
+            replay::run(&options.services, &urls, &*fresh, options.replay_timeout)?;
         report.replayed = outcomes;
         report.problems.extend(problems);
     }
+    drop(database);
     report.took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }

@@ -71,6 +71,9 @@ pub enum BackupError {
     /// Encrypting or decrypting failed, or a certificate or key is unusable.
     #[error(transparent)]
     Secrets(#[from] mortar_secrets::SecretsError),
+    /// PostgreSQL, `pg_dump` or `pg_restore` failed.
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
     /// Bad input from the caller (a count, a directory).
     #[error("{0}")]
     Input(String),

@@ -24,6 +24,7 @@ mod encryption;
 mod error;
 mod layout;
 mod manifest;
+mod postgres;
 mod replay;
 mod restore;
 mod retention;
@@ -36,6 +37,7 @@ pub use manifest::{
     BackupManifest, DATA_DIR, FORMAT, FileEntry, FileKind, MANIFEST_FILE, TopicCut, digest_bytes,
     digest_file,
 };
+pub use postgres::PostgresDump;
 pub use replay::{ReplayOutcome, ServiceProgram, StoreUrls};
-pub use restore::{RestoreReport, node_running, restore};
+pub use restore::{RestoreOptions, RestoreReport, node_running, restore};
 pub use retention::{list, prune};

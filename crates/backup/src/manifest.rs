@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::BackupError;
 use crate::encryption::Encryption;
+use crate::postgres::PostgresDump;
 
 /// The manifest's file name inside a backup directory.
 pub const MANIFEST_FILE: &str = "backup.json";
@@ -45,6 +46,8 @@ pub enum FileKind {
     Release,
     /// Any other file kept as it is: the deploy history, the node's CA.
     Other,
+    /// A `pg_dump --format=custom` of the services' PostgreSQL schemas.
+    PostgresDump,
 }
 
 /// One file of the backup.
@@ -97,6 +100,9 @@ pub struct BackupManifest {
     /// Set when every file is stored encrypted (`<path>.cms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// Set when the services' stores are in PostgreSQL: the dump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresDump>,
 }
 
 impl BackupManifest {
@@ -206,6 +212,7 @@ mod tests {
                 sha256: digest_bytes(b"x"),
             }],
             encryption: None,
+            postgres: None,
         }
     }
 

@@ -16,6 +16,7 @@ use mortar_cqrs::{REPLAY_CHECK_ENV, ReplayReport, ReplaySpec};
 
 use crate::checks::Problem;
 use crate::layout::join;
+use crate::postgres::{PostgresDump, with_schema};
 use crate::{BackupError, BackupManifest, DATA_DIR, FileKind};
 
 /// A service of the application, as the replay check starts it.
@@ -69,6 +70,34 @@ impl StoreUrls {
                     .or_default()
                     .push((file.path.clone(), url)),
                 _ => {}
+            }
+        }
+        urls
+    }
+}
+
+impl StoreUrls {
+    /// The stores of `services` in the scratch database at `url` where
+    /// `dump` was restored: each service's schema is its event store, and
+    /// its read store when it has `mortar_checkpoints`.
+    pub fn postgres(dump: &PostgresDump, url: &str, services: &[ServiceProgram]) -> StoreUrls {
+        let mut urls = StoreUrls::default();
+        for service in services {
+            let schema = service.name.replace('-', "_");
+            if !dump.schemas.contains(&schema) {
+                continue;
+            }
+            let store = with_schema(url, &schema);
+            urls.event_stores
+                .insert(service.name.clone(), store.clone());
+            if dump
+                .rows
+                .contains_key(&format!("{schema}.mortar_checkpoints"))
+            {
+                urls.read_stores
+                    .entry(service.name.clone())
+                    .or_default()
+                    .push((format!("{} (schema {schema})", dump.file), store));
             }
         }
         urls

@@ -9,7 +9,8 @@ use time::OffsetDateTime;
 
 use crate::checks::{check_tree, copy_tree};
 use crate::manifest::sync_file;
-use crate::{BackupError, BackupManifest, VerifyReport};
+use crate::postgres::{self, DUMP_DIR};
+use crate::{BackupError, BackupManifest, DATA_DIR, VerifyReport};
 use mortar_secrets::Identity;
 
 /// What a restore did.
@@ -19,6 +20,19 @@ pub struct RestoreReport {
     pub verified: VerifyReport,
     /// Where the data directory's previous contents were moved, if it had any.
     pub previous: Option<PathBuf>,
+    /// The PostgreSQL schemas the restore replaced, as renamed aside.
+    pub previous_schemas: Vec<String>,
+}
+
+/// How to restore.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RestoreOptions<'a> {
+    /// Restore even though a node holds the data directory.
+    pub force: bool,
+    /// The key that decrypts an encrypted backup.
+    pub key: Option<&'a Identity>,
+    /// The PostgreSQL database (`postgres://…/db`) to restore a dump into.
+    pub postgres: Option<&'a str>,
 }
 
 /// Whether a node holds the lock of `data_dir` right now.
@@ -41,17 +55,29 @@ pub fn node_running(data_dir: &Path) -> Result<bool, BackupError> {
 /// restored data). Refuses any backup whose staged copy fails a check,
 /// naming the file and the check; nothing in `data_dir` changes then.
 ///
-/// An encrypted backup is decrypted with `key`.
+/// An encrypted backup is decrypted with `options.key`; a backup of
+/// PostgreSQL stores is restored into `options.postgres` after the files
+/// passed their checks, its current schemas renamed aside.
 pub fn restore(
     backup: &Path,
     data_dir: &Path,
-    force: bool,
-    key: Option<&Identity>,
+    options: &RestoreOptions<'_>,
 ) -> Result<RestoreReport, BackupError> {
     let manifest = BackupManifest::load(backup)?;
-    if !force && node_running(data_dir)? {
+    if !options.force && node_running(data_dir)? {
         return Err(BackupError::NodeRunning(data_dir.to_owned()));
     }
+    let postgres = match (&manifest.postgres, options.postgres) {
+        (None, _) => None,
+        (Some(dump), Some(url)) => Some((dump, url)),
+        (Some(dump), None) => {
+            return Err(BackupError::Input(format!(
+                "backup {} holds a PostgreSQL dump of database {}; pass --store-url postgres://… (the database the node runs with) to restore it",
+                backup.display(),
+                dump.database
+            )));
+        }
+    };
     let name = data_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -71,11 +97,12 @@ pub fn restore(
         std::fs::remove_dir_all(&staging).map_err(BackupError::io("remove", &staging))?;
     }
     std::fs::create_dir_all(&staging).map_err(BackupError::io("create", &staging))?;
-    let staged = copy_tree(&manifest, backup, &staging, key).and_then(|(undecryptable, skip)| {
-        let mut report = check_tree(&manifest, &staging, &skip)?;
-        report.problems.splice(0..0, undecryptable);
-        Ok(report)
-    });
+    let staged =
+        copy_tree(&manifest, backup, &staging, options.key).and_then(|(undecryptable, skip)| {
+            let mut report = check_tree(&manifest, &staging, &skip)?;
+            report.problems.splice(0..0, undecryptable);
+            Ok(report)
+        });
     let verified = match staged.and_then(|report| report.into_result(backup)) {
         Ok(report) => report,
         Err(e) => {
@@ -83,8 +110,22 @@ pub fn restore(
             return Err(e);
         }
     };
+    let stamp = OffsetDateTime::now_utc().unix_timestamp();
+    let mut previous_schemas = Vec::new();
+    if let Some((dump, url)) = postgres {
+        let file = staging.join(dump.file.trim_start_matches(&format!("{DATA_DIR}/")));
+        match postgres::restore_into(&file, dump, url, stamp) {
+            Ok(aside) => previous_schemas = aside,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        }
+        // The dump is in the database now; the data directory does not keep it.
+        let dumps = staging.join(DUMP_DIR);
+        std::fs::remove_dir_all(&dumps).map_err(BackupError::io("remove", &dumps))?;
+    }
     let previous = if data_dir.exists() {
-        let stamp = OffsetDateTime::now_utc().unix_timestamp();
         let aside = parent.join(format!("{name}.before-restore-{stamp}"));
         std::fs::rename(data_dir, &aside).map_err(BackupError::io("move aside", data_dir))?;
         Some(aside)
@@ -98,5 +139,9 @@ pub fn restore(
         return Err(BackupError::io("move into place", &staging)(e));
     }
     sync_file(&parent)?;
-    Ok(RestoreReport { verified, previous })
+    Ok(RestoreReport {
+        verified,
+        previous,
+        previous_schemas,
+    })
 }

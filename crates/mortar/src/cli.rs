@@ -83,6 +83,9 @@ pub(crate) struct BackupTarget {
     /// The node's data directory [default: .mortar beside the manifest].
     #[arg(long, env = "MORTAR_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// The PostgreSQL database the node keeps the services' stores in (as given to `mortar up --store-url`): create dumps their schemas with pg_dump, restore loads them with pg_restore.
+    #[arg(long, env = "MORTAR_STORE_URL", value_parser = parse_store_url)]
+    pub(crate) store_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +117,9 @@ pub(crate) struct BackupVerifyArgs {
     pub(crate) backup: PathBuf,
     #[command(flatten)]
     pub(crate) key: BackupKeyArgs,
+    /// A PostgreSQL server (postgres://USER@HOST:PORT/DB) where a backup's PostgreSQL dump is restored into a scratch database, created and dropped by verify.
+    #[arg(long, env = "MORTAR_STORE_URL", value_parser = parse_store_url)]
+    pub(crate) store_url: Option<String>,
     /// The application's manifest: its services with read stores are started in replay-check mode to compare their read models with their events (skipped with a note when the file does not exist).
     #[command(flatten)]
     pub(crate) manifest: ManifestArgs,

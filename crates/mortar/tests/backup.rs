@@ -14,6 +14,7 @@ use mortar_test_support::cli::run_mortar;
 use mortar_test_support::files::{copy_tree, flip_byte};
 use mortar_test_support::node::call_as_node;
 use mortar_test_support::openssl::{cms_decrypt, rsa_party};
+use mortar_test_support::stores::ScratchDatabase;
 use mortar_test_support::{RunningNode, binary, wait_for};
 use serde_json::{Value, json};
 
@@ -509,4 +510,156 @@ fn an_encrypted_backup_needs_the_recipients_key_to_verify_and_restore() {
     let ordering = node.wait_ready("ordering", 1).remove(0);
     let (code, order) = node.get_json(&ordering, &format!("/v1/orders/{id}"));
     assert_eq!(code, 200, "{order}");
+}
+
+/// Whether `pg_dump` and `pg_restore` run; under CI=true they must.
+fn pg_tools_or_skip(test: &str) -> bool {
+    let found = ["pg_dump", "pg_restore", "psql"].iter().all(|tool| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: CI=true requires pg_dump, pg_restore and psql (apt-get install -y postgresql-client)"
+        );
+        eprintln!(
+            "SKIPPED {test}: pg_dump/pg_restore/psql not found (apt-get install -y postgresql-client)"
+        );
+    }
+    found
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn postgres_stores_are_backed_up_with_pg_dump_verified_in_a_scratch_database_and_restored() {
+    const TEST: &str =
+        "postgres_stores_are_backed_up_with_pg_dump_verified_in_a_scratch_database_and_restored";
+    if !pg_tools_or_skip(TEST) {
+        return;
+    }
+    let Some(database) = ScratchDatabase::create(TEST) else {
+        return;
+    };
+    let db = database.url.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path());
+    let data = dir.path().join("data");
+    let env = [("MORTAR_STORE_URL", db)];
+    let mut node = RunningNode::start_with_env(&manifest, &data, &env);
+    let ordering = node.wait_ready("ordering", 1).remove(0);
+    let history = node.wait_ready("order-history", 1).remove(0);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = place_order(&data, &ordering, n).unwrap();
+        wait_for_history(&node, &history, n, &id);
+        ids.push(id);
+    }
+    let backups = dir.path().join("backups");
+    let (code, stdout, stderr) = node.cli(&[
+        "backup",
+        "create",
+        "--to",
+        backups.to_str().unwrap(),
+        "--store-url",
+        db,
+    ]);
+    node.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let backup = PathBuf::from(stdout.split_whitespace().nth(1).unwrap());
+    let arg = backup.to_str().unwrap();
+    let listed = mortar_backup::BackupManifest::load(&backup).unwrap();
+    let dump = listed.postgres.clone().expect("a PostgreSQL dump");
+    assert_eq!(dump.schemas, vec!["order_history", "ordering"]);
+    assert!(dump.rows["ordering.events"] >= 3, "{:?}", dump.rows);
+    assert_eq!(
+        dump.rows["order_history.order_history"], 3,
+        "{:?}",
+        dump.rows
+    );
+    assert!(
+        listed
+            .files
+            .iter()
+            .any(|f| f.path == dump.file && f.kind == mortar_backup::FileKind::PostgresDump),
+        "{listed:?}"
+    );
+
+    let (code, _, stderr) = mortar(dir.path(), &["backup", "verify", arg]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("pass --store-url"), "{stderr}");
+
+    let (code, stdout, stderr) = mortar(dir.path(), &["backup", "verify", arg, "--store-url", db]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("checked with pg_restore into a scratch database"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("replay order-history")
+            && l.contains("3 event(s)")
+            && l.ends_with("equal")),
+        "{stdout}"
+    );
+
+    let bad = dir.path().join("bad");
+    copy_tree(&backup, &bad);
+    flip_byte(&bad.join(&dump.file));
+    let (code, _, stderr) = mortar(
+        dir.path(),
+        &["backup", "verify", bad.to_str().unwrap(), "--store-url", db],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains(&format!("FAIL {}", dump.file)), "{stderr}");
+
+    // Lose the read model, then restore over the same database: the
+    // current schemas are kept aside and the backup's come back.
+    psql(db, "DELETE FROM order_history.order_history");
+    let restored = dir.path().join("restored");
+    let (code, stdout, stderr) = mortar(
+        dir.path(),
+        &[
+            "backup",
+            "restore",
+            arg,
+            "--data-dir",
+            restored.to_str().unwrap(),
+            "--store-url",
+            db,
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("restored PostgreSQL schema(s) order_history, ordering"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("_before_restore_"), "{stdout}");
+    assert!(
+        !restored.join("postgres").exists(),
+        "the dump was left in the data directory"
+    );
+
+    let node = RunningNode::start_with_env(&manifest, &restored, &env);
+    let ordering = node.wait_ready("ordering", 1).remove(0);
+    let history = node.wait_ready("order-history", 1).remove(0);
+    for (n, id) in ids.iter().enumerate() {
+        let (code, order) = node.get_json(&ordering, &format!("/v1/orders/{id}"));
+        assert_eq!(code, 200, "{order}");
+        let (code, body) = node.get_json(&history, &format!("/v1/order-history?customer=c{n}"));
+        assert_eq!(code, 200);
+        assert!(body.to_string().contains(id.as_str()), "{body}");
+    }
 }

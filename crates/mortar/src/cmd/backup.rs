@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use mortar_backup::{BackupManifest, CreateOptions, ServiceProgram, VerifyOptions, VerifyReport};
+use mortar_backup::{
+    BackupManifest, CreateOptions, RestoreOptions, ServiceProgram, VerifyOptions, VerifyReport,
+};
 
 use mortar_secrets::{Identity, Recipients};
 
@@ -57,6 +59,7 @@ pub(crate) fn create(args: &BackupCreateArgs) -> anyhow::Result<ExitCode> {
         data_dir: data_dir.clone(),
         backups_dir: backups_dir.clone(),
         encrypt_to,
+        postgres: args.target.store_url.clone(),
     })
     .with_context(|| format!("cannot back up {}", data_dir.display()))?;
     println!(
@@ -116,6 +119,7 @@ pub(crate) fn verify(args: &BackupVerifyArgs) -> anyhow::Result<ExitCode> {
     let options = VerifyOptions {
         services,
         key: key(&args.key)?.map(Arc::new),
+        postgres: args.store_url.clone(),
         ..VerifyOptions::default()
     };
     let report = mortar_backup::verify(&args.backup, &options)
@@ -179,12 +183,25 @@ fn print_report(report: &VerifyReport) {
         report.databases_checked,
         report.records_checked,
     );
+    if let Some(dump) = &report.manifest.postgres {
+        println!(
+            "PostgreSQL: dump of database {} (schemas {}, {} table(s)) checked with pg_restore into a scratch database",
+            dump.database,
+            dump.schemas.join(", "),
+            dump.rows.len()
+        );
+    }
 }
 
 pub(crate) fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
     let data_dir = data_dir(&args.target);
     let key = key(&args.key)?;
-    let report = mortar_backup::restore(&args.backup, &data_dir, args.force, key.as_ref())
+    let options = RestoreOptions {
+        force: args.force,
+        key: key.as_ref(),
+        postgres: args.target.store_url.as_deref(),
+    };
+    let report = mortar_backup::restore(&args.backup, &data_dir, &options)
         .with_context(|| format!("refused to restore {}", args.backup.display()))?;
     print_report(&report.verified);
     let manifest = &report.verified.manifest;
@@ -195,6 +212,18 @@ pub(crate) fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
         manifest.release_id.as_deref().unwrap_or("none"),
         data_dir.display()
     );
+    if let Some(dump) = &manifest.postgres {
+        println!(
+            "restored PostgreSQL schema(s) {} with pg_restore",
+            dump.schemas.join(", ")
+        );
+    }
+    if !report.previous_schemas.is_empty() {
+        println!(
+            "the previous schema(s) are kept as {}; drop them once the restored node serves",
+            report.previous_schemas.join(", ")
+        );
+    }
     if let Some(previous) = &report.previous {
         println!(
             "the previous data is kept in {}; delete it once the restored node serves",
