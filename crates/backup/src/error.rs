@@ -52,7 +52,7 @@ pub enum BackupError {
     },
     /// The target directory is held by a running node.
     #[error(
-        "a mortar node is running with data directory {0}; stop it first (`mortar` Ctrl-C), or pass --force to restore anyway and restart the node yourself"
+        "a mortar node is running with data directory {0}; stop it first (`mortar` Ctrl-C), or pass --force to stop its services, restore their stores and start them again"
     )]
     NodeRunning(PathBuf),
     /// An encrypted backup was given no key.

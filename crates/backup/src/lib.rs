@@ -39,5 +39,5 @@ pub use manifest::{
 };
 pub use postgres::PostgresDump;
 pub use replay::{ReplayOutcome, ServiceProgram, StoreUrls};
-pub use restore::{RestoreOptions, RestoreReport, node_running, restore};
+pub use restore::{RestoreOptions, RestoreReport, node_running, restore, restore_services};
 pub use retention::{list, prune};

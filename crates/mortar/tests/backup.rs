@@ -663,3 +663,52 @@ fn postgres_stores_are_backed_up_with_pg_dump_verified_in_a_scratch_database_and
         assert!(body.to_string().contains(id.as_str()), "{body}");
     }
 }
+
+#[test]
+fn restore_with_force_over_a_running_node_stops_restores_and_starts_the_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path());
+    let data = dir.path().join("data");
+    let node = RunningNode::start(&manifest, &data);
+    let ordering = node.wait_ready("ordering", 1).remove(0);
+    let history = node.wait_ready("order-history", 1).remove(0);
+    let kept = place_order(&data, &ordering, 1).unwrap();
+    wait_for_history(&node, &history, 1, &kept);
+    let backups = dir.path().join("backups");
+    let (code, stdout, stderr) = node.cli(&["backup", "create", "--to", backups.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let backup = stdout.split_whitespace().nth(1).unwrap().to_owned();
+    let later = place_order(&data, &ordering, 2).unwrap();
+    wait_for_history(&node, &history, 2, &later);
+
+    let (code, stdout, stderr) = node.cli(&["backup", "restore", &backup, "--force"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("stopped ordering, order-history"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("restored the stores of ordering, order-history")
+            && stdout.contains("all ready"),
+        "{stdout}"
+    );
+
+    // The same node serves the backup's state: the order taken after the
+    // backup is gone from both the event store and the read model.
+    let ordering = node.wait_ready("ordering", 1).remove(0);
+    let history = node.wait_ready("order-history", 1).remove(0);
+    let (code, order) = node.get_json(&ordering, &format!("/v1/orders/{kept}"));
+    assert_eq!(code, 200, "{order}");
+    let (code, _) = node.get_json(&ordering, &format!("/v1/orders/{later}"));
+    assert_eq!(code, 404);
+    let (code, body) = node.get_json(&history, "/v1/order-history?customer=c2");
+    assert_eq!(code, 200);
+    assert!(!body.to_string().contains(&later), "{body}");
+    let kept_aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("data.before-restore-"))
+        .collect();
+    assert_eq!(kept_aside.len(), 1, "{kept_aside:?}");
+    assert!(kept_aside[0].join("services/ordering/store.db").is_file());
+}

@@ -3,13 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use mortar_backup::{
     BackupManifest, CreateOptions, RestoreOptions, ServiceProgram, VerifyOptions, VerifyReport,
 };
 
+use mortar_node::client::AdminClient;
 use mortar_secrets::{Identity, Recipients};
+use mortar_supervisor::{ServiceState, ServiceStatus};
 
 use crate::cli::{
     BackupCreateArgs, BackupKeyArgs, BackupListArgs, BackupRestoreArgs, BackupTarget,
@@ -201,6 +204,9 @@ pub(crate) fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
         key: key.as_ref(),
         postgres: args.target.store_url.as_deref(),
     };
+    if args.force && mortar_backup::node_running(&data_dir)? {
+        return restore_running(&args.backup, &data_dir, &options);
+    }
     let report = mortar_backup::restore(&args.backup, &data_dir, &options)
         .with_context(|| format!("refused to restore {}", args.backup.display()))?;
     print_report(&report.verified);
@@ -231,6 +237,128 @@ pub(crate) fn restore(args: &BackupRestoreArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long stopped services may take to stop, and restarted ones to be ready.
+const SERVICE_DEADLINE: Duration = Duration::from_secs(180);
+
+/// `--force` over a running node: stops the services whose stores the
+/// backup holds through the node's admin API, restores their stores, and
+/// starts them again, waiting until they are ready.
+fn restore_running(
+    backup: &Path,
+    data_dir: &Path,
+    options: &RestoreOptions<'_>,
+) -> anyhow::Result<ExitCode> {
+    let manifest = BackupManifest::load(backup)
+        .with_context(|| format!("refused to restore {}", backup.display()))?;
+    let client = AdminClient::for_data_dir(data_dir)
+        .context("a node holds the data directory, but its admin API cannot be reached")?;
+    let rt = super::runtime()?;
+    let status = rt
+        .block_on(client.status())
+        .context("cannot read the node's status")?;
+    let schemas: Vec<String> = manifest
+        .postgres
+        .as_ref()
+        .map(|d| d.schemas.clone())
+        .unwrap_or_default();
+    let affected: Vec<String> = status
+        .services
+        .iter()
+        .map(|s| s.name.clone())
+        .filter(|name| {
+            let dir = format!("{}/services/{name}/", mortar_backup::DATA_DIR);
+            manifest.files.iter().any(|f| f.path.starts_with(&dir))
+                || schemas.contains(&name.replace('-', "_"))
+        })
+        .collect();
+    if affected.is_empty() {
+        anyhow::bail!(
+            "backup {} holds no store of the node's services; nothing to restore",
+            backup.display()
+        );
+    }
+    // Dependents first, as the node stops them.
+    for service in affected.iter().rev() {
+        rt.block_on(client.service_action(service, "stop"))
+            .with_context(|| format!("cannot stop {service}"))?;
+    }
+    rt.block_on(wait_services(&client, &affected, "stopped", |s| {
+        matches!(s.state, ServiceState::Stopped)
+    }))?;
+    println!("stopped {}", affected.join(", "));
+    let restored = mortar_backup::restore_services(backup, data_dir, &affected, options);
+    // Whatever happened, the services run again: on their restored stores,
+    // or on their untouched ones when the backup was refused.
+    for service in &affected {
+        rt.block_on(client.service_action(service, "start"))
+            .with_context(|| format!("cannot start {service} again"))?;
+    }
+    let ready = rt.block_on(wait_services(&client, &affected, "ready", |s| {
+        s.ready >= s.desired && s.desired > 0
+    }));
+    let report = restored.with_context(|| {
+        format!(
+            "refused to restore {}; {} run on their current data again",
+            backup.display(),
+            affected.join(", ")
+        )
+    })?;
+    ready?;
+    print_report(&report.verified);
+    println!(
+        "restored the stores of {} from backup {} (taken {}) and started them: all ready",
+        report.services.join(", "),
+        manifest.id,
+        manifest.created_at
+    );
+    if !report.previous_schemas.is_empty() {
+        println!(
+            "the previous schema(s) are kept as {}",
+            report.previous_schemas.join(", ")
+        );
+    }
+    if let Some(previous) = &report.previous {
+        println!(
+            "the previous stores are kept in {}; delete them once the services serve",
+            previous.join("services").display()
+        );
+    }
+    println!(
+        "not replaced: the bus logs and acks, releases and the node's CA (the running node owns them); for a full restore stop the node and restore without --force"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until every service in `services` satisfies `done`.
+async fn wait_services(
+    client: &AdminClient,
+    services: &[String],
+    what: &str,
+    done: impl Fn(&ServiceStatus) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + SERVICE_DEADLINE;
+    loop {
+        let status = client.status().await?;
+        let pending: Vec<&str> = status
+            .services
+            .iter()
+            .filter(|s| services.contains(&s.name) && !done(s))
+            .map(|s| s.name.as_str())
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{} not {what} after {} s; see `mortar status` and `mortar logs`",
+                pending.join(", "),
+                SERVICE_DEADLINE.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 pub(crate) fn list(args: &BackupListArgs) -> anyhow::Result<ExitCode> {
