@@ -205,3 +205,127 @@ impl ReplayReport {
         self.projections.iter().all(ReplayCheck::ok)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use mortar_eventstore::{
+        AppendRequest, EventStore, ExpectedVersion, NewEvent, RecordedEvent, SqliteStore,
+    };
+
+    use super::*;
+    use crate::{Inbox, ProjectionRunner, SqliteReadStore};
+
+    /// One row per stream: how many events it had.
+    struct Counts;
+
+    impl Projection for Counts {
+        fn name(&self) -> &str {
+            "counts"
+        }
+        fn schema(&self) -> &str {
+            "CREATE TABLE IF NOT EXISTS counts (stream TEXT PRIMARY KEY, n BIGINT NOT NULL)"
+        }
+        fn clear(&self) -> Vec<Sql> {
+            vec![Sql::new("DELETE FROM counts")]
+        }
+        fn handle(&self, event: &RecordedEvent) -> Result<Vec<Sql>, String> {
+            Ok(vec![
+                Sql::new(
+                    "INSERT INTO counts (stream, n) VALUES ($1, 1)
+                     ON CONFLICT (stream) DO UPDATE SET n = counts.n + 1",
+                )
+                .bind(event.stream_id.as_str()),
+            ])
+        }
+    }
+
+    async fn events(dir: &std::path::Path) -> Arc<SqliteStore> {
+        let store = Arc::new(SqliteStore::open(&dir.join("events.db")).await.unwrap());
+        for stream in ["a", "b", "a"] {
+            store
+                .append(AppendRequest::new(
+                    stream,
+                    ExpectedVersion::Any,
+                    vec![NewEvent::new("Counted", serde_json::json!({}))],
+                ))
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn a_runner_fed_read_model_equals_its_replay_until_a_row_is_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = events(dir.path()).await;
+        let read = Arc::new(SqliteReadStore::open(&dir.path().join("read.db")).await.unwrap());
+        let runner = ProjectionRunner::new(source.clone(), read.clone(), Arc::new(Counts));
+        runner.init().await.unwrap();
+        assert_eq!(runner.catch_up().await.unwrap(), 3);
+        // An event after the read model's checkpoint is not replayed.
+        source
+            .append(AppendRequest::new(
+                "c",
+                ExpectedVersion::Any,
+                vec![NewEvent::new("Counted", serde_json::json!({}))],
+            ))
+            .await
+            .unwrap();
+
+        let fresh = SqliteReadStore::open(&dir.path().join("fresh1.db"))
+            .await
+            .unwrap();
+        let check = replay_check(&*source, &*read, &fresh, &Counts, &Upcasters::new())
+            .await
+            .unwrap();
+        assert!(check.ok(), "{check:?}");
+        assert_eq!(
+            (check.basis, check.checkpoint, check.replayed),
+            (ReplayBasis::Checkpoint, 3, 3)
+        );
+
+        read.migrate("UPDATE counts SET n = 5 WHERE stream = 'b'")
+            .await
+            .unwrap();
+        let fresh = SqliteReadStore::open(&dir.path().join("fresh2.db"))
+            .await
+            .unwrap();
+        let check = replay_check(&*source, &*read, &fresh, &Counts, &Upcasters::new())
+            .await
+            .unwrap();
+        assert!(!check.ok());
+        assert_eq!(
+            check.tables[0].differences,
+            vec!["stream='b': n is 5 in the read model, 1 replayed".to_owned()]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_inbox_fed_read_model_replays_only_the_events_it_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = events(dir.path()).await;
+        let read: Arc<SqliteReadStore> =
+            Arc::new(SqliteReadStore::open(&dir.path().join("read.db")).await.unwrap());
+        read.migrate(Counts.schema()).await.unwrap();
+        let inbox = Inbox::new(read.clone(), "counts");
+        // Applied out of order, and the second event of all never arrived.
+        let all = source.read_all(0, 10).await.unwrap();
+        inbox.project(&Counts, all[2].clone()).await.unwrap();
+        inbox.project(&Counts, all[0].clone()).await.unwrap();
+
+        let fresh = SqliteReadStore::open(&dir.path().join("fresh.db"))
+            .await
+            .unwrap();
+        let check = replay_check(&*source, &*read, &fresh, &Counts, &Upcasters::new())
+            .await
+            .unwrap();
+        assert!(check.ok(), "{check:?}");
+        assert_eq!(
+            (check.basis, check.checkpoint, check.replayed),
+            (ReplayBasis::Inbox, 3, 2)
+        );
+    }
+}
