@@ -14,7 +14,7 @@ use mortar_secrets::Identity;
 use crate::encryption::{ENCRYPTED_SUFFIX, decrypt_file, stored_path};
 use crate::layout::{self, join};
 use crate::postgres::{self, ScratchDatabase};
-use crate::replay::{self, ReplayOutcome, ServiceProgram, StoreUrls};
+use crate::replay::{self, FreshStores, ReplayOutcome, ServiceProgram, StoreUrls};
 use crate::{BackupError, BackupManifest, DATA_DIR, FileKind, digest_file};
 
 /// One failed check.
@@ -150,35 +150,18 @@ pub fn verify(backup: &Path, options: &VerifyOptions) -> Result<VerifyReport, Ba
         database = Some(scratch_db);
     }
     if report.ok() && !options.services.is_empty() {
-        let fresh_dir = scratch.path().join("replayed");
-        let (urls, fresh): (
-            StoreUrls,
-            Box<dyn Fn(&str, usize) -> Result<String, BackupError>>,
-        ) = match (&database, &manifest.postgres) {
-            (Some(db), Some(dump)) => {
-                let url = db.url.clone();
-                (
-                    StoreUrls::postgres(dump, &db.url, &options.services),
-                    Box::new(move |service: &str, index: usize| {
-                        Ok(postgres::with_schema(
-                            &url,
-                            &format!("mortar_replay_{}_{index}", service.replace('-', "_")),
-                        ))
-                    }),
-                )
-            }
+        let (urls, fresh) = match (&database, &manifest.postgres) {
+            (Some(db), Some(dump)) => (
+                StoreUrls::postgres(dump, &db.url, &options.services),
+                FreshStores::Postgres(db.url.clone()),
+            ),
             _ => (
                 StoreUrls::sqlite(&manifest, &tree),
-                Box::new(move |service: &str, index: usize| {
-                    Ok(format!(
-                        "sqlite://{}",
-                        fresh_dir.join(format!("{service}-{index}.db")).display()
-                    ))
-                }),
+                FreshStores::Sqlite(scratch.path().join("replayed")),
             ),
         };
         let (outcomes, problems) =
-            replay::run(&options.services, &urls, &*fresh, options.replay_timeout)?;
+            replay::run(&options.services, &urls, &fresh, options.replay_timeout);
         report.replayed = outcomes;
         report.problems.extend(problems);
     }

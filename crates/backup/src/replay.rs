@@ -17,7 +17,7 @@ use mortar_cqrs::{REPLAY_CHECK_ENV, ReplayReport, ReplaySpec};
 use crate::checks::Problem;
 use crate::layout::join;
 use crate::postgres::{PostgresDump, with_schema};
-use crate::{BackupError, BackupManifest, DATA_DIR, FileKind};
+use crate::{BackupManifest, DATA_DIR, FileKind};
 
 /// A service of the application, as the replay check starts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +104,31 @@ impl StoreUrls {
     }
 }
 
+/// Where the fresh read stores a replay rebuilds into are made.
+#[derive(Debug, Clone)]
+pub(crate) enum FreshStores {
+    /// SQLite files in this directory.
+    Sqlite(PathBuf),
+    /// Schemas of the PostgreSQL database at this URL.
+    Postgres(String),
+}
+
+impl FreshStores {
+    /// The `index`th fresh read store for `service`.
+    fn url(&self, service: &str, index: usize) -> String {
+        match self {
+            FreshStores::Sqlite(dir) => format!(
+                "sqlite://{}",
+                dir.join(format!("{service}-{index}.db")).display()
+            ),
+            FreshStores::Postgres(url) => with_schema(
+                url,
+                &format!("mortar_replay_{}_{index}", service.replace('-', "_")),
+            ),
+        }
+    }
+}
+
 /// One read store's replay check.
 #[derive(Debug, Clone)]
 pub struct ReplayOutcome {
@@ -117,13 +142,13 @@ pub struct ReplayOutcome {
 }
 
 /// Runs the replay check of every service in `services` that has a read
-/// store in `urls`; fresh read stores are made by `fresh(service, index)`.
+/// store in `urls`, rebuilding into stores from `fresh`.
 pub(crate) fn run(
     services: &[ServiceProgram],
     urls: &StoreUrls,
-    fresh: &dyn Fn(&str, usize) -> Result<String, BackupError>,
+    fresh: &FreshStores,
     timeout: Duration,
-) -> Result<(Vec<ReplayOutcome>, Vec<Problem>), BackupError> {
+) -> (Vec<ReplayOutcome>, Vec<Problem>) {
     let mut outcomes = Vec::new();
     let mut problems = Vec::new();
     for service in services {
@@ -133,7 +158,7 @@ pub(crate) fn run(
         for (index, (label, url)) in read_stores.iter().enumerate() {
             let spec = ReplaySpec {
                 read_store: url.clone(),
-                fresh_store: fresh(&service.name, index)?,
+                fresh_store: fresh.url(&service.name, index),
                 event_stores: urls.event_stores.clone(),
             };
             let problem = |detail: String| Problem {
@@ -180,7 +205,7 @@ pub(crate) fn run(
             }
         }
     }
-    Ok((outcomes, problems))
+    (outcomes, problems)
 }
 
 /// Starts the service in replay-check mode and reads its report; `Err`

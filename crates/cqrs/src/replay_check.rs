@@ -261,7 +261,11 @@ mod tests {
     async fn a_runner_fed_read_model_equals_its_replay_until_a_row_is_changed() {
         let dir = tempfile::tempdir().unwrap();
         let source = events(dir.path()).await;
-        let read = Arc::new(SqliteReadStore::open(&dir.path().join("read.db")).await.unwrap());
+        let read = Arc::new(
+            SqliteReadStore::open(&dir.path().join("read.db"))
+                .await
+                .unwrap(),
+        );
         let runner = ProjectionRunner::new(source.clone(), read.clone(), Arc::new(Counts));
         runner.init().await.unwrap();
         assert_eq!(runner.catch_up().await.unwrap(), 3);
@@ -307,8 +311,11 @@ mod tests {
     async fn an_inbox_fed_read_model_replays_only_the_events_it_applied() {
         let dir = tempfile::tempdir().unwrap();
         let source = events(dir.path()).await;
-        let read: Arc<SqliteReadStore> =
-            Arc::new(SqliteReadStore::open(&dir.path().join("read.db")).await.unwrap());
+        let read: Arc<SqliteReadStore> = Arc::new(
+            SqliteReadStore::open(&dir.path().join("read.db"))
+                .await
+                .unwrap(),
+        );
         read.migrate(Counts.schema()).await.unwrap();
         let inbox = Inbox::new(read.clone(), "counts");
         // Applied out of order, and the second event of all never arrived.
