@@ -83,6 +83,9 @@ pub(crate) struct BackupTarget {
     /// The node's data directory [default: .mortar beside the manifest].
     #[arg(long, env = "MORTAR_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// The PostgreSQL database the node keeps the services' stores in (as given to `mortar up --store-url`): create dumps their schemas with pg_dump, restore loads them with pg_restore.
+    #[arg(long, env = "MORTAR_STORE_URL", value_parser = parse_store_url)]
+    pub(crate) store_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -95,12 +98,31 @@ pub(crate) struct BackupCreateArgs {
     /// After the backup, delete the oldest ones so that N remain (at least 1).
     #[arg(long, value_name = "N")]
     pub(crate) keep: Option<usize>,
+    /// Encrypt every file of the backup (CMS, AES-256) for the recipient certificate(s) in this PEM file; verify and restore then need the private key (--key).
+    #[arg(long, value_name = "CERT")]
+    pub(crate) encrypt_to: Option<PathBuf>,
+}
+
+/// The private key that decrypts an encrypted backup.
+#[derive(Debug, Args)]
+pub(crate) struct BackupKeyArgs {
+    /// The private key (PEM) of a recipient of an encrypted backup [default: the node's secrets key].
+    #[arg(long, env = "MORTAR_SECRETS_KEY", value_name = "KEY")]
+    pub(crate) key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct BackupVerifyArgs {
     /// The backup directory (one `mortar backup list` shows).
     pub(crate) backup: PathBuf,
+    #[command(flatten)]
+    pub(crate) key: BackupKeyArgs,
+    /// A PostgreSQL server (postgres://USER@HOST:PORT/DB) where a backup's PostgreSQL dump is restored into a scratch database, created and dropped by verify.
+    #[arg(long, env = "MORTAR_STORE_URL", value_parser = parse_store_url)]
+    pub(crate) store_url: Option<String>,
+    /// The application's manifest: its services with read stores are started in replay-check mode to compare their read models with their events (skipped with a note when the file does not exist).
+    #[command(flatten)]
+    pub(crate) manifest: ManifestArgs,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +134,8 @@ pub(crate) struct BackupRestoreArgs {
     /// Restore even though a node holds the data directory (restart it afterwards).
     #[arg(long)]
     pub(crate) force: bool,
+    #[command(flatten)]
+    pub(crate) key: BackupKeyArgs,
 }
 
 #[derive(Debug, Args)]
