@@ -147,7 +147,12 @@ impl Shop {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let p = self.projection().await;
-            if p["applied"].as_u64() == Some(head) && p["duplicates"].as_u64() == Some(duplicates) {
+            // Settled: every event applied and the checkpoint at ordering's
+            // head (both are read at different moments, so wait for both).
+            if p["applied"].as_u64() == Some(head)
+                && p["duplicates"].as_u64() == Some(duplicates)
+                && p["lag"].as_u64() == Some(0)
+            {
                 return p;
             }
             assert!(
