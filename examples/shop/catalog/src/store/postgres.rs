@@ -57,7 +57,11 @@ impl PostgresStore {
 
     /// One write, not retried (a retry after an unknown outcome could add
     /// a product twice); a dropped session is replaced for the next call.
-    async fn write(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, WriteError> {
+    async fn write(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, WriteError> {
         let conn = self.session.get().await.map_err(WriteError::Store)?;
         let result = async {
             let statement = conn.statement(sql).await?;
@@ -87,7 +91,13 @@ impl PostgresStore {
                 sql.push_str(", ");
             }
             let n = i * 4;
-            sql.push_str(&format!("(${}, ${}, ${}, ${}, 'EUR')", n + 1, n + 2, n + 3, n + 4));
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, 'EUR')",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            ));
             params.extend([sku as &(dyn ToSql + Sync), name, description, price]);
         }
         sql.push_str(" ON CONFLICT (sku) DO NOTHING RETURNING id");
@@ -111,7 +121,10 @@ impl PostgresStore {
 
     pub(crate) async fn get(&self, id: i64) -> Result<Option<Product>, StoreError> {
         let rows = self
-            .query(&format!("SELECT {COLUMNS} FROM products WHERE id = $1"), &[&id])
+            .query(
+                &format!("SELECT {COLUMNS} FROM products WHERE id = $1"),
+                &[&id],
+            )
             .await?;
         rows.first().map(product).transpose()
     }
