@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use mortar_test_support::shop::{self, notifier_script};
+use mortar_test_support::stores::ScratchDatabase;
 use mortar_test_support::wait_for;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
@@ -180,6 +181,34 @@ fn the_notifiers_python_unit_tests_pass() {
     let report = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{report}");
     assert!(report.contains("OK"), "{report}");
+}
+
+/// The notifier's store tests on PostgreSQL too (psycopg from
+/// scripts/notifier-venv, a scratch database), so CI runs them.
+#[test]
+fn the_notifiers_python_store_tests_pass_on_postgres() {
+    const TEST: &str = "the_notifiers_python_store_tests_pass_on_postgres";
+    let Some(database) = ScratchDatabase::create(TEST) else {
+        return;
+    };
+    let Some(python) = shop::notifier_python_for_postgres(TEST) else {
+        return;
+    };
+    let dir = notifier_script().parent().unwrap().to_owned();
+    let out = std::process::Command::new(python)
+        .args(["-m", "unittest", "-v", "test_notifier.PostgresStoreTest"])
+        .current_dir(&dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("NOTIFIER_TEST_POSTGRES", &database.url)
+        .output()
+        .expect("the venv's python runs");
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(!report.contains("skipped"), "{report}");
+    assert!(
+        report.contains("test_a_dropped_session_is_replaced"),
+        "{report}"
+    );
 }
 
 /// The storefront page comes through the gateway from the catalog.

@@ -1,60 +1,66 @@
-//! Dev/prod parity: the shop's event-sourced services — ordering (event
-//! store and outbox) and order-history (read model fed over the bus) —
-//! pointed at NATS JetStream and PostgreSQL by environment alone
-//! (`MORTAR_BUS_URL`, `MORTAR_STORE_URL`: one database, a schema per
-//! service) take an order and show it in the customer's history: the same
-//! binaries, only URLs change. (catalog and identity store in SQLite only;
-//! docs/scale-out.md.) Runs when CI=true; skipped with the reason printed
-//! when NATS or PostgreSQL is not there.
+//! Dev/prod parity: the whole shop — catalog, identity, ordering,
+//! order-history and the Python notifier — pointed at NATS JetStream and
+//! PostgreSQL by environment alone (`MORTAR_BUS_URL`, `MORTAR_STORE_URL`:
+//! one database, a schema per service) passes the shop's end-to-end flow:
+//! sign up and log in, browse the catalog, place an order, see it in the
+//! history and get notified. The same binaries and script as on SQLite and
+//! the embedded bus; only URLs change (and the notifier runs on a python
+//! with psycopg, scripts/notifier-venv). Runs when CI=true; skipped with the
+//! reason printed when nats-server or PostgreSQL is not there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
+use mortar_test_support::nats::PrivateNats;
 use mortar_test_support::stores::ScratchDatabase;
-use mortar_test_support::{RunningNode, binary, nats, wait_for};
+use mortar_test_support::{RunningNode, shop, wait_for};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 
+fn call(http: &Client, url: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    let mut req = match body {
+        Some(b) => http.post(url).json(b),
+        None => http.get(url),
+    };
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+/// A JetStream server of this test's own (`nats-server -js` on a free
+/// loopback port), so no other run shares its `orders` stream or consumer
+/// groups; `None` (reason printed) without nats-server, a failure under CI.
+fn jetstream(test: &str, dir: &std::path::Path) -> Option<PrivateNats> {
+    let Some(mut nats) = PrivateNats::new(&dir.join("nats")) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: nats-server is not installed, and CI=true requires the NATS tests to run"
+        );
+        eprintln!("SKIPPED {test}: nats-server is not installed");
+        return None;
+    };
+    nats.start();
+    Some(nats)
+}
+
 #[test]
-fn the_shop_runs_on_nats_jetstream_and_postgres_by_environment_alone() {
-    const TEST: &str = "the_shop_runs_on_nats_jetstream_and_postgres_by_environment_alone";
-    let Some(bus_url) = nats::shared_or_skip(TEST) else {
+fn the_whole_shop_runs_on_nats_jetstream_and_postgres_by_environment_alone() {
+    const TEST: &str = "the_whole_shop_runs_on_nats_jetstream_and_postgres_by_environment_alone";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = jetstream(TEST, dir.path()) else {
         return;
     };
     let Some(database) = ScratchDatabase::create(TEST) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("mortar.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"
-[app]
-name = "shop"
-
-[services.ordering]
-command = ["{ordering}"]
-
-[services.order-history]
-command = ["{history}"]
-
-[[gateway.routes]]
-prefix = "/v1/orders"
-service = "ordering"
-
-[[gateway.routes]]
-prefix = "/v1/order-history"
-service = "order-history"
-
-[bus]
-topics = ["orders"]
-"#,
-            ordering = binary("ordering").display(),
-            history = binary("order-history").display(),
-        ),
-    )
-    .unwrap();
+    let Some(python) = shop::notifier_python_for_postgres(TEST) else {
+        return;
+    };
+    let manifest = shop::write_manifest_with_python(dir.path(), "shop", &python);
+    let bus_url = nats.url();
     let node = RunningNode::start_with_env(
         &manifest,
         &dir.path().join("data"),
@@ -63,50 +69,151 @@ topics = ["orders"]
             ("MORTAR_STORE_URL", database.url.as_str()),
         ],
     );
-    for service in ["ordering", "order-history"] {
-        node.wait_ready(service, 1);
-    }
+    shop::wait_ready(&node);
     let gateway = node.gateway_url();
     let http = Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let customer = format!("parity{}", std::process::id());
-    let order: Value = wait_for(
+
+    // Browse: the catalog's seeded products, from its PostgreSQL schema.
+    let (status, products) = call(&http, &format!("{gateway}/v1/products"), None, None);
+    assert_eq!(status, 200, "{products}");
+    let skus: Vec<&str> = products["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sku"].as_str().unwrap())
+        .collect();
+    assert!(skus.contains(&"MUG-001"), "{products}");
+
+    // Sign up and log in: identity's users and keys in its schema.
+    let credentials = json!({"username": "ann", "password": "correct horse battery"});
+    let (status, body) = call(
+        &http,
+        &format!("{gateway}/v1/identity/signup"),
+        None,
+        Some(&credentials),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, tokens) = call(
+        &http,
+        &format!("{gateway}/v1/identity/login"),
+        None,
+        Some(&credentials),
+    );
+    assert_eq!(status, 200, "{tokens}");
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        &http,
+        &format!("{gateway}/v1/identity/login"),
+        None,
+        Some(&json!({"username": "ann", "password": "wrong horse"})),
+    );
+    assert_eq!(status, 401, "a wrong password is refused");
+
+    // Order: the event store and outbox in ordering's schema, published
+    // to JetStream.
+    let order = json!({"customer": "ann", "lines": [
+        {"sku": "MUG-001", "quantity": 2, "unit_price_cents": 1290}]});
+    let placed: Value = wait_for(
         "an order through the gateway",
         Duration::from_secs(60),
         || {
-            let resp = http
-                .post(format!("{gateway}/v1/orders"))
-                .json(&json!({"customer": customer, "lines": [
-                {"sku": "MUG-001", "quantity": 2, "unit_price_cents": 1290}]}))
-                .send()
-                .unwrap();
-            match resp.status().as_u16() {
-                201 => Some(resp.json().unwrap()),
+            let (status, body) = call(
+                &http,
+                &format!("{gateway}/v1/orders"),
+                Some(&token),
+                Some(&order),
+            );
+            match status {
+                201 => Some(body),
                 503 => None,
-                other => panic!("{other}: {}", resp.text().unwrap()),
+                other => panic!("{other}: {body}"),
             }
         },
     );
-    let order_id = order["id"].as_str().unwrap().to_owned();
-    // The event reaches order-history over JetStream, into its PostgreSQL
-    // read store.
+    let order_id = placed["id"].as_str().unwrap().to_owned();
+
+    // History: order-history consumed the event over JetStream.
     let history: Value = wait_for("the order in the history", Duration::from_secs(60), || {
-        let resp = http
-            .get(format!("{gateway}/v1/order-history?customer={customer}"))
-            .send()
-            .unwrap();
-        let body: Value = resp.json().ok()?;
+        let (_, body) = call(
+            &http,
+            &format!("{gateway}/v1/order-history?customer=ann"),
+            Some(&token),
+            None,
+        );
         body.to_string().contains(&order_id).then_some(body)
     });
-    let listed = &history["orders"][0];
-    assert_eq!(listed["id"], order_id.as_str(), "{history}");
-    assert_eq!(listed["total_cents"], 2580, "{history}");
-    // Each service's store is its own schema of the one database.
-    let schemas = database.schemas();
-    for schema in ["order_history", "ordering"] {
-        assert!(schemas.iter().any(|s| s == schema), "{schemas:?}");
-    }
+    assert_eq!(history["orders"][0]["total_cents"], 2580, "{history}");
+
+    // Notification: the Python notifier pulled it through the node's HTTP
+    // bus API (backed by JetStream) into its PostgreSQL schema.
+    let notes: Vec<Value> = wait_for("the notification", Duration::from_secs(60), || {
+        let (status, body) = call(
+            &http,
+            &format!("{gateway}/v1/notifications?customer=ann"),
+            Some(&token),
+            None,
+        );
+        let notes = body["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (status == 200 && !notes.is_empty()).then_some(notes)
+    });
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["kind"], "OrderPlaced");
+    assert_eq!(notes[0]["order_id"], order_id.as_str());
+
+    // Each service's data is in its own schema of the one database, and
+    // nothing is in a SQLite file.
+    assert_eq!(
+        database.schemas(),
+        [
+            "catalog",
+            "identity",
+            "notifier",
+            "order_history",
+            "ordering"
+        ]
+    );
+    assert_eq!(database.count("SELECT count(*) FROM catalog.products"), 6);
+    assert_eq!(
+        database.count("SELECT count(*) FROM identity.users WHERE username = 'ann'"),
+        1
+    );
+    assert!(database.count("SELECT count(*) FROM identity.signing_keys") >= 1);
+    assert!(database.count("SELECT count(*) FROM ordering.events") >= 1);
+    assert_eq!(
+        database.count("SELECT count(*) FROM order_history.order_history"),
+        1
+    );
+    assert_eq!(
+        database.count("SELECT count(*) FROM notifier.notifications"),
+        1
+    );
+    let sqlite_files: Vec<_> = walk(&dir.path().join("data"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                ["store.db", "read.db", "notifications.db"].contains(&&*n.to_string_lossy())
+            })
+        })
+        .collect();
+    assert!(sqlite_files.is_empty(), "{sqlite_files:?}");
     drop(node);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

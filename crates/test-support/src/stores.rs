@@ -289,6 +289,25 @@ impl ScratchDatabase {
     }
 }
 
+impl ScratchDatabase {
+    /// The single number `sql` answers (e.g. `SELECT count(*) FROM s.t`),
+    /// for checking what a service stored.
+    pub fn count(&self, sql: &str) -> i64 {
+        let rt = tokio::runtime::Runtime::new().expect("a runtime");
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the scratch database");
+            tokio::spawn(conn);
+            client
+                .query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get(0)
+        })
+    }
+}
+
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
         let Ok(rt) = tokio::runtime::Runtime::new() else {

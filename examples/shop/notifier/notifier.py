@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """notifier: the shop's service that is not written in Rust.
 
-It uses only the node's documented HTTP APIs and Python's standard library:
+It uses only the node's documented HTTP APIs and Python's standard library
+(plus psycopg, only when its store is PostgreSQL):
 
 - consumes order events from the bus topic ``orders`` (group ``notifier``)
   with the HTTP bus API: long-poll ``pull``, then ``ack`` (or ``nack`` for a
@@ -20,7 +21,10 @@ It uses only the node's documented HTTP APIs and Python's standard library:
 Configuration comes from the environment the node sets (see the README's
 table): PORT, MORTAR_NODE_URL, MORTAR_NODE_TOKEN, MORTAR_INSTANCE,
 MORTAR_SERVICE, MORTAR_APP, MORTAR_TLS_CERT/KEY/CA, MORTAR_TLS_CALLERS,
-MORTAR_STORE_URL (its SQLite file's directory holds notifications.db);
+MORTAR_STORE_URL (``sqlite://PATH``: notifications.db in that file's
+directory; ``postgres://user@host/db?schema=NAME``: the table in that schema,
+created when missing, for which psycopg must be installed: see
+requirements-postgres.txt and scripts/notifier-venv);
 NOTIFIER_TOPIC and NOTIFIER_GROUP override ``orders`` and ``notifier``.
 """
 
@@ -54,6 +58,15 @@ def log(level, msg, **fields):
     sys.stdout.flush()
 
 
+def redact(url):
+    """A URL with any password replaced, for log lines."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 def trace_id(traceparent):
     """The trace id of a W3C traceparent header, or None."""
     parts = (traceparent or "").split("-")
@@ -72,7 +85,37 @@ TEXTS = {
 }
 
 
-class Store:
+COLUMNS = ["event_id", "order_id", "customer", "kind", "text", "trace_id", "created_ms"]
+
+
+def list_query(customer, order, placeholder):
+    """The SELECT behind ``list``, filtered by customer and/or order."""
+    query = "SELECT %s FROM notifications" % ", ".join(COLUMNS)
+    clauses, args = [], []
+    if customer is not None:
+        clauses.append("customer = " + placeholder)
+        args.append(customer)
+    if order is not None:
+        clauses.append("order_id = " + placeholder)
+        args.append(order)
+    if clauses:
+        query += " WHERE " + " AND ".join(clauses)
+    return query + " ORDER BY created_ms, event_id", args
+
+
+def row_of(note):
+    return (
+        note["event_id"],
+        note["order_id"],
+        note["customer"],
+        note["kind"],
+        note["text"],
+        note.get("trace_id"),
+        int(time.time() * 1000),
+    )
+
+
+class SqliteStore:
     """Notifications in SQLite; the event id makes each one happen once."""
 
     def __init__(self, path):
@@ -92,18 +135,9 @@ class Store:
         """Stores `note`; False when its event was already recorded."""
         with self.lock:
             cur = self.db.execute(
-                "INSERT OR IGNORE INTO notifications"
-                " (event_id, order_id, customer, kind, text, trace_id, created_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    note["event_id"],
-                    note["order_id"],
-                    note["customer"],
-                    note["kind"],
-                    note["text"],
-                    note.get("trace_id"),
-                    int(time.time() * 1000),
-                ),
+                "INSERT OR IGNORE INTO notifications (%s) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                % ", ".join(COLUMNS),
+                row_of(note),
             )
             return cur.rowcount == 1
 
@@ -117,20 +151,128 @@ class Store:
         return row[0] if row else ""
 
     def list(self, customer=None, order=None):
-        query = "SELECT event_id, order_id, customer, kind, text, trace_id, created_ms FROM notifications"
-        clauses, args = [], []
-        if customer is not None:
-            clauses.append("customer = ?")
-            args.append(customer)
-        if order is not None:
-            clauses.append("order_id = ?")
-            args.append(order)
-        if clauses:
-            query += " WHERE " + " AND ".join(clauses)
-        query += " ORDER BY created_ms, event_id"
-        keys = ["event_id", "order_id", "customer", "kind", "text", "trace_id", "created_ms"]
+        query, args = list_query(customer, order, "?")
         with self.lock:
-            return [dict(zip(keys, row)) for row in self.db.execute(query, args)]
+            return [dict(zip(COLUMNS, row)) for row in self.db.execute(query, args)]
+
+    def close(self):
+        with self.lock:
+            self.db.close()
+
+
+# The lock mortar's Rust stores take while creating their schemas
+# (mortar-eventstore's migrate): instances starting together take turns.
+MIGRATE_LOCK = 0x6D6F72746173
+
+
+class PostgresStore:
+    """Notifications in a PostgreSQL schema of their own (``?schema=``);
+    the event id makes each one happen once. One session, reconnected and
+    the statement run once more when it turns out to have dropped (every
+    statement here is safe to repeat: a repeated insert is ignored)."""
+
+    def __init__(self, conninfo, schema, psycopg):
+        self.psycopg = psycopg
+        self.conninfo = conninfo
+        self.schema = schema
+        self.lock = threading.Lock()
+        self.conn = None
+        with self.lock:
+            self.run(self.migrate)
+
+    def connect(self):
+        conn = self.psycopg.connect(
+            self.conninfo, autocommit=True, connect_timeout=5,
+            application_name="mortar/%s/notifier" % self.schema,
+        )
+        conn.execute('SET search_path TO "%s"' % self.schema)
+        return conn
+
+    def migrate(self, conn):
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+            conn.execute('CREATE SCHEMA IF NOT EXISTS "%s"' % self.schema)
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS notifications ("
+                " event_id TEXT PRIMARY KEY, order_id TEXT NOT NULL,"
+                " customer TEXT NOT NULL, kind TEXT NOT NULL, text TEXT NOT NULL,"
+                " trace_id TEXT, created_ms BIGINT NOT NULL)"
+            )
+
+    def run(self, work):
+        """`work(conn)` on the session; once more on a new one if it dropped.
+        The caller holds the lock."""
+        for attempt in (1, 2):
+            if self.conn is None or self.conn.closed:
+                self.conn = self.connect()
+            try:
+                return work(self.conn)
+            except self.psycopg.OperationalError as e:
+                dropped = self.conn.closed
+                if dropped:
+                    log("warn", "lost the PostgreSQL session; reconnecting", error=str(e))
+                    self.conn = None
+                if not dropped or attempt == 2:
+                    raise
+
+    def record(self, note):
+        """Stores `note`; False when its event was already recorded."""
+        sql = (
+            "INSERT INTO notifications (%s) VALUES (%%s, %%s, %%s, %%s, %%s, %%s, %%s)"
+            " ON CONFLICT (event_id) DO NOTHING" % ", ".join(COLUMNS)
+        )
+        with self.lock:
+            return self.run(lambda conn: conn.execute(sql, row_of(note)).rowcount == 1)
+
+    def customer_of(self, order_id):
+        sql = ("SELECT customer FROM notifications WHERE order_id = %s AND customer != ''"
+               " LIMIT 1")
+        with self.lock:
+            row = self.run(lambda conn: conn.execute(sql, (order_id,)).fetchone())
+        return row[0] if row else ""
+
+    def list(self, customer=None, order=None):
+        query, args = list_query(customer, order, "%s")
+        with self.lock:
+            rows = self.run(lambda conn: conn.execute(query, args).fetchall())
+        return [dict(zip(COLUMNS, row)) for row in rows]
+
+    def close(self):
+        with self.lock:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+
+
+class StoreUrlError(Exception):
+    """MORTAR_STORE_URL cannot be used: the service exits 78."""
+
+
+def open_store(url):
+    """The store MORTAR_STORE_URL names: (store, where, for the log)."""
+    if url.startswith("sqlite://"):
+        path = os.path.join(os.path.dirname(url[len("sqlite://"):]) or ".", "notifications.db")
+        return SqliteStore(path), path
+    if url.startswith(("postgres://", "postgresql://")):
+        base, _, query = url.partition("?")
+        schema, rest = "public", []
+        for pair in filter(None, query.split("&")):
+            if pair.startswith("schema="):
+                schema = pair[len("schema="):]
+            else:
+                rest.append(pair)
+        if not schema or not all(c.islower() or c.isdigit() or c == "_" for c in schema):
+            raise StoreUrlError("schema must be lowercase letters, digits and '_'")
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreUrlError(
+                "a postgres:// store needs psycopg (requirements-postgres.txt); "
+                "run the notifier with the python scripts/notifier-venv prints"
+            )
+        conninfo = base + ("?" + "&".join(rest) if rest else "")
+        return PostgresStore(conninfo, schema, psycopg), "%s (schema %s)" % (base.rsplit("@", 1)[-1], schema)
+    raise StoreUrlError("expected sqlite://PATH or postgres://user@host/db?schema=NAME")
 
 
 class Malformed(Exception):
@@ -265,7 +407,14 @@ def handler_for(state):
                         400, "Bad Request",
                         "name a customer or an order: /v1/notifications?customer=NAME or ?order=ID",
                     )
-                notes = state.store.list(customer=customer, order=order)
+                try:
+                    notes = state.store.list(customer=customer, order=order)
+                except Exception as e:
+                    log("error", "the notification store failed", error=str(e))
+                    return self.problem(
+                        503, "Service Unavailable",
+                        "the notification store is not available; try again shortly",
+                    )
                 return self.send_json(200, {"notifications": notes})
             return self.problem(404, "Not Found", "no route for %s; try /v1/notifications" % url.path)
 
@@ -328,7 +477,13 @@ def consume(node, state, topic, group, consumer):
             time.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
             continue
-        settle(node, state, topic, group, batch)
+        try:
+            settle(node, state, topic, group, batch)
+        except Exception as e:  # the store failed: what was not acked comes again
+            log("warn", "cannot record notifications; the unacknowledged messages will be redelivered",
+                error=str(e), retry_in_ms=int(backoff * 1000))
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
 
 def settle(node, state, topic, group, batch):
@@ -380,11 +535,12 @@ def main():
         log("error", "MORTAR_NODE_URL is not set; run the notifier under `mortar up`")
         return EXIT_CONFIG
     store_url = os.environ.get("MORTAR_STORE_URL", "sqlite://notifications.db")
-    if not store_url.startswith("sqlite://"):
-        log("error", "MORTAR_STORE_URL must be sqlite://PATH for the notifier", found=store_url)
+    try:
+        store, db = open_store(store_url)
+    except StoreUrlError as e:
+        log("error", "MORTAR_STORE_URL cannot be used: %s" % e, found=redact(store_url))
         return EXIT_CONFIG
-    db = os.path.join(os.path.dirname(store_url[len("sqlite://"):]) or ".", "notifications.db")
-    state = State(Store(db))
+    state = State(store)
     node = Node(node_url, os.environ.get("MORTAR_NODE_TOKEN", ""))
     instance = os.environ.get("MORTAR_INSTANCE", "notifier-%d" % os.getpid())
     topic = os.environ.get("NOTIFIER_TOPIC", "orders")

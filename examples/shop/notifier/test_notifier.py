@@ -1,6 +1,12 @@
-"""Unit tests of the notifier: run with `python3 -m unittest` in this directory."""
+"""Unit tests of the notifier: run with `python3 -m unittest` in this directory.
+
+The store tests run on SQLite, and on PostgreSQL too when
+NOTIFIER_TEST_POSTGRES names a server (postgres://user@host/db) and psycopg
+is installed (the python scripts/notifier-venv prints); otherwise the
+PostgreSQL ones are skipped, saying why."""
 
 import os
+import random
 import tempfile
 import unittest
 
@@ -22,13 +28,8 @@ def message(kind="OrderPlaced", version=1, data=None, headers=None):
     }
 
 
-class StoreTest(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.TemporaryDirectory()
-        self.store = notifier.Store(os.path.join(self.dir.name, "n.db"))
-
-    def tearDown(self):
-        self.dir.cleanup()
+class StoreCases:
+    """The store's behaviour, whichever backend."""
 
     def test_an_event_is_notified_once_however_often_it_is_delivered(self):
         note = notifier.notification(message(), self.store)
@@ -60,6 +61,70 @@ class StoreTest(unittest.TestCase):
             with self.assertRaises(notifier.Malformed) as caught:
                 notifier.notification(bad, self.store)
             self.assertIn(why, str(caught.exception))
+
+    def test_a_reopened_store_keeps_its_notifications(self):
+        self.store.record(notifier.notification(message(), self.store))
+        again, _ = notifier.open_store(self.url)
+        try:
+            self.assertEqual(len(again.list(customer="ann")), 1)
+            self.assertFalse(again.record(notifier.notification(message(), again)))
+        finally:
+            again.close()
+
+
+class SqliteStoreTest(StoreCases, unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.url = "sqlite://" + os.path.join(self.dir.name, "store.db")
+        self.store, where = notifier.open_store(self.url)
+        self.assertEqual(where, os.path.join(self.dir.name, "notifications.db"))
+
+    def tearDown(self):
+        self.store.close()
+        self.dir.cleanup()
+
+
+class PostgresStoreTest(StoreCases, unittest.TestCase):
+    def setUp(self):
+        server = os.environ.get("NOTIFIER_TEST_POSTGRES")
+        if not server:
+            self.skipTest("NOTIFIER_TEST_POSTGRES is not set (a postgres:// URL to test against)")
+        try:
+            import psycopg
+        except ImportError:
+            self.fail("NOTIFIER_TEST_POSTGRES is set but psycopg is missing: use scripts/notifier-venv's python")
+        self.psycopg, self.server = psycopg, server
+        self.schema = "t_notifier_%016x" % random.getrandbits(64)
+        self.url = "%s?schema=%s" % (server, self.schema)
+        self.store, where = notifier.open_store(self.url)
+        self.assertIn(self.schema, where)
+
+    def tearDown(self):
+        self.store.close()
+        with self.psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute('DROP SCHEMA IF EXISTS "%s" CASCADE' % self.schema)
+
+    def test_the_table_is_in_the_urls_schema(self):
+        self.store.record(notifier.notification(message(), self.store))
+        with self.psycopg.connect(self.server) as conn:
+            count = conn.execute('SELECT count(*) FROM "%s".notifications' % self.schema).fetchone()[0]
+        self.assertEqual(count, 1)
+
+    def test_a_dropped_session_is_replaced(self):
+        self.store.record(notifier.notification(message(), self.store))
+        with self.psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                ("mortar/%s/notifier" % self.schema,),
+            )
+        self.assertEqual(len(self.store.list(customer="ann")), 1)
+
+
+class StoreUrlTest(unittest.TestCase):
+    def test_other_schemes_and_bad_schemas_are_refused(self):
+        for url in ["mysql://db/x", "postgres://u@h/db?schema=Bad;drop"]:
+            with self.assertRaises(notifier.StoreUrlError):
+                notifier.open_store(url)
 
 
 class CallerTest(unittest.TestCase):

@@ -204,7 +204,11 @@ mod tests {
 
     async fn app() -> (Router, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("c.db")).await.unwrap();
+        let store = Store::open(&mortar_eventstore::StoreUrl::Sqlite(
+            dir.path().join("c.db"),
+        ))
+        .await
+        .unwrap();
         store.seed().await.unwrap();
         (routes(store, 4), dir)
     }

@@ -1,7 +1,6 @@
 //! The catalog's settings, from the environment.
 
-use std::path::PathBuf;
-
+use mortar_eventstore::StoreUrl;
 use mortar_sdk::{ConfigError, Env, FromEnv};
 
 /// The largest page a client may ask for.
@@ -9,8 +8,9 @@ pub(crate) const MAX_PAGE_SIZE: u32 = 500;
 
 #[derive(Debug, Clone)]
 pub(crate) struct CatalogConfig {
-    /// The SQLite file, from `MORTAR_STORE_URL` (`sqlite:///path/to/file.db`).
-    pub(crate) db_path: PathBuf,
+    /// The store, from `MORTAR_STORE_URL`: `sqlite:///path/to/file.db`, or
+    /// `postgres://user@host/db?schema=catalog` (the catalog's own schema).
+    pub(crate) store: StoreUrl,
     /// `CATALOG_SEED`: add sample products to an empty catalog.
     pub(crate) seed: bool,
     /// `CATALOG_PAGE_SIZE`: the default page size of product lists.
@@ -19,22 +19,14 @@ pub(crate) struct CatalogConfig {
 
 impl FromEnv for CatalogConfig {
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let db_path = env
-            .parse_with(
-                "MORTAR_STORE_URL",
-                "a SQLite URL such as sqlite:///var/lib/shop/catalog.db",
-                |s| match s.strip_prefix("sqlite://") {
-                    Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-                    Some(_) => Err("the URL has no file path".to_owned()),
-                    None => Err(
-                        "the catalog stores its data in SQLite; the URL must start with sqlite://"
-                            .to_owned(),
-                    ),
-                },
-            )?
+        const STORE: &str = "a SQLite or PostgreSQL URL such as sqlite:///var/lib/shop/catalog.db or postgres://user@host/shop?schema=catalog";
+        let store = env
+            .parse_with("MORTAR_STORE_URL", STORE, |s| {
+                StoreUrl::parse(s).map_err(|e| e.to_string())
+            })?
             .ok_or_else(|| ConfigError::Missing {
                 name: "MORTAR_STORE_URL".into(),
-                expected: "a SQLite URL such as sqlite:///var/lib/shop/catalog.db".into(),
+                expected: STORE.into(),
             })?;
         let seed = env.or_default("CATALOG_SEED", "true or false", true)?;
         let page_size = env
@@ -49,7 +41,7 @@ impl FromEnv for CatalogConfig {
             )?
             .unwrap_or(50);
         Ok(CatalogConfig {
-            db_path,
+            store,
             seed,
             page_size,
         })
@@ -61,24 +53,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn store_url_is_required_and_must_be_sqlite() {
+    fn store_url_is_required_and_may_be_sqlite_or_postgres() {
         let err = CatalogConfig::from_env(&Env::default()).unwrap_err();
         assert_eq!(err.variable(), "MORTAR_STORE_URL");
-        let err =
-            CatalogConfig::from_env(&Env::from_pairs([("MORTAR_STORE_URL", "postgres://x/y")]))
-                .unwrap_err();
-        assert!(
-            err.to_string().contains("must start with sqlite://"),
-            "{err}"
-        );
+        let err = CatalogConfig::from_env(&Env::from_pairs([("MORTAR_STORE_URL", "mysql://x/y")]))
+            .unwrap_err();
+        assert_eq!(err.variable(), "MORTAR_STORE_URL");
+        assert!(err.to_string().contains("postgres://"), "{err}");
         let ok = CatalogConfig::from_env(&Env::from_pairs([(
             "MORTAR_STORE_URL",
             "sqlite:///tmp/c.db",
         )]))
         .unwrap();
-        assert_eq!(ok.db_path, PathBuf::from("/tmp/c.db"));
+        assert_eq!(ok.store, StoreUrl::Sqlite("/tmp/c.db".into()));
         assert!(ok.seed);
         assert_eq!(ok.page_size, 50);
+        let ok = CatalogConfig::from_env(&Env::from_pairs([(
+            "MORTAR_STORE_URL",
+            "postgres://shop@db/shop?schema=catalog",
+        )]))
+        .unwrap();
+        assert_eq!(
+            ok.store,
+            StoreUrl::Postgres {
+                conninfo: "postgres://shop@db/shop".into(),
+                schema: "catalog".into()
+            }
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The shop's catalog service: public product data over HTTP, from SQLite.
+//! The shop's catalog service: public product data over HTTP, from SQLite
+//! or PostgreSQL (`MORTAR_STORE_URL`).
 //!
 //! Everything twelve-factor (config, logs, port, health, draining) comes from
 //! the SDK; this crate is only the catalog.
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     mortar_sdk::run("catalog", |ctx| async move {
         let config: config::CatalogConfig = ctx.config()?;
-        let store = store::Store::open(&config.db_path).await?;
+        let store = store::Store::open(&config.store).await?;
         if config.seed {
             let added = store.seed().await?;
             if added > 0 {
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
             }
         }
         let probe = store.clone();
-        ctx.readiness().add_check("sqlite", move || {
+        ctx.readiness().add_check("store", move || {
             let store = probe.clone();
             async move { store.ping().await.map_err(|e| e.to_string()) }
         });

@@ -1,8 +1,8 @@
 //! The identity service's settings, from the environment.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use mortar_eventstore::StoreUrl;
 use mortar_sdk::{ConfigError, Env, FromEnv};
 
 /// The longest access-token lifetime allowed: access tokens cannot be
@@ -16,8 +16,9 @@ pub(crate) const VERIFIER_LEEWAY_BOUND: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 pub(crate) struct IdentityConfig {
-    /// The SQLite file, from `MORTAR_STORE_URL` (`sqlite:///path/to/file.db`).
-    pub(crate) db_path: PathBuf,
+    /// The store, from `MORTAR_STORE_URL`: `sqlite:///path/to/file.db`, or
+    /// `postgres://user@host/db?schema=identity` (identity's own schema).
+    pub(crate) store: StoreUrl,
     /// `IDENTITY_ISSUER`: the `iss` of issued tokens; default the service's
     /// name (`MORTAR_SERVICE`, else `identity`), which is also what
     /// verifiers expect by default.
@@ -72,17 +73,10 @@ fn ttl(env: &Env, name: &str, default: Duration, max: Duration) -> Result<Durati
 
 impl FromEnv for IdentityConfig {
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        const STORE: &str = "a SQLite URL such as sqlite:///var/lib/shop/identity.db";
-        let db_path = env
+        const STORE: &str = "a SQLite or PostgreSQL URL such as sqlite:///var/lib/shop/identity.db or postgres://user@host/shop?schema=identity";
+        let store = env
             .parse_with("MORTAR_STORE_URL", STORE, |s| {
-                match s.strip_prefix("sqlite://") {
-                    Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-                    Some(_) => Err("the URL has no file path".to_owned()),
-                    None => Err(
-                        "identity keeps its users in SQLite; the URL must start with sqlite://"
-                            .to_owned(),
-                    ),
-                }
+                StoreUrl::parse(s).map_err(|e| e.to_string())
             })?
             .ok_or_else(|| ConfigError::Missing {
                 name: "MORTAR_STORE_URL".into(),
@@ -152,7 +146,7 @@ impl FromEnv for IdentityConfig {
             .map(|a| a.to_lowercase())
             .collect();
         Ok(IdentityConfig {
-            db_path,
+            store,
             issuer,
             audience,
             access_ttl,
@@ -199,6 +193,18 @@ mod tests {
         assert_eq!(c.key_rotation, None);
         assert_eq!(c.admins, ["ann", "bob"]);
         assert_eq!(c.default_scopes, ["orders", "reviews"]);
+        let c = IdentityConfig::from_env(&env(&[(
+            "MORTAR_STORE_URL",
+            "postgres://shop@db/shop?schema=identity",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.store,
+            StoreUrl::Postgres {
+                conninfo: "postgres://shop@db/shop".into(),
+                schema: "identity".into()
+            }
+        );
     }
 
     #[test]
@@ -209,7 +215,7 @@ mod tests {
             ("IDENTITY_REFRESH_TTL", "soon"),
             ("IDENTITY_KEY_ROTATION", "never"),
             ("IDENTITY_DEFAULT_SCOPES", "a\"b"),
-            ("MORTAR_STORE_URL", "postgres://x"),
+            ("MORTAR_STORE_URL", "mysql://x"),
         ] {
             let err = IdentityConfig::from_env(&env(&[(name, value)])).unwrap_err();
             assert_eq!(err.variable(), name, "{value}: {err}");

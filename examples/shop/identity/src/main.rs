@@ -1,8 +1,9 @@
 //! The shop's identity service: who the shop's users are.
 //!
 //! Users sign up and log in with a username and password (stored as
-//! argon2id hashes in SQLite) and get a short-lived access token (an EdDSA
-//! JWT, see `mortar-auth`) with a refresh token to get the next one. Every
+//! argon2id hashes in SQLite, or PostgreSQL for scale-out: `MORTAR_STORE_URL`)
+//! and get a short-lived access token (an EdDSA JWT, see `mortar-auth`)
+//! with a refresh token to get the next one. Every
 //! other part of the shop checks those tokens on its own, against the keys
 //! this service publishes at `/.well-known/jwks.json` and that verifiers
 //! cache, so users who are signed in keep working while identity is down;
@@ -27,11 +28,11 @@ use mortar_sdk::auth::Auth;
 fn main() -> ExitCode {
     mortar_sdk::run("identity", |ctx| async move {
         let config = Arc::new(ctx.config::<config::IdentityConfig>()?);
-        let store = store::Store::open(&config.db_path).await?;
+        let store = store::Store::open(&config.store).await?;
         let key = store.current_key(now_secs()).await?;
         tracing::info!(kid = key.kid(), issuer = %config.issuer, audience = %config.audience, "signing key ready");
         let probe = store.clone();
-        ctx.readiness().add_check("sqlite", move || {
+        ctx.readiness().add_check("store", move || {
             let store = probe.clone();
             async move { store.ping().await.map_err(|e| e.to_string()) }
         });

@@ -1,62 +1,20 @@
-//! Products in SQLite.
+//! Products in a SQLite file.
 //!
 //! Several catalog instances share one database file; WAL mode lets them read
 //! while one writes, and a busy timeout turns write contention into a short
 //! wait instead of an error.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 
-/// A product as the catalog publishes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Product {
-    pub(crate) id: i64,
-    pub(crate) sku: String,
-    pub(crate) name: String,
-    pub(crate) description: String,
-    pub(crate) price_cents: i64,
-    pub(crate) currency: String,
-}
+use super::{NewProduct, Product, SAMPLE, StoreError};
 
-/// A product to be added.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NewProduct {
-    pub(crate) sku: String,
-    pub(crate) name: String,
-    #[serde(default)]
-    pub(crate) description: String,
-    pub(crate) price_cents: i64,
-    #[serde(default = "default_currency")]
-    pub(crate) currency: String,
-}
-
-fn default_currency() -> String {
-    "EUR".to_owned()
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
-    #[error("cannot create the directory {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("SQLite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("a product with SKU {0:?} already exists")]
-    DuplicateSku(String),
-    #[error("the database task failed: {0}")]
-    Task(String),
-}
-
-/// The catalog's database; cheap to clone.
+/// The SQLite database; cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Store {
+pub(crate) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
@@ -70,53 +28,14 @@ CREATE TABLE IF NOT EXISTS products (
     currency    TEXT NOT NULL
 );";
 
-const SAMPLE: &[(&str, &str, &str, i64)] = &[
-    (
-        "MUG-001",
-        "Mortar mug",
-        "A 350 ml stoneware mug that survives being dropped.",
-        1290,
-    ),
-    (
-        "TEE-001",
-        "Retry tee",
-        "Cotton T-shirt printed with an exponential backoff curve.",
-        2490,
-    ),
-    (
-        "HOOD-001",
-        "Circuit breaker hoodie",
-        "Warm when things are open, cosy when half-open.",
-        5490,
-    ),
-    (
-        "CAP-001",
-        "Idempotency cap",
-        "Wear it twice, it still counts once.",
-        1990,
-    ),
-    (
-        "BOOK-001",
-        "Queues, a field guide",
-        "How backlogs grow, and how they drain.",
-        3200,
-    ),
-    (
-        "STICK-001",
-        "Sticker pack",
-        "Twelve stickers for laptops that never go down.",
-        490,
-    ),
-];
-
-impl Store {
+impl SqliteStore {
     /// Opens (and creates) the database.
     ///
     /// Instances start together and may race to create the schema and switch
     /// the file to WAL; SQLite answers such a race with "database is locked"
     /// at once (its busy handler does not cover it), so the setup is retried
     /// for a few seconds before giving up.
-    pub(crate) async fn open(path: &Path) -> Result<Store, StoreError> {
+    pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let path = path.to_owned();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -140,7 +59,7 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
-        Ok(Store {
+        Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
     }
@@ -271,68 +190,4 @@ fn row_to_product(row: &rusqlite::Row<'_>) -> rusqlite::Result<Product> {
         price_cents: row.get(4)?,
         currency: row.get(5)?,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn seed_is_idempotent_and_pages_are_keyset() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("sub/c.db")).await.unwrap();
-        assert_eq!(store.seed().await.unwrap(), SAMPLE.len());
-        assert_eq!(store.seed().await.unwrap(), 0);
-        let first = store.list(0, 4).await.unwrap();
-        assert_eq!(first.len(), 4);
-        let rest = store.list(first[3].id, 100).await.unwrap();
-        assert_eq!(rest.len(), SAMPLE.len() - 4);
-        assert!(rest[0].id > first[3].id);
-    }
-
-    #[tokio::test]
-    async fn instances_opening_and_seeding_one_file_together_all_succeed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shared.db");
-        let opens = (0..8).map(|_| {
-            let path = path.clone();
-            tokio::spawn(async move {
-                let store = Store::open(&path).await?;
-                store.seed().await?;
-                Ok::<_, StoreError>(store)
-            })
-        });
-        let stores: Vec<Store> = futures_join(opens).await;
-        assert_eq!(stores[0].list(0, 100).await.unwrap().len(), SAMPLE.len());
-    }
-
-    async fn futures_join<T>(
-        handles: impl Iterator<Item = tokio::task::JoinHandle<Result<T, StoreError>>>,
-    ) -> Vec<T> {
-        let mut out = Vec::new();
-        for h in handles {
-            out.push(h.await.unwrap().unwrap());
-        }
-        out
-    }
-
-    #[tokio::test]
-    async fn duplicate_sku_is_refused_and_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("c.db")).await.unwrap();
-        let new = NewProduct {
-            sku: "X-1".into(),
-            name: "x".into(),
-            description: String::new(),
-            price_cents: 100,
-            currency: "EUR".into(),
-        };
-        let p = store.insert(new.clone()).await.unwrap();
-        assert_eq!(store.get(p.id).await.unwrap().unwrap(), p);
-        assert!(matches!(
-            store.insert(new).await,
-            Err(StoreError::DuplicateSku(_))
-        ));
-        assert_eq!(store.list(0, 10).await.unwrap().len(), 1);
-    }
 }

@@ -1,85 +1,25 @@
-//! Users, refresh tokens and signing keys in SQLite.
+//! Users, refresh tokens and signing keys in a SQLite file.
 //!
-//! The database is the one truth every identity instance shares: the
-//! current signing key is the newest unretired row, so a rotation made by
-//! one instance is used by all of them from their next token on. Rotation
-//! and refresh-token exchange run in `BEGIN IMMEDIATE` transactions, so two
-//! instances never rotate twice or exchange one refresh token twice.
-//!
-//! Secrets at rest: passwords only as argon2id hashes, refresh tokens only
-//! as SHA-256 hashes (a stolen database yields no usable refresh token),
-//! and the file is readable by its owner only. Private signing keys are
-//! stored as they are; the secrets work (CMS) will encrypt them.
+//! Rotation and refresh-token exchange run in `BEGIN IMMEDIATE`
+//! transactions (the write lock taken up front), so instances sharing the
+//! file never rotate twice or exchange one refresh token twice. The file
+//! is readable by its owner only.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mortar_auth::{KeyError, SigningKey};
+use mortar_auth::SigningKey;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
-    #[error("cannot create the directory {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot restrict the permissions of {path}: {source}")]
-    Permissions {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("SQLite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("signing key: {0}")]
-    Key(#[from] KeyError),
-    #[error("the username {0:?} is taken")]
-    UsernameTaken(String),
-    #[error("the database task failed: {0}")]
-    Task(String),
-}
-
-/// A user as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct User {
-    /// The stable subject of the user's tokens.
-    pub(crate) id: String,
-    pub(crate) username: String,
-    /// The argon2id hash in PHC string form.
-    pub(crate) password_hash: String,
-    /// Granted scopes.
-    pub(crate) scopes: Vec<String>,
-}
-
-/// A signing key as stored, with its lifecycle.
-#[derive(Debug, Clone)]
-pub(crate) struct StoredKey {
-    pub(crate) key: SigningKey,
-    pub(crate) created_at: u64,
-    /// `None` while it is the current signing key.
-    pub(crate) retired_at: Option<u64>,
-}
-
-/// What exchanging a refresh token found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Exchange {
-    /// Exchanged: the token is used up, its successor stored.
-    Done { user_id: String },
-    /// No such token.
-    Unknown,
-    /// Past its expiry.
-    Expired,
-    /// Already exchanged (or its family revoked): presumably stolen, so
-    /// the whole family is revoked now.
-    Reused,
-}
+use super::{Exchange, StoreError, StoredKey, User, scopes_of, to_stored};
 
 /// A refresh token's row: user, family, expiry, used, revoked.
 type RefreshRow = (String, String, i64, Option<i64>, Option<i64>);
 
+/// The SQLite database; cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Store {
+pub(crate) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
@@ -139,22 +79,8 @@ fn is_busy(error: &rusqlite::Error) -> bool {
     )
 }
 
-fn scopes_of(text: String) -> Vec<String> {
-    text.split_ascii_whitespace().map(str::to_owned).collect()
-}
-
 fn stored_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, i64, Option<i64>)> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-}
-
-fn to_stored(
-    (seed, created, retired): (Vec<u8>, i64, Option<i64>),
-) -> Result<StoredKey, StoreError> {
-    Ok(StoredKey {
-        key: SigningKey::from_seed_slice(&seed)?,
-        created_at: created as u64,
-        retired_at: retired.map(|r| r as u64),
-    })
 }
 
 /// Inserts a fresh signing key as the current one.
@@ -167,10 +93,10 @@ fn insert_key(tx: &rusqlite::Transaction<'_>, now: u64) -> Result<SigningKey, St
     Ok(key)
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (and creates) the database. Instances starting together may
     /// race to create the schema; a locked file is retried for a while.
-    pub(crate) async fn open(path: &Path) -> Result<Store, StoreError> {
+    pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let path = path.to_owned();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -194,7 +120,7 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
-        Ok(Store {
+        Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
     }
@@ -442,130 +368,13 @@ mod tests {
 
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("sub/identity.db"))
-            .await
-            .unwrap();
-        (dir, store)
-    }
-
-    fn user(id: &str, name: &str) -> User {
-        User {
-            id: id.into(),
-            username: name.into(),
-            password_hash: "$argon2id$x".into(),
-            scopes: vec!["orders".into()],
-        }
-    }
-
     #[tokio::test]
-    async fn usernames_are_unique_and_a_duplicate_changes_nothing() {
-        let (dir, s) = store().await;
-        s.add_user(user("u1", "ann"), 1).await.unwrap();
-        assert!(matches!(
-            s.add_user(user("u2", "ann"), 2).await,
-            Err(StoreError::UsernameTaken(_))
-        ));
-        assert_eq!(s.user_by_name("ann").await.unwrap().unwrap().id, "u1");
-        assert!(s.user_by_id("u2").await.unwrap().is_none());
-        assert_eq!(
-            s.user_by_id("u1").await.unwrap().unwrap().scopes,
-            ["orders"]
-        );
+    async fn the_file_is_readable_by_its_owner_only() {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("sub/identity.db"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-
-    #[tokio::test]
-    async fn a_refresh_token_is_exchanged_once_and_reuse_revokes_its_family() {
-        let (_dir, s) = store().await;
-        s.add_user(user("u1", "ann"), 1).await.unwrap();
-        s.add_refresh([1; 32], "u1", "f1", 100).await.unwrap();
-        assert_eq!(
-            s.exchange_refresh([1; 32], [2; 32], 10, 200).await.unwrap(),
-            Exchange::Done {
-                user_id: "u1".into()
-            }
-        );
-        // The old one again: theft assumed, the family (incl. [2]) revoked.
-        assert_eq!(
-            s.exchange_refresh([1; 32], [3; 32], 11, 200).await.unwrap(),
-            Exchange::Reused
-        );
-        assert_eq!(
-            s.exchange_refresh([2; 32], [4; 32], 12, 200).await.unwrap(),
-            Exchange::Reused
-        );
-        assert_eq!(
-            s.exchange_refresh([9; 32], [5; 32], 12, 200).await.unwrap(),
-            Exchange::Unknown
-        );
-        s.add_refresh([6; 32], "u1", "f2", 100).await.unwrap();
-        assert_eq!(
-            s.exchange_refresh([6; 32], [7; 32], 100, 200)
-                .await
-                .unwrap(),
-            Exchange::Expired
-        );
-    }
-
-    #[tokio::test]
-    async fn rotation_keeps_retired_keys_published_for_the_retention() {
-        let (_dir, s) = store().await;
-        let hour = Duration::from_secs(3600);
-        let first = s.current_key(1000).await.unwrap();
-        assert_eq!(s.current_key(1001).await.unwrap().kid(), first.kid());
-        // Not due yet.
-        assert!(s.rotate(Some(hour), hour, 2000).await.unwrap().is_none());
-        let second = s
-            .rotate(Some(hour), hour, 1000 + 3600)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(s.current_key(4700).await.unwrap().kid(), second.kid());
-        let published = s.published_keys(hour, 4700).await.unwrap();
-        let kids: Vec<&str> = published.iter().map(|k| k.key.kid()).collect();
-        assert_eq!(kids, [second.kid(), first.kid()]);
-        assert_eq!(published[1].retired_at, Some(4600));
-        // Past the retention the old key is no longer published, then gone.
-        let published = s.published_keys(hour, 4600 + 3601).await.unwrap();
-        assert_eq!(published.len(), 1);
-        let third = s.rotate(None, hour, 4600 + 3601).await.unwrap().unwrap();
-        let all = s
-            .published_keys(Duration::from_secs(1 << 40), 8202)
-            .await
-            .unwrap();
-        let kids: Vec<&str> = all.iter().map(|k| k.key.kid()).collect();
-        assert_eq!(
-            kids,
-            [third.kid(), second.kid()],
-            "the first key was deleted"
-        );
-    }
-
-    #[tokio::test]
-    async fn instances_starting_together_agree_on_one_key() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shared.db");
-        let mut kids = Vec::new();
-        let tasks: Vec<_> = (0..6)
-            .map(|_| {
-                let path = path.clone();
-                tokio::spawn(async move {
-                    let s = Store::open(&path).await?;
-                    s.current_key(1).await.map(|k| k.kid().to_owned())
-                })
-            })
-            .collect();
-        for t in tasks {
-            kids.push(t.await.unwrap().unwrap());
-        }
-        kids.dedup();
-        assert_eq!(kids.len(), 1);
+        let path = dir.path().join("sub/identity.db");
+        SqliteStore::open(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }
