@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod dashboard;
 pub mod datadir;
 pub mod deploys;
 mod edge;

@@ -35,6 +35,7 @@ use utoipa::ToSchema;
 pub use analysis::VersionReport;
 pub use history::{HistoryError, read_history};
 
+use crate::events::DeployEvent;
 use crate::revision::{BOOT_VERSION, Revision, RevisionError};
 use crate::supervisor::{Supervisor, UnknownService};
 
@@ -337,6 +338,8 @@ impl Supervisor {
                 ""
             }
         ));
+        self.events()
+            .deploy(service, &strategy.to_string(), DeployEvent::Started);
         let supervisor = self.clone();
         let first = deployment.status();
         tokio::spawn(async move {
@@ -399,6 +402,13 @@ impl Supervisor {
             };
             s.finished_at = Some(mortar_sdk::logging::now_rfc3339());
         });
+        let event = if outcome.is_ok() {
+            DeployEvent::Succeeded
+        } else {
+            DeployEvent::RolledBack
+        };
+        self.events()
+            .deploy(&runtime.spec.name, &strategy.to_string(), event);
         run.refresh_counts();
         if let Err(e) = history::append(&self.data_dir, &deployment.status()) {
             tracing::error!(error = %e, "could not record the deploy in the history");
