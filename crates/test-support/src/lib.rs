@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod bins;
+pub mod browser;
 pub mod cli;
 pub mod consumer;
 pub mod dns;
