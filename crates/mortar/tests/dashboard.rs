@@ -1,12 +1,13 @@
 //! The web dashboard and `mortar top` against a real node: the login link
 //! and its session cookie (and every way to be refused), the live event
-//! stream, and the terminal view.
+//! stream, the terminal view, and the page in headless Chromium.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Duration;
 
+use mortar_test_support::browser::Browser;
 use mortar_test_support::{RunningNode, binary, wait_for};
 use serde_json::{Value, json};
 
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 /// `jobs`, so published jobs pile up as the `workers` group's backlog.
 fn start(dir: &Path) -> RunningNode {
     let manifest = dir.join("mortar.toml");
+    std::fs::create_dir_all(dir.join("handled")).unwrap();
     std::fs::write(
         &manifest,
         format!(
@@ -26,7 +28,7 @@ command = ["{fixture}"]
 
 [services.worker]
 command = ["{fixture}"]
-env = {{ FIXTURE_CONSUME = "jobs/workers", FIXTURE_WORK_MS = "600000", FIXTURE_CONCURRENCY = "1" }}
+env = {{ FIXTURE_CONSUME = "jobs/workers", FIXTURE_WORK_MS = "600000", FIXTURE_CONCURRENCY = "1", FIXTURE_HANDLED_DIR = "{handled}" }}
 
 [bus]
 topics = ["jobs"]
@@ -37,7 +39,8 @@ prefix = "/slow"
 service = "web"
 public = true
 "#,
-            fixture = binary("fixture-service").display()
+            fixture = binary("fixture-service").display(),
+            handled = dir.join("handled").display()
         ),
     )
     .unwrap();
@@ -223,4 +226,71 @@ fn login_link_session_cookie_event_stream_and_top() {
         );
     }
     assert!(stdout.contains("running"), "{stdout}");
+}
+
+/// Publishes `count` jobs through the node's bus API, as the admin.
+fn publish(node: &RunningNode, count: u64) {
+    let messages: Vec<Value> = (0..count).map(|n| json!({ "payload": n })).collect();
+    let resp = node
+        .admin_http()
+        .post(format!("{}/v1/bus/topics/jobs/messages", node.admin_url()))
+        .json(&json!({ "messages": messages }))
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success(), "publish: {}", resp.status());
+}
+
+#[test]
+fn the_page_shows_every_service_and_the_backlog_chart_moves_when_jobs_are_published() {
+    let Some(browser) = Browser::launch("dashboard") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+
+    browser.goto(&login_link(&node));
+    // The link logged the browser in and the live stream fills the page.
+    browser.wait_visible("#services tr[data-service='web']");
+    for service in ["web", "worker"] {
+        browser.wait_for(
+            &format!("{service} ready on the page"),
+            &format!(
+                "const r = document.querySelector(\"#services tr[data-service='{service}']\"); \
+                 return r !== null && r.dataset.state === 'running' && r.dataset.ready === '1';"
+            ),
+        );
+    }
+    let chart = "document.getElementById('backlog-jobs-workers')";
+    let before = browser.wait_for(
+        "the workers' backlog chart",
+        &format!("const c = {chart}; return c && {{backlog: Number(c.dataset.backlog), line: c.querySelector('polyline').getAttribute('points')}};"),
+    );
+    let start_backlog = before["backlog"].as_u64().unwrap();
+
+    publish(&node, 12);
+    let after = browser.wait_for(
+        "the backlog chart to rise by the jobs published",
+        &format!(
+            "const c = {chart}; const b = Number(c.dataset.backlog); \
+             return b >= {} && {{backlog: b, line: c.querySelector('polyline').getAttribute('points')}};",
+            start_backlog + 11
+        ),
+    );
+    // The chart's line, not only its number, moved: its newest point is
+    // higher (SVG y grows downwards).
+    let last_y = |v: &Value| -> f64 {
+        let line = v["line"].as_str().unwrap();
+        let point = line.split(' ').next_back().unwrap();
+        point.split(',').nth(1).unwrap().parse().unwrap()
+    };
+    assert_ne!(before["line"], after["line"]);
+    assert!(last_y(&after) < 60.0, "{after}");
+    // The displayed text agrees with the data attribute.
+    let caption = browser.text("#backlog-jobs-workers figcaption");
+    assert!(
+        caption.contains(&after["backlog"].as_u64().unwrap().to_string()),
+        "{caption}"
+    );
+    let shot = browser.screenshot("dashboard");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 0);
 }
