@@ -1,8 +1,8 @@
 //! The mortar node: what `mortar up` runs.
 //!
 //! It owns the data directory, serves the admin API on loopback (status,
-//! logs, instance endpoint reports, deploys; OpenAPI at `/v1/openapi.json`) and runs
-//! the supervisor. One-off admin commands (`mortar status`, `mortar logs`)
+//! logs, instance endpoint reports, deploys; OpenAPI at `/v1/openapi.json`),
+//! the web dashboard (`/dashboard`) and runs the supervisor. One-off admin commands (`mortar status`, `mortar logs`)
 //! reach it through [`client::AdminClient`].
 
 pub mod admin;
