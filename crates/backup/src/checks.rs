@@ -5,11 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mortar_bus::inspect::scan_segment;
+use mortar_secrets::Identity;
 
+use crate::encryption::{ENCRYPTED_SUFFIX, decrypt_file, stored_path};
 use crate::layout::{self, join};
+use crate::postgres::{self, ScratchDatabase};
+use crate::replay::{self, FreshStores, ReplayOutcome, ServiceProgram, StoreUrls};
 use crate::{BackupError, BackupManifest, DATA_DIR, FileKind, digest_file};
 
 /// One failed check.
@@ -18,7 +23,7 @@ pub struct Problem {
     /// The file, as the manifest names it (`data/…`).
     pub file: String,
     /// Which check failed: `present`, `size`, `sha256`, `listed`,
-    /// `integrity_check`, `bus records`, `topic cut`.
+    /// `integrity_check`, `bus records`, `topic cut`, `replay`.
     pub check: &'static str,
     /// What was found.
     pub detail: String,
@@ -45,6 +50,8 @@ pub struct VerifyReport {
     pub databases_checked: usize,
     /// Bus records whose checksum was checked.
     pub records_checked: u64,
+    /// The replay check of each read store (see [`VerifyOptions::services`]).
+    pub replayed: Vec<ReplayOutcome>,
     /// Every failed check; empty means the backup is good.
     pub problems: Vec<Problem>,
     /// How long it took, in milliseconds.
@@ -70,10 +77,37 @@ impl VerifyReport {
     }
 }
 
+/// How to verify a backup beyond its files.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// The application's services: each one with a read store in the
+    /// backup is started in replay-check mode against the scratch restore.
+    /// Empty: no replay check.
+    pub services: Vec<ServiceProgram>,
+    /// How long one service's replay check may take.
+    pub replay_timeout: Duration,
+    /// The private key that decrypts an encrypted backup.
+    pub key: Option<Arc<Identity>>,
+    /// A PostgreSQL server (`postgres://…/db`) where a backup's dump is
+    /// restored into a scratch database, created and dropped here.
+    pub postgres: Option<String>,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            services: Vec::new(),
+            replay_timeout: Duration::from_secs(300),
+            key: None,
+            postgres: None,
+        }
+    }
+}
+
 /// Verifies the backup in `backup` (see the module docs). An `Err` means
 /// the backup could not be checked at all (no manifest, no scratch space);
 /// failed checks are in the report.
-pub fn verify(backup: &Path) -> Result<VerifyReport, BackupError> {
+pub fn verify(backup: &Path, options: &VerifyOptions) -> Result<VerifyReport, BackupError> {
     let started = Instant::now();
     let manifest = BackupManifest::load(backup)?;
     let scratch = tempfile::Builder::new()
@@ -83,34 +117,105 @@ pub fn verify(backup: &Path) -> Result<VerifyReport, BackupError> {
             "create a scratch directory in",
             std::env::temp_dir(),
         ))?;
-    copy_tree(&manifest, &backup.join(DATA_DIR), scratch.path())?;
-    let mut report = check_tree(&manifest, scratch.path())?;
+    let tree = scratch.path().join("data");
+    let (undecryptable, skip) = copy_tree(&manifest, backup, &tree, options.key.as_deref())?;
+    let mut report = check_tree(&manifest, &tree, &skip)?;
+    report.problems.splice(0..0, undecryptable);
     report.problems.extend(unlisted(&manifest, backup)?);
+    let mut database = None;
+    if let Some(dump) = manifest.postgres.as_ref().filter(|_| report.ok()) {
+        let server = options.postgres.as_deref().ok_or_else(|| {
+            BackupError::Input(format!(
+                "backup {} holds a PostgreSQL dump of database {}; pass --store-url postgres://… (a server where verify may create and drop a scratch database)",
+                backup.display(),
+                dump.database
+            ))
+        })?;
+        let scratch_db = ScratchDatabase::create(server, &manifest.id)?;
+        let file = join(&tree, data_relative(&dump.file));
+        let problem = |check, detail| Problem {
+            file: dump.file.clone(),
+            check,
+            detail,
+        };
+        match postgres::check_restored(&file, dump, &scratch_db) {
+            Ok(differences) => {
+                report.databases_checked += 1;
+                report
+                    .problems
+                    .extend(differences.into_iter().map(|d| problem("row counts", d)));
+            }
+            Err(e) => report.problems.push(problem("pg_restore", e.to_string())),
+        }
+        database = Some(scratch_db);
+    }
+    if report.ok() && !options.services.is_empty() {
+        let (urls, fresh) = match (&database, &manifest.postgres) {
+            (Some(db), Some(dump)) => (
+                StoreUrls::postgres(dump, &db.url, &options.services),
+                FreshStores::Postgres(db.url.clone()),
+            ),
+            _ => (
+                StoreUrls::sqlite(&manifest, &tree),
+                FreshStores::Sqlite(scratch.path().join("replayed")),
+            ),
+        };
+        let (outcomes, problems) =
+            replay::run(&options.services, &urls, &fresh, options.replay_timeout);
+        report.replayed = outcomes;
+        report.problems.extend(problems);
+    }
+    drop(database);
     report.took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }
 
 /// Copies every file the manifest lists from `from` (a backup's `data/`)
-/// into `to`; missing files are left for the checks to report.
+/// into `to`, decrypting an encrypted backup with `key`; missing files are
+/// left for the checks to report. Returns the files that could not be
+/// decrypted, as problems, and their manifest paths.
 pub(crate) fn copy_tree(
     manifest: &BackupManifest,
-    from: &Path,
+    backup: &Path,
     to: &Path,
-) -> Result<(), BackupError> {
+    key: Option<&Identity>,
+) -> Result<(Vec<Problem>, BTreeSet<String>), BackupError> {
+    let from = backup.join(DATA_DIR);
+    let encryption = match (&manifest.encryption, key) {
+        (None, _) => None,
+        (Some(encryption), Some(key)) => Some((encryption, key)),
+        (Some(_), None) => return Err(BackupError::KeyRequired(backup.to_owned())),
+    };
+    let mut failed = Vec::new();
     for file in &manifest.files {
         let rel = data_relative(&file.path);
-        let src = join(from, rel);
         let dst = join(to, rel);
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent).map_err(BackupError::io("create", parent))?;
         }
+        if let Some((encryption, key)) = encryption {
+            let src = join(&from, &format!("{rel}{ENCRYPTED_SUFFIX}"));
+            if let Err(detail) = decrypt_file(encryption, key, &src, &dst)? {
+                failed.push((file.path.clone(), detail));
+            }
+            continue;
+        }
+        let src = join(&from, rel);
         match std::fs::copy(&src, &dst) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(BackupError::io("copy", &src)(e)),
         }
     }
-    Ok(())
+    let problems = failed
+        .iter()
+        .map(|(file, detail)| Problem {
+            file: format!("{file}{ENCRYPTED_SUFFIX}"),
+            check: "decrypt",
+            detail: detail.clone(),
+        })
+        .collect();
+    Ok((problems, failed.into_iter().map(|(f, _)| f).collect()))
 }
 
 fn data_relative(path: &str) -> &str {
@@ -124,17 +229,19 @@ fn data_relative(path: &str) -> &str {
 pub(crate) fn check_tree(
     manifest: &BackupManifest,
     dir: &Path,
+    skip: &BTreeSet<String>,
 ) -> Result<VerifyReport, BackupError> {
     let mut report = VerifyReport {
         manifest: manifest.clone(),
         files_checked: 0,
         databases_checked: 0,
         records_checked: 0,
+        replayed: Vec::new(),
         problems: Vec::new(),
         took_ms: 0,
     };
     let mut records: BTreeMap<String, u64> = BTreeMap::new();
-    for file in &manifest.files {
+    for file in manifest.files.iter().filter(|f| !skip.contains(&f.path)) {
         let rel = data_relative(&file.path);
         let path = join(dir, rel);
         let problem = |check, detail: String| Problem {
@@ -229,14 +336,18 @@ fn integrity(path: &Path) -> Result<(), String> {
 /// Files in the backup's `data/` the manifest does not list: something
 /// was added after it was taken.
 fn unlisted(manifest: &BackupManifest, backup: &Path) -> Result<Vec<Problem>, BackupError> {
-    let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let listed: BTreeSet<String> = manifest
+        .files
+        .iter()
+        .map(|f| stored_path(manifest, &f.path))
+        .collect();
     let data: PathBuf = backup.join(DATA_DIR);
     let mut found = Vec::new();
     collect(&data, &data, &mut found)?;
     Ok(found
         .into_iter()
         .map(|rel| format!("{DATA_DIR}/{rel}"))
-        .filter(|path| !listed.contains(path.as_str()))
+        .filter(|path| !listed.contains(path))
         .map(|file| Problem {
             file,
             check: "listed",

@@ -25,8 +25,10 @@ use mortar_bus::inspect::scan_segment;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::encryption::encrypt_files;
 use crate::layout::{self, join};
-use crate::manifest::{FORMAT, sync_file};
+use crate::manifest::{PLAIN_FORMAT, sync_file};
+use crate::postgres::{DUMP_DIR, database_of, dump};
 use crate::{BackupError, BackupManifest, DATA_DIR, FileEntry, FileKind, TopicCut, digest_file};
 
 /// What to back up and where.
@@ -36,6 +38,11 @@ pub struct CreateOptions {
     pub data_dir: PathBuf,
     /// The directory that holds backups; each one is a subdirectory.
     pub backups_dir: PathBuf,
+    /// Encrypt every file of the backup for these recipients.
+    pub encrypt_to: Option<mortar_secrets::Recipients>,
+    /// The PostgreSQL database the services' stores are in (`mortar up
+    /// --store-url`), if they are: its service schemas are dumped.
+    pub postgres: Option<String>,
 }
 
 /// Takes a backup of `options.data_dir` into a new subdirectory of
@@ -65,6 +72,7 @@ pub fn create(options: &CreateOptions) -> Result<BackupManifest, BackupError> {
     let partial = options.backups_dir.join(format!("{id}.partial"));
     let data = partial.join(DATA_DIR);
     std::fs::create_dir_all(&data).map_err(BackupError::io("create", &data))?;
+    private(&partial)?;
 
     let mut by_kind: BTreeMap<u8, Vec<(String, FileKind)>> = BTreeMap::new();
     for rel in layout::files(source)? {
@@ -82,7 +90,37 @@ pub fn create(options: &CreateOptions) -> Result<BackupManifest, BackupError> {
     let mut cuts = Vec::new();
     let mut files = Vec::new();
     let mut topics: BTreeMap<String, TopicCut> = BTreeMap::new();
+    let mut postgres = None;
+    // The PostgreSQL stores are dumped where the SQLite ones are copied:
+    // after the acks and before the outboxes and bus segments.
+    let dump_phase = phase(FileKind::Store);
+    by_kind.entry(dump_phase).or_default();
     for (phase, entries) in by_kind {
+        if phase == dump_phase
+            && let Some(url) = &options.postgres
+        {
+            cuts.push((
+                "postgres (pg_dump)".to_owned(),
+                rfc3339(OffsetDateTime::now_utc()),
+            ));
+            let rel = format!("{DUMP_DIR}/{}.dump", database_of(url));
+            let to = join(&data, &rel);
+            std::fs::create_dir_all(data.join(DUMP_DIR))
+                .map_err(BackupError::io("create", data.join(DUMP_DIR)))?;
+            let path = format!("{DATA_DIR}/{rel}");
+            postgres = Some(dump(url, &service_schemas(source)?, &to, &path)?);
+            sync_file(&to)?;
+            let (size, sha256) = digest_file(&to)?;
+            files.push(FileEntry {
+                path,
+                kind: FileKind::PostgresDump,
+                size,
+                sha256,
+            });
+        }
+        if entries.is_empty() {
+            continue;
+        }
         cuts.push((
             phase_name(phase).to_owned(),
             rfc3339(OffsetDateTime::now_utc()),
@@ -117,8 +155,8 @@ pub fn create(options: &CreateOptions) -> Result<BackupManifest, BackupError> {
         .list()?
         .last()
         .map(|r| r.id.clone());
-    let manifest = BackupManifest {
-        format: FORMAT,
+    let mut manifest = BackupManifest {
+        format: PLAIN_FORMAT,
         id: id.clone(),
         created_at: rfc3339(now),
         took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -127,12 +165,33 @@ pub fn create(options: &CreateOptions) -> Result<BackupManifest, BackupError> {
         cuts,
         topics,
         files,
+        encryption: None,
+        postgres,
     };
+    if let Some(recipients) = &options.encrypt_to {
+        encrypt_files(&partial, &mut manifest, recipients)?;
+    }
     manifest.save(&partial)?;
     let done = options.backups_dir.join(&id);
     std::fs::rename(&partial, &done).map_err(BackupError::io("rename", &partial))?;
     sync_file(&options.backups_dir)?;
     Ok(manifest)
+}
+
+/// The PostgreSQL schema of every service that has run on the node (a
+/// directory under `services/`), named as `mortar up --store-url` names
+/// them.
+fn service_schemas(data_dir: &Path) -> Result<Vec<String>, BackupError> {
+    let dir = data_dir.join("services");
+    let mut schemas = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(BackupError::io("read directory", &dir))? {
+        let entry = entry.map_err(BackupError::io("read directory", &dir))?;
+        if entry.path().is_dir() {
+            schemas.push(entry.file_name().to_string_lossy().replace('-', "_"));
+        }
+    }
+    schemas.sort();
+    Ok(schemas)
 }
 
 /// The copy phases, in order (see the module docs).
@@ -143,7 +202,7 @@ fn phase(kind: FileKind) -> u8 {
         FileKind::Store => 2,
         FileKind::Outbox => 3,
         FileKind::BusSegment => 4,
-        FileKind::Release | FileKind::Other => 5,
+        FileKind::Release | FileKind::Other | FileKind::PostgresDump => 5,
     }
 }
 
@@ -213,6 +272,14 @@ fn copy_segment(
     cut.next_offset = cut.next_offset.max(scan.next_offset);
     cut.records += scan.records;
     Ok(Some(()))
+}
+
+/// Makes the backup directory readable by its owner only: it holds the
+/// node's CA key and, until encrypted, every file in plaintext.
+fn private(dir: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(BackupError::io("set permissions on", dir))
 }
 
 /// Copies a file with its permissions; `None` when it vanished.

@@ -52,9 +52,28 @@ pub enum BackupError {
     },
     /// The target directory is held by a running node.
     #[error(
-        "a mortar node is running with data directory {0}; stop it first (`mortar` Ctrl-C), or pass --force to restore anyway and restart the node yourself"
+        "a mortar node is running with data directory {0}; stop it first (`mortar` Ctrl-C), or pass --force to stop its services, restore their stores and start them again"
     )]
     NodeRunning(PathBuf),
+    /// An encrypted backup was given no key.
+    #[error(
+        "backup {0} is encrypted; pass --key with the private key of its recipient (or set MORTAR_SECRETS_KEY)"
+    )]
+    KeyRequired(PathBuf),
+    /// The key given is not one the backup was encrypted for.
+    #[error("the key {} cannot decrypt this backup: it was encrypted for {}", key.display(), if recipients.is_empty() { "other recipients".to_owned() } else { recipients.join(", ") })]
+    NotARecipient {
+        /// The key tried.
+        key: PathBuf,
+        /// Who the backup is encrypted for.
+        recipients: Vec<String>,
+    },
+    /// Encrypting or decrypting failed, or a certificate or key is unusable.
+    #[error(transparent)]
+    Secrets(#[from] mortar_secrets::SecretsError),
+    /// PostgreSQL, `pg_dump` or `pg_restore` failed.
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
     /// Bad input from the caller (a count, a directory).
     #[error("{0}")]
     Input(String),

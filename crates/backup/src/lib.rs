@@ -7,7 +7,9 @@
 //!   `backup.json` ([`BackupManifest`]).
 //! - [`verify`] checks every checksum, restores into a scratch directory,
 //!   runs SQLite's integrity check on every database and every bus record's
-//!   checksum, and names the file and the check of every failure.
+//!   checksum, replays every service's event store into fresh projections
+//!   and compares them with the backed-up read models (`replay`), and names
+//!   the file and the check of every failure.
 //! - [`restore`] restores into a staging directory beside the target,
 //!   verifies it there, and only then swaps it in by rename, keeping the
 //!   old data aside.
@@ -18,18 +20,24 @@
 
 mod checks;
 mod create;
+mod encryption;
 mod error;
 mod layout;
 mod manifest;
+mod postgres;
+mod replay;
 mod restore;
 mod retention;
 
-pub use checks::{Problem, VerifyReport, verify};
+pub use checks::{Problem, VerifyOptions, VerifyReport, verify};
 pub use create::{CreateOptions, create};
+pub use encryption::{ENCRYPTED_SUFFIX, Encryption};
 pub use error::BackupError;
 pub use manifest::{
     BackupManifest, DATA_DIR, FORMAT, FileEntry, FileKind, MANIFEST_FILE, TopicCut, digest_bytes,
     digest_file,
 };
-pub use restore::{RestoreReport, node_running, restore};
+pub use postgres::PostgresDump;
+pub use replay::{ReplayOutcome, ServiceProgram, StoreUrls};
+pub use restore::{RestoreOptions, RestoreReport, node_running, restore, restore_services};
 pub use retention::{list, prune};

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::BackupError;
+use crate::encryption::Encryption;
+use crate::postgres::PostgresDump;
 
 /// The manifest's file name inside a backup directory.
 pub const MANIFEST_FILE: &str = "backup.json";
@@ -18,8 +20,13 @@ pub const MANIFEST_FILE: &str = "backup.json";
 /// the node's data directory (so a restore is a copy).
 pub const DATA_DIR: &str = "data";
 
-/// The manifest's format version; readers refuse newer ones.
-pub const FORMAT: u32 = 1;
+/// The newest manifest format: readers refuse newer ones. An unencrypted
+/// backup is written as format 1 (older mortars read it); an encrypted one
+/// as 2, which they refuse rather than miss its files.
+pub const FORMAT: u32 = 2;
+
+/// The format of an unencrypted backup.
+pub(crate) const PLAIN_FORMAT: u32 = 1;
 
 /// What kind of state a file is, which decides how it is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +46,8 @@ pub enum FileKind {
     Release,
     /// Any other file kept as it is: the deploy history, the node's CA.
     Other,
+    /// A `pg_dump --format=custom` of the services' PostgreSQL schemas.
+    PostgresDump,
 }
 
 /// One file of the backup.
@@ -85,8 +94,15 @@ pub struct BackupManifest {
     pub cuts: Vec<(String, String)>,
     /// Where each topic's log was cut.
     pub topics: BTreeMap<String, TopicCut>,
-    /// Every file, sorted by path.
+    /// Every file, sorted by path, with the size and SHA-256 of its
+    /// plaintext.
     pub files: Vec<FileEntry>,
+    /// Set when every file is stored encrypted (`<path>.cms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// Set when the services' stores are in PostgreSQL: the dump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresDump>,
 }
 
 impl BackupManifest {
@@ -195,6 +211,8 @@ mod tests {
                 size: 1,
                 sha256: digest_bytes(b"x"),
             }],
+            encryption: None,
+            postgres: None,
         }
     }
 

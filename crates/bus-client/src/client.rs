@@ -405,6 +405,9 @@ async fn manage_connection(inner: Arc<Inner>, first: oneshot::Sender<Result<(), 
             Err(e) => {
                 if let Some(first) = first.take() {
                     let _ = first.send(Err(e));
+                } else if matches!(&e, ClientError::Handshake { code, .. } if code.is_retryable()) {
+                    // Down for now (an outage): the outbox holds publishes.
+                    tracing::info!(error = %e, ?backoff, "bus client: the bus is unavailable; retrying");
                 } else if matches!(e, ClientError::Handshake { .. }) {
                     // Refused, not unreachable: someone must fix a setting.
                     tracing::warn!(error = %e, ?backoff, "bus client: the bus refused the connection");

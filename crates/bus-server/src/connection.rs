@@ -52,8 +52,8 @@ impl Connection {
             rx,
         ));
 
-        let client = match self.handshake(&mut reader, &tx).await {
-            Some(name) => name,
+        let (client, token) = match self.handshake(&mut reader, &tx).await {
+            Some(hello) => hello,
             None => {
                 drop(tx);
                 let _ = writer.await;
@@ -63,7 +63,7 @@ impl Connection {
         };
         tracing::debug!(conn = self.id, peer = %self.peer, client, "bus: client connected");
 
-        let closing = self.read_loop(&mut reader, &tx, &client).await;
+        let closing = self.read_loop(&mut reader, &tx, &client, &token).await;
         drop(tx);
         let _ = writer.await;
         if closing {
@@ -72,12 +72,13 @@ impl Connection {
         tracing::debug!(conn = self.id, client, "bus: client disconnected");
     }
 
-    /// Reads `Hello` and answers it; `None` when the connection must close.
+    /// Reads `Hello` and answers it; the client's name and token, or `None`
+    /// when the connection must close.
     async fn handshake(
         &self,
         reader: &mut FramedRead<OwnedReadHalf, BusCodec>,
         tx: &mpsc::Sender<Frame>,
-    ) -> Option<String> {
+    ) -> Option<(String, String)> {
         let first = tokio::select! {
             _ = self.shutdown.cancelled() => return None,
             f = tokio::time::timeout(self.options.handshake_timeout, reader.next()) => f,
@@ -129,13 +130,17 @@ impl Connection {
                                 .to_owned()
                         },
                     )
+                } else if let Some(refused) =
+                    self.options.gate.as_ref().and_then(|g| g.refusal(&token))
+                {
+                    refuse(ErrorCode::Unavailable, refused.reason)
                 } else {
                     let ok = Frame::HelloOk {
                         version: PROTOCOL_VERSION,
                         max_message_bytes: u32::try_from(self.options.max_message_bytes)
                             .unwrap_or(u32::MAX),
                     };
-                    return tx.send(ok).await.ok().map(|()| client_name);
+                    return tx.send(ok).await.ok().map(|()| (client_name, token));
                 }
             }
             Ok(Some(Ok(other))) => refuse(
@@ -157,7 +162,10 @@ impl Connection {
         reader: &mut FramedRead<OwnedReadHalf, BusCodec>,
         tx: &mpsc::Sender<Frame>,
         client: &str,
+        token: &str,
     ) -> bool {
+        // A gate that never closes when there is none.
+        let mut gate = self.options.gate.as_ref().map(|g| (g.clone(), g.watch()));
         let in_flight = Arc::new(Semaphore::new(self.options.max_in_flight_publishes));
         let mut subs: HashMap<u64, Subscription> = HashMap::new();
         let consumer_prefix = consumer_prefix(client, self.id);
@@ -167,6 +175,11 @@ impl Connection {
         let closing = loop {
             let next = tokio::select! {
                 _ = &mut shutdown => break false,
+                refused = gate_closes(&mut gate, token) => {
+                    tracing::info!(conn = self.id, client, reason = %refused.reason, "bus: dropping the connection");
+                    let _ = tx.send(Frame::error(0, ErrorCode::Unavailable, refused.reason)).await;
+                    break true;
+                }
                 next = reader.next() => next,
             };
             let frame = match next {
@@ -297,6 +310,25 @@ impl Connection {
             sub.stop().await;
         }
         closing
+    }
+}
+
+/// Resolves once `gate` refuses the client with `token` (never without a
+/// gate, or once the gate is gone).
+async fn gate_closes(
+    gate: &mut Option<(crate::Gate, tokio::sync::watch::Receiver<crate::Closed>)>,
+    token: &str,
+) -> crate::Refusal {
+    let Some((gate, changes)) = gate else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Some(refused) = gate.refusal(token) {
+            return refused;
+        }
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
     }
 }
 

@@ -75,9 +75,20 @@ pub async fn run_embedded_with_auth(
     addr: SocketAddr,
     authenticate: Option<crate::TokenCheck>,
 ) -> Result<(SocketAddr, EmbeddedBus), ServerError> {
+    run_embedded_with(config, addr, authenticate, None).await
+}
+
+/// [`run_embedded_with_auth`], also refusing whom `gate` closes the bus to.
+pub async fn run_embedded_with(
+    config: BrokerConfig,
+    addr: SocketAddr,
+    authenticate: Option<crate::TokenCheck>,
+    gate: Option<crate::Gate>,
+) -> Result<(SocketAddr, EmbeddedBus), ServerError> {
     let options = ServerOptions {
         max_message_bytes: config.max_message_bytes,
         authenticate,
+        gate,
         ..ServerOptions::default()
     };
     let listener = TcpListener::bind(addr)

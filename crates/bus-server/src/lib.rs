@@ -5,17 +5,23 @@
 //! embed; this crate is what makes it a *network* service — the framed TCP
 //! protocol of `mortar-bus-proto` ([`serve`]), an HTTP/JSON API for languages
 //! without a native client ([`http_router`], [`openapi`]), and the one call the
-//! node makes to run it all ([`run_embedded`]).
+//! node makes to run it all ([`run_embedded`]). A [`Gate`] lets the node
+//! close the bus to everyone or to one service for a while (fault
+//! injection).
 
 mod backend;
 mod connection;
 mod convert;
 mod embedded;
+mod gate;
 pub mod http;
 mod serve;
 mod subscription;
 
 pub use backend::{BusBackend, JetStreamBackend};
-pub use embedded::{EmbeddedBus, ServerError, run_embedded, run_embedded_with_auth};
+pub use embedded::{
+    EmbeddedBus, ServerError, run_embedded, run_embedded_with, run_embedded_with_auth,
+};
+pub use gate::{Closed, Gate, Identify, Refusal, http_middleware};
 pub use http::{http_router, openapi};
 pub use serve::{ServerOptions, TokenCheck, serve, serve_with};

@@ -24,6 +24,9 @@ pub struct ServerOptions {
     /// bus run on its own, for tests). The node sets it so only its
     /// instances and its operator get in.
     pub authenticate: Option<TokenCheck>,
+    /// Refuses and drops clients the node closed the bus to (fault
+    /// injection); `None`: never.
+    pub gate: Option<crate::Gate>,
 }
 
 /// Decides whether a `Hello`'s token is valid.
@@ -42,6 +45,7 @@ impl Default for ServerOptions {
             max_message_bytes: mortar_bus::BrokerConfig::default().max_message_bytes,
             max_in_flight_publishes: 1024,
             authenticate: None,
+            gate: None,
             handshake_timeout: Duration::from_secs(10),
         }
     }

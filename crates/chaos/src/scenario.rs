@@ -2,7 +2,8 @@
 //! clients that never retry, faults at set times, then a wait for the read
 //! model and the notifier to catch up, and the [`Scorecard`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,16 +14,45 @@ use crate::faults::{self, Fault, FaultError};
 use crate::scorecard::{Recovery, Scorecard};
 use crate::shop::{Answer, Customer};
 
-/// One scripted fault: `fault` on `service`'s first running instance,
-/// `at` after the load started.
+/// What a scripted step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A signal to the service's first running instance.
+    Signal {
+        /// Which service.
+        service: String,
+        /// Kill or pause.
+        fault: Fault,
+    },
+    /// The node's bus stops serving for this long.
+    BusOutage(Duration),
+    /// The gateway delays `percent` of the service's requests by `ms`, for
+    /// `lasts`.
+    Latency {
+        /// Which service.
+        service: String,
+        /// The delay.
+        ms: u64,
+        /// The share of requests delayed.
+        percent: f64,
+        /// How long.
+        lasts: Duration,
+    },
+    /// A rolling deploy of the service: a release of what is on disk, or
+    /// back to the boot version when it already runs that release.
+    Deploy {
+        /// Which service.
+        service: String,
+    },
+}
+
+/// One scripted step: `action`, `at` after the load started.
 #[derive(Debug, Clone)]
 pub struct Step {
     /// When, from the start of the load.
     pub at: Duration,
-    /// Which service.
-    pub service: String,
     /// What.
-    pub fault: Fault,
+    pub action: Action,
 }
 
 /// A chaos scenario.
@@ -54,6 +84,11 @@ pub enum ScenarioError {
     /// The node has no gateway URL.
     #[error("the node publishes no gateway URL; is this a node of the shop?")]
     NoGateway,
+    /// A deploy step needs the node's data directory (for its release).
+    #[error(
+        "the scenario deploys a service and needs the node's data directory to record its release"
+    )]
+    NoDataDir,
     /// The shop did not answer before the load.
     #[error("the shop did not answer through the gateway within 60 s: {0}")]
     NotServing(String),
@@ -62,26 +97,52 @@ pub enum ScenarioError {
 impl Scenario {
     /// The scenario called `name`.
     pub fn named(name: &str) -> Result<Scenario, ScenarioError> {
-        let step = |secs: u64, service: &str, fault: Fault| Step {
-            at: Duration::from_secs(secs),
+        let step = |secs: f64, action: Action| Step {
+            at: Duration::from_secs_f64(secs),
+            action,
+        };
+        let signal = |service: &str, fault: Fault| Action::Signal {
             service: service.to_owned(),
             fault,
         };
         match name {
             // Each fault hits a different kind of part: a replicated
-            // service on the request path, the single writer on it (a
-            // pause shorter than the per-try timeout), and the two
-            // consumers behind the bus.
+            // service on the request path, the bus under every publisher
+            // and consumer, the single writer on the request path (a pause
+            // shorter than the per-try timeout, while the bus is still
+            // down), a slow service, the two consumers behind the bus, and
+            // a new version of a service rolled out under load. Injected
+            // errors are left out: the gateway answers them to the client
+            // on purpose, so a client that never retries must see them.
             "default" => Ok(Scenario {
                 name: name.to_owned(),
                 load: Duration::from_secs(16),
                 customers: 4,
                 think_time: Duration::from_millis(250),
                 steps: vec![
-                    step(3, "catalog", Fault::Kill),
-                    step(6, "ordering", Fault::Pause(Duration::from_millis(1000))),
-                    step(9, "notifier", Fault::Kill),
-                    step(12, "order-history", Fault::Kill),
+                    step(2.0, signal("catalog", Fault::Kill)),
+                    step(4.0, Action::BusOutage(Duration::from_secs(3))),
+                    step(
+                        5.5,
+                        signal("ordering", Fault::Pause(Duration::from_millis(1000))),
+                    ),
+                    step(
+                        8.0,
+                        Action::Latency {
+                            service: "catalog".to_owned(),
+                            ms: 150,
+                            percent: 50.0,
+                            lasts: Duration::from_secs(2),
+                        },
+                    ),
+                    step(9.0, signal("notifier", Fault::Kill)),
+                    step(
+                        10.5,
+                        Action::Deploy {
+                            service: "catalog".to_owned(),
+                        },
+                    ),
+                    step(12.0, signal("order-history", Fault::Kill)),
                 ],
                 settle: Duration::from_secs(60),
             }),
@@ -89,15 +150,30 @@ impl Scenario {
         }
     }
 
-    /// Runs the scenario against the node `admin` talks to.
-    pub async fn run(&self, admin: &AdminClient) -> Result<Scorecard, ScenarioError> {
-        let gateway = admin
-            .status()
-            .await
-            .map_err(FaultError::from)?
+    /// Runs the scenario against the node `admin` talks to; `data_dir` is
+    /// its data directory, where a deploy step records its release.
+    pub async fn run(
+        &self,
+        admin: &AdminClient,
+        data_dir: Option<&Path>,
+    ) -> Result<Scorecard, ScenarioError> {
+        let status = admin.status().await.map_err(FaultError::from)?;
+        let gateway = status
             .node
             .gateway_url
+            .clone()
             .ok_or(ScenarioError::NoGateway)?;
+        // Before the load: recording a release hashes and stores programs.
+        let mut releases = HashMap::new();
+        for step in &self.steps {
+            if let Action::Deploy { service } = &step.action {
+                let dir = data_dir.ok_or(ScenarioError::NoDataDir)?;
+                releases.insert(
+                    service.clone(),
+                    faults::deploy_target(&status, service, dir)?,
+                );
+            }
+        }
         let run_id = std::process::id();
         let mut customers = Vec::new();
         for n in 0..self.customers {
@@ -118,19 +194,50 @@ impl Scenario {
         let mut recoveries = Vec::new();
         for step in &self.steps {
             tokio::time::sleep(step.at.saturating_sub(started.elapsed())).await;
-            let (service, instance, pid) = faults::find(admin, &step.service).await?;
-            let what = match step.fault {
-                Fault::Kill => format!("kill -9 {instance}"),
-                Fault::Pause(d) => format!("pause {instance} for {} ms", d.as_millis()),
-            };
+            let (what, admin, action) =
+                (step.action.describe(), admin.clone(), step.action.clone());
             tracing::info!(fault = %what, "injecting");
-            let (at, fault, admin) = (Instant::now(), step.fault, admin.clone());
+            let at = Instant::now();
+            let action_fut: std::pin::Pin<
+                Box<dyn Future<Output = Result<Duration, FaultError>> + Send>,
+            > = match action {
+                Action::Signal { service, fault } => {
+                    let (service, instance, pid) = faults::find(&admin, &service).await?;
+                    let what = match fault {
+                        Fault::Kill => format!("kill -9 {instance}"),
+                        Fault::Pause(d) => format!("pause {instance} for {} ms", d.as_millis()),
+                    };
+                    recoveries.push(tokio::spawn(async move {
+                        faults::inject(&instance, pid, fault).await?;
+                        let dead = matches!(fault, Fault::Kill).then_some(pid);
+                        let took =
+                            faults::recovery(&admin, &service, dead, at, RECOVERY_TIMEOUT).await?;
+                        Ok::<_, FaultError>(Recovery::new(what, took))
+                    }));
+                    continue;
+                }
+                Action::BusOutage(lasts) => {
+                    Box::pin(
+                        async move { faults::bus_outage(&admin, lasts, RECOVERY_TIMEOUT).await },
+                    )
+                }
+                Action::Latency {
+                    service,
+                    ms,
+                    percent,
+                    lasts,
+                } => Box::pin(async move {
+                    faults::latency(&admin, &service, ms, percent, lasts, RECOVERY_TIMEOUT).await
+                }),
+                Action::Deploy { service } => {
+                    let release = releases.get(&service).cloned().unwrap_or_default();
+                    Box::pin(async move {
+                        faults::deploy(&admin, &service, &release, RECOVERY_TIMEOUT).await
+                    })
+                }
+            };
             recoveries.push(tokio::spawn(async move {
-                faults::inject(&instance, pid, fault).await?;
-                let dead = matches!(fault, Fault::Kill).then_some(pid);
-                let took =
-                    faults::recovery(&admin, &service, dead, at, Duration::from_secs(60)).await?;
-                Ok::<_, FaultError>(Recovery::new(what, took))
+                Ok::<_, FaultError>(Recovery::new(what, action_fut.await?))
             }));
         }
         tokio::time::sleep(self.load.saturating_sub(started.elapsed())).await;
@@ -155,6 +262,32 @@ impl Scenario {
             .unwrap_or(0);
         settle(&customers, &tally, self.settle, &mut card).await;
         Ok(card)
+    }
+}
+
+/// How long a fault's service may take to recover before the run fails.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Action {
+    /// What the scorecard calls it.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Signal { service, fault } => match fault {
+                Fault::Kill => format!("kill -9 {service}"),
+                Fault::Pause(d) => format!("pause {service} for {} ms", d.as_millis()),
+            },
+            Action::BusOutage(d) => format!("bus outage for {} ms", d.as_millis()),
+            Action::Latency {
+                service,
+                ms,
+                percent,
+                lasts,
+            } => format!(
+                "latency +{ms} ms on {percent}% of {service} for {} ms",
+                lasts.as_millis()
+            ),
+            Action::Deploy { service } => format!("rolling deploy of {service}"),
+        }
     }
 }
 
@@ -301,6 +434,17 @@ mod tests {
         let s = Scenario::named("default").unwrap();
         assert!(s.steps.windows(2).all(|w| w[0].at < w[1].at));
         assert!(s.steps.iter().all(|st| st.at < s.load));
+        let kinds: HashSet<&str> = s
+            .steps
+            .iter()
+            .map(|st| match st.action {
+                Action::Signal { .. } => "signal",
+                Action::BusOutage(_) => "bus",
+                Action::Latency { .. } => "latency",
+                Action::Deploy { .. } => "deploy",
+            })
+            .collect();
+        assert_eq!(kinds.len(), 4, "every kind of step plays: {kinds:?}");
         let e = Scenario::named("nope").unwrap_err();
         assert!(e.to_string().contains("known: default"), "{e}");
     }

@@ -64,7 +64,7 @@ impl fmt::Display for Scorecard {
         for r in &self.faults {
             writeln!(
                 f,
-                "  fault   {:<44} recovered in {:>6} ms",
+                "  fault   {:<50} recovered in {:>6} ms",
                 r.fault, r.recovered_ms
             )?;
         }
@@ -111,5 +111,34 @@ impl fmt::Display for Scorecard {
                 "ACKNOWLEDGED WORK WAS LOST OR DUPLICATED"
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scorecard_is_a_json_document_for_other_tools() {
+        let card = Scorecard {
+            requests_sent: 10,
+            requests_failed: 1,
+            failures: vec![("order: 503".to_owned(), 1)],
+            orders_acknowledged: 4,
+            orders_in_read_model: 4,
+            orders_notified: 4,
+            faults: vec![Recovery::new(
+                "bus outage for 3000 ms".to_owned(),
+                Duration::from_millis(3012),
+            )],
+            longest_recovery_ms: 3012,
+            ..Scorecard::default()
+        };
+        let json = serde_json::to_value(&card).unwrap();
+        assert_eq!(json["requests_failed"], 1);
+        assert_eq!(json["failures"][0][0], "order: 503");
+        assert_eq!(json["faults"][0]["recovered_ms"], 3012);
+        assert_eq!(json["lost"], 0);
+        assert!(card.to_string().contains("bus outage for 3000 ms"));
     }
 }

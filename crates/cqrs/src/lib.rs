@@ -14,12 +14,16 @@
 //! - [`Projection`] and [`ProjectionRunner`]: turn events into read-model
 //!   rows, catch up from a checkpoint, report lag, rebuild from scratch.
 //! - [`Inbox`]: the same once-only effect for any message handler.
+//! - [`replay_check`]: rebuilds a projection into a fresh read store and
+//!   compares it row for row with an existing read model ([`compare`]).
 
 mod aggregate;
+pub mod compare;
 mod handler;
 mod inbox;
 mod projection;
 mod readstore;
+mod replay_check;
 mod sql;
 
 pub use aggregate::{Aggregate, CodecError, DomainEvent, decode_event, encode_event};
@@ -28,6 +32,9 @@ pub use inbox::Inbox;
 pub use projection::{Projection, ProjectionError, ProjectionRunner, ProjectionStatus};
 pub use readstore::{
     Checkpoint, PostgresReadStore, ReadStore, ReadStoreError, SqliteReadStore, open_read_store,
+};
+pub use replay_check::{
+    REPLAY_CHECK_ENV, ReplayBasis, ReplayCheck, ReplayReport, ReplaySpec, replay_check,
 };
 pub use sql::{Sql, SqlValue};
 

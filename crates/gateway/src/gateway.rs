@@ -49,6 +49,7 @@ impl Gateway {
                 splits: Arc::default(),
                 holds: Arc::default(),
                 versions: Arc::default(),
+                faults: Arc::default(),
                 limiter: config.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
                 config: Arc::new(config),
             }),
@@ -81,6 +82,14 @@ impl Gateway {
     pub fn release(&self, service: &str) {
         tracing::info!(service, "releasing held requests");
         self.shared.holds.release(service);
+    }
+
+    /// Delays or fails a share of `service`'s requests before they are
+    /// forwarded (or answered from the cache), until replaced or cleared
+    /// with `None`: the node's fault injection for `mortar chaos`.
+    pub fn set_fault(&self, service: &str, fault: Option<crate::UpstreamFault>) {
+        tracing::info!(service, ?fault, "injected fault set");
+        self.shared.faults.set(service, fault);
     }
 
     /// The cumulative statistics of `service`'s requests sent to `version`

@@ -7,7 +7,8 @@
 //! recreate deploy swaps the service's instances, answered from the response cache for public
 //! GETs, checked for a valid access token on authenticated routes (the
 //! verified caller is passed on as `x-mortar-subject`/`x-mortar-scopes`),
-//! and otherwise forwarded with the resilient
+//! delayed or answered 503 when a fault is injected into the service
+//! (`mortar chaos latency|errors`), and otherwise forwarded with the resilient
 //! [`Client`](mortar_resilience::Client). Every gateway error is
 //! problem+json. `POST /v1/batch` runs many sub-requests in one round trip.
 
@@ -15,6 +16,7 @@ mod auth;
 mod batch;
 mod cache;
 mod config;
+mod faults;
 mod gateway;
 mod hold;
 mod problems;
@@ -26,5 +28,6 @@ mod trace;
 mod versions;
 
 pub use config::{Access, AuthConfig, CacheConfig, GatewayConfig, RateLimitConfig, Route};
+pub use faults::{INJECTED_HEADER, INJECTED_PROBLEM, UpstreamFault};
 pub use gateway::Gateway;
 pub use trace::TRACEPARENT;

@@ -11,6 +11,7 @@ use mortar_auth::Verifier;
 use mortar_resilience::{Client, ResponseBody};
 
 use crate::cache::Cache;
+use crate::faults::{Faults, Verdict};
 use crate::hold::Holds;
 use crate::rate_limit::RateLimiter;
 use crate::routes::RouteTable;
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) holds: Arc<Holds>,
     /// Per-version statistics of split services.
     pub(crate) versions: Arc<Versions>,
+    /// Injected faults (`mortar chaos latency|errors`).
+    pub(crate) faults: Arc<Faults>,
     pub(crate) limiter: Option<Arc<RateLimiter>>,
     /// Checks tokens on authenticated routes, when an issuer is configured.
     pub(crate) verifier: Option<Verifier>,
@@ -50,6 +53,7 @@ impl Shared {
             splits: self.splits.clone(),
             holds: self.holds.clone(),
             versions: self.versions.clone(),
+            faults: self.faults.clone(),
             limiter: self.limiter.clone(),
             verifier: self.verifier.clone(),
         }
@@ -165,6 +169,11 @@ impl Shared {
             if let Err(refused) = waited {
                 return problems::held(req.uri().path(), service, &refused);
             }
+        }
+        match self.faults.verdict(service) {
+            Verdict::Abort => return crate::faults::injected_error(req.uri().path(), service),
+            Verdict::Forward(Some(delay)) => tokio::time::sleep(delay).await,
+            Verdict::Forward(None) => {}
         }
         let retry_after = self.config.client.breaker.cool_down;
         // Kept for the problem+json answer if the call fails; a cheap

@@ -87,6 +87,9 @@ pub(crate) struct BackupTarget {
     /// The node's data directory [default: .mortar beside the manifest].
     #[arg(long, env = "MORTAR_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// The PostgreSQL database the node keeps the services' stores in (as given to `mortar up --store-url`): create dumps their schemas with pg_dump, restore loads them with pg_restore.
+    #[arg(long, env = "MORTAR_STORE_URL", value_parser = parse_store_url)]
+    pub(crate) store_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -99,12 +102,31 @@ pub(crate) struct BackupCreateArgs {
     /// After the backup, delete the oldest ones so that N remain (at least 1).
     #[arg(long, value_name = "N")]
     pub(crate) keep: Option<usize>,
+    /// Encrypt every file of the backup (CMS, AES-256) for the recipient certificate(s) in this PEM file; verify and restore then need the private key (--key).
+    #[arg(long, value_name = "CERT")]
+    pub(crate) encrypt_to: Option<PathBuf>,
+}
+
+/// The private key that decrypts an encrypted backup.
+#[derive(Debug, Args)]
+pub(crate) struct BackupKeyArgs {
+    /// The private key (PEM) of a recipient of an encrypted backup [default: the node's secrets key].
+    #[arg(long, env = "MORTAR_SECRETS_KEY", value_name = "KEY")]
+    pub(crate) key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct BackupVerifyArgs {
     /// The backup directory (one `mortar backup list` shows).
     pub(crate) backup: PathBuf,
+    #[command(flatten)]
+    pub(crate) key: BackupKeyArgs,
+    /// A PostgreSQL server (postgres://USER@HOST:PORT/DB) where a backup's PostgreSQL dump is restored into a scratch database, created and dropped by verify.
+    #[arg(long, env = "MORTAR_STORE_URL", value_parser = parse_store_url)]
+    pub(crate) store_url: Option<String>,
+    /// The application's manifest: its services with read stores are started in replay-check mode to compare their read models with their events (skipped with a note when the file does not exist).
+    #[command(flatten)]
+    pub(crate) manifest: ManifestArgs,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +138,8 @@ pub(crate) struct BackupRestoreArgs {
     /// Restore even though a node holds the data directory (restart it afterwards).
     #[arg(long)]
     pub(crate) force: bool,
+    #[command(flatten)]
+    pub(crate) key: BackupKeyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -527,6 +551,78 @@ pub(crate) enum ChaosCommand {
     Pause(ChaosPauseArgs),
     /// Drive the shop through its gateway (a client that never retries) while a scripted sequence of faults plays; print the scorecard; exit 1 if anything acknowledged was lost.
     Run(ChaosRunArgs),
+    /// Stop the embedded bus for --seconds: connections dropped and refused, /v1/bus answers 503; publishers buffer in their outbox meanwhile.
+    BusOutage(ChaosBusOutageArgs),
+    /// Cut one service off from the bus for --seconds (only its instances' connections and requests are refused).
+    CutBus(ChaosServiceArgs),
+    /// Delay a service's responses at the gateway by --ms (for --percent of requests) for --seconds.
+    Latency(ChaosLatencyArgs),
+    /// Answer --rate percent of a service's requests at the gateway with an injected 503 for --seconds.
+    Errors(ChaosErrorsArgs),
+    /// List the faults the node injects now.
+    Faults(ChaosListArgs),
+    /// End every injected fault now.
+    Clear(ChaosListArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosBusOutageArgs {
+    /// How long the outage lasts; the node ends it by itself.
+    #[arg(long)]
+    pub(crate) seconds: f64,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosServiceArgs {
+    /// The service.
+    pub(crate) service: String,
+    /// How long the fault lasts; the node ends it by itself.
+    #[arg(long)]
+    pub(crate) seconds: f64,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosLatencyArgs {
+    /// The service whose responses are delayed.
+    pub(crate) service: String,
+    /// The delay added to each affected request, in milliseconds.
+    #[arg(long)]
+    pub(crate) ms: u64,
+    /// The share of requests delayed, in percent.
+    #[arg(long, default_value_t = 100.0)]
+    pub(crate) percent: f64,
+    /// How long the fault lasts; the node ends it by itself.
+    #[arg(long)]
+    pub(crate) seconds: f64,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosErrorsArgs {
+    /// The service whose requests fail.
+    pub(crate) service: String,
+    /// The share of requests answered 503, in percent (`20` or `20%`).
+    #[arg(long)]
+    pub(crate) rate: String,
+    /// How long the fault lasts; the node ends it by itself.
+    #[arg(long)]
+    pub(crate) seconds: f64,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosListArgs {
+    /// Print the faults as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) node: TargetArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! The node's admin API on loopback: `/v1/status`, `/v1/services/{name}`,
-//! `/v1/logs`, `/v1/instances/{id}/endpoint`, and its OpenAPI document.
+//! `/v1/logs`, `/v1/instances/{id}/endpoint`, and its OpenAPI document
+//! (which also covers the deploy, fault, registry and bus routes).
 //!
 //! Every error is problem+json naming what was wrong.
 
@@ -111,6 +112,7 @@ pub fn openapi_json() -> String {
     doc.merge(mortar_discovery::http::openapi());
     doc.merge(mortar_bus_server::openapi());
     doc.merge(crate::deploys::openapi());
+    doc.merge(crate::faults::openapi());
     add_bearer_scheme(&mut doc);
     doc.to_pretty_json().unwrap_or_default()
 }
@@ -340,6 +342,8 @@ mod tests {
             "/v1/services/{name}/deploy",
             "/v1/services/{name}/rollback",
             "/v1/services/{name}/history",
+            "/v1/faults",
+            "/v1/faults/{id}",
         ] {
             assert!(paths.contains_key(route), "{route} is not documented");
         }

@@ -252,6 +252,43 @@ impl AdminClient {
         self.json("/v1/dashboard/snapshot", None).await
     }
 
+    /// Injects a fault (`mortar chaos bus-outage|cut-bus|latency|errors`);
+    /// the node ends it by itself after `req.seconds`.
+    pub async fn inject_fault(
+        &self,
+        req: &crate::faults::FaultRequest,
+    ) -> Result<crate::faults::ActiveFault, ClientError> {
+        let body = serde_json::to_value(req).map_err(|e| ClientError::Protocol {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        self.json("/v1/faults", Some(&body)).await
+    }
+
+    /// The faults the node injects now.
+    pub async fn faults(&self) -> Result<Vec<crate::faults::ActiveFault>, ClientError> {
+        self.json("/v1/faults", None).await
+    }
+
+    /// Ends every injected fault; the ended ones (`mortar chaos clear`).
+    pub async fn clear_faults(&self) -> Result<Vec<crate::faults::ActiveFault>, ClientError> {
+        let url = format!("{}/v1/faults", self.base);
+        let resp =
+            self.http
+                .delete(&url)
+                .send()
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    url: url.clone(),
+                    source,
+                })?;
+        let resp = check(url.clone(), resp).await?;
+        resp.json().await.map_err(|e| ClientError::Protocol {
+            url,
+            message: e.to_string(),
+        })
+    }
+
     /// The node's status document.
     pub async fn status(&self) -> Result<StatusDoc, ClientError> {
         self.json("/v1/status", None).await

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mortar_bus::BrokerConfig;
 use mortar_bus_client::{ClientConfig, JetStream};
-use mortar_bus_server::{BusBackend, JetStreamBackend, run_embedded_with_auth};
+use mortar_bus_server::{BusBackend, Gate, JetStreamBackend, run_embedded_with};
 use mortar_discovery::Registry;
 use mortar_discovery::dns::DnsServer;
 use mortar_gateway::{Gateway, GatewayConfig};
@@ -278,6 +278,15 @@ impl Node {
             stop: stop_admin.clone(),
         });
 
+        let bus_http = match &bus.gate {
+            Some(gate) => mortar_bus_server::http_router(bus.backend.clone()).layer(
+                axum::middleware::from_fn_with_state(
+                    gate.clone(),
+                    mortar_bus_server::http_middleware,
+                ),
+            ),
+            None => mortar_bus_server::http_router(bus.backend.clone()),
+        };
         let app = admin::router(AdminState {
             supervisor: supervisor.clone(),
             hub,
@@ -293,8 +302,13 @@ impl Node {
             traffic: Arc::new(crate::deploys::GatewayTraffic(gateway.clone())),
             data_dir: data_dir.path().to_owned(),
         }))
+        .merge(crate::faults::router(crate::faults::Faults::new(
+            supervisor.clone(),
+            bus.gate.clone(),
+            gateway.clone(),
+        )))
         .merge(mortar_discovery::http::router(registry))
-        .merge(mortar_bus_server::http_router(bus.backend.clone()))
+        .merge(bus_http)
         .merge(dashboard)
         .layer(axum::middleware::from_fn_with_state(
             crate::guard::Guard {
@@ -447,6 +461,9 @@ struct NodeBus {
     env: BTreeMap<String, String>,
     /// The embedded broker, stopped after the services.
     embedded: Option<mortar_bus_server::EmbeddedBus>,
+    /// Closes the embedded broker to everyone or to one service (fault
+    /// injection); `None` with NATS.
+    gate: Option<Gate>,
 }
 
 impl NodeBus {
@@ -471,16 +488,31 @@ impl NodeBus {
                 retention_age: Some(spec.retention),
                 ..BrokerConfig::default()
             };
+            let identify_with = credentials.clone();
             let check = mortar_bus_server::TokenCheck(Arc::new(move |token: &str| {
                 credentials.check(token).is_some()
             }));
-            let (_, bus) =
-                run_embedded_with_auth(bus_config, options.bus_addr, Some(check)).await?;
+            // The broker knows a client by its token; the token by its
+            // instance; the instance id is `<service>-<n>`.
+            let gate = Gate::new(Arc::new(move |token: &str| {
+                match identify_with.check(token)? {
+                    mortar_tls::Role::Instance(id) => service_of(&id).map(str::to_owned),
+                    mortar_tls::Role::Admin => None,
+                }
+            }));
+            let (_, bus) = run_embedded_with(
+                bus_config,
+                options.bus_addr,
+                Some(check),
+                Some(gate.clone()),
+            )
+            .await?;
             return Ok(NodeBus {
                 backend: Arc::new(bus.broker().clone()),
                 url: bus.url(),
                 env: BTreeMap::from([("MORTAR_BUS_URL".to_owned(), bus.url())]),
                 embedded: Some(bus),
+                gate: Some(gate),
             });
         };
         let mut config = ClientConfig::new(url, "mortar-node", "");
@@ -516,6 +548,26 @@ impl NodeBus {
             url: mortar_bus_client::redact_url(url),
             env,
             embedded: None,
+            gate: None,
         })
+    }
+}
+
+/// The service of instance `id` (`order-history-2` → `order-history`).
+fn service_of(id: &str) -> Option<&str> {
+    let (service, n) = id.rsplit_once('-')?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_id_names_its_service() {
+        assert_eq!(service_of("order-history-12"), Some("order-history"));
+        assert_eq!(service_of("catalog-1"), Some("catalog"));
+        assert_eq!(service_of("catalog"), None);
+        assert_eq!(service_of("catalog-x"), None);
     }
 }

@@ -308,12 +308,34 @@ where
     F: FnOnce(Context) -> Fut,
     Fut: Future<Output = Result<Router, BoxError>>,
 {
+    run_with_projections(default_name, Vec::new(), setup)
+}
+
+/// [`run`] for a service that keeps read models: it declares their
+/// projections so that, started with
+/// [`REPLAY_CHECK_ENV`](crate::replay_check::REPLAY_CHECK_ENV) set (by
+/// `mortar backup verify`), it does not serve but rebuilds each one from
+/// its events into a scratch read store, compares it row for row with the
+/// existing read model, prints the report and exits non-zero on a
+/// difference.
+pub fn run_with_projections<F, Fut>(
+    default_name: &str,
+    projections: Vec<crate::replay_check::DeclaredProjection>,
+    setup: F,
+) -> ExitCode
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: Future<Output = Result<Router, BoxError>>,
+{
     let started = Instant::now();
     let env = Env::from_process();
     let service = match ServiceConfig::from_env(&env, default_name) {
         Ok(service) => service,
         Err(e) => return config_failure(&e),
     };
+    if let Some(spec) = env.raw(crate::replay_check::REPLAY_CHECK_ENV) {
+        return crate::replay_check::run(&service.service, &projections, spec);
+    }
     logging::init(&service.service, &service.instance, &service.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -41,7 +41,7 @@ mod scratch;
 mod table;
 mod value;
 
-pub use cms::{Identity, Recipients, decrypt, encrypt};
+pub use cms::{Identity, Recipients, decrypt, encrypt, encrypt_der};
 pub use error::SecretsError;
 pub use file::{SecretsFile, write_atomic};
 pub use scratch::Scratch;

@@ -32,6 +32,11 @@ CREATE TABLE IF NOT EXISTS mortar_inbox (
 );
 ";
 
+/// Whether `table` is one of the bookkeeping tables above, not a read model's.
+pub(crate) fn is_bookkeeping(table: &str) -> bool {
+    table == "mortar_checkpoints" || table == "mortar_inbox"
+}
+
 pub(crate) const ADVANCE_CHECKPOINT: &str = "UPDATE mortar_checkpoints SET position = $1, updated_at_ms = $2 WHERE name = $3 AND position = $4";
 pub(crate) const ENSURE_CHECKPOINT: &str = "INSERT INTO mortar_checkpoints (name, position, updated_at_ms) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING";
 pub(crate) const RAISE_CHECKPOINT: &str = "INSERT INTO mortar_checkpoints (name, position, updated_at_ms) VALUES ($1, $2, $3)

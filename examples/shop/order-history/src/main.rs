@@ -22,9 +22,11 @@ use std::time::Duration;
 use mortar_cqrs::open_read_store;
 use mortar_sdk::Context;
 use mortar_sdk::bus::connect_when_reachable;
+use mortar_sdk::replay_check::DeclaredProjection;
 
-use crate::feed::Feed;
+use crate::feed::{Feed, SOURCE};
 use crate::history::History;
+use crate::projection::OrderHistory;
 
 /// The topic ordering publishes its events on.
 const TOPIC: &str = "orders";
@@ -34,7 +36,10 @@ const GROUP: &str = "order-history";
 const CONCURRENCY: usize = 4;
 
 fn main() -> ExitCode {
-    mortar_sdk::run("order-history", |ctx| async move {
+    // Declared so `mortar backup verify` can rebuild the read model from
+    // ordering's events and compare it with the backed-up one.
+    let projections = vec![DeclaredProjection::new(OrderHistory).events_of(SOURCE)];
+    mortar_sdk::run_with_projections("order-history", projections, |ctx| async move {
         let url = config::read_store_url(ctx.env())?;
         let read = open_read_store(&url).await?;
         let feed = match ctx.client(mortar_sdk::call::ClientConfig::default()) {
