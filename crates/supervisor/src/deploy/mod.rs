@@ -392,6 +392,15 @@ impl Supervisor {
             }
             Err(reason) => deployment.step(format!("rolled back to {}: {reason}", old.version)),
         }
+        // Counted before the state says finished, so whoever sees the
+        // deploy end also sees it counted.
+        let event = if outcome.is_ok() {
+            DeployEvent::Succeeded
+        } else {
+            DeployEvent::RolledBack
+        };
+        self.events()
+            .deploy(&runtime.spec.name, &strategy.to_string(), event);
         deployment.update(|s| {
             s.state = match outcome {
                 Ok(()) => DeployState::Succeeded,
@@ -402,13 +411,6 @@ impl Supervisor {
             };
             s.finished_at = Some(mortar_sdk::logging::now_rfc3339());
         });
-        let event = if outcome.is_ok() {
-            DeployEvent::Succeeded
-        } else {
-            DeployEvent::RolledBack
-        };
-        self.events()
-            .deploy(&runtime.spec.name, &strategy.to_string(), event);
         run.refresh_counts();
         if let Err(e) = history::append(&self.data_dir, &deployment.status()) {
             tracing::error!(error = %e, "could not record the deploy in the history");
