@@ -243,6 +243,7 @@ impl BusBackend for Arc<JetStreamBackend> {
                         in_flight: g.in_flight,
                         dead_lettered: 0,
                         redelivered: g.redelivered,
+                        delivered: g.delivered,
                     })
                     .collect(),
             })

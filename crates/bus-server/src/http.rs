@@ -185,6 +185,9 @@ pub struct GroupStatsDoc {
     pub dead_lettered: u64,
     /// Delivered more than once.
     pub redelivered: u64,
+    /// Deliveries since the broker started, redeliveries included.
+    #[serde(default)]
+    pub delivered: u64,
 }
 
 /// Query of a dead-letter replay.
@@ -566,6 +569,7 @@ async fn stats(State(broker): State<Bus>) -> Result<Json<StatsDoc>, Problem> {
                     in_flight: g.in_flight,
                     dead_lettered: g.dead_lettered,
                     redelivered: g.redelivered,
+                    delivered: g.delivered,
                 })
                 .collect(),
         })

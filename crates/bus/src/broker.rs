@@ -304,6 +304,7 @@ impl Broker {
                             in_flight: state.in_flight.len() as u64,
                             dead_lettered: state.dead_lettered,
                             redelivered: state.redelivered,
+                            delivered: state.delivered,
                         }
                     })
                     .collect();

@@ -53,6 +53,8 @@ pub(crate) struct GroupState {
     pub(crate) unsynced: Vec<u64>,
     pub(crate) dead_lettered: u64,
     pub(crate) redelivered: u64,
+    /// Messages handed out (reservations taken back are not counted).
+    pub(crate) delivered: u64,
 }
 
 impl GroupState {
@@ -68,6 +70,7 @@ impl GroupState {
             unsynced: Vec::new(),
             dead_lettered: 0,
             redelivered: 0,
+            delivered: 0,
         };
         state.advance_floor();
         state.next = state.floor;
@@ -106,6 +109,7 @@ impl GroupState {
         if out.is_empty() {
             return out;
         }
+        self.delivered += out.len() as u64;
         let deadline = now + ack_deadline;
         let consumer: Arc<str> = Arc::from(consumer);
         for (id, attempt) in &out {
@@ -126,6 +130,7 @@ impl GroupState {
     /// the message is deliverable again now with the same attempt number.
     pub(crate) fn unreserve(&mut self, id: u64, attempt: u32, now: Instant) {
         if self.in_flight.remove(&id).is_some() {
+            self.delivered = self.delivered.saturating_sub(1);
             let attempts = attempt.saturating_sub(1);
             self.retry.insert(
                 id,
@@ -311,6 +316,7 @@ mod tests {
         let b = g.reserve("b", 10, 5, now, DEADLINE);
         assert_eq!(a, vec![(0, 1), (1, 1)]);
         assert_eq!(b, vec![(2, 1), (3, 1), (4, 1)]);
+        assert_eq!(g.delivered, 5);
         assert!(g.ack(1));
         assert_eq!(g.floor, 0);
         assert!(g.ack(0));
@@ -329,6 +335,8 @@ mod tests {
         assert_eq!(g.redelivered, 2);
         let again = g.reserve("b", 1, 2, now + DEADLINE, DEADLINE);
         assert_eq!(again, vec![(0, 2)]);
+        // A redelivery is a delivery too.
+        assert_eq!(g.delivered, 3);
         let later = now + Duration::from_secs(100);
         assert!(
             g.nack(&[0], later, Some(Duration::from_secs(10)), DEADLINE, 5)

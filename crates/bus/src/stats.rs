@@ -31,4 +31,7 @@ pub struct GroupStats {
     pub dead_lettered: u64,
     /// Redeliveries (deadline, nack, released consumer) since the broker started.
     pub redelivered: u64,
+    /// Messages handed to the group's consumers since the broker started,
+    /// redeliveries included: its rate is the group's delivery rate.
+    pub delivered: u64,
 }

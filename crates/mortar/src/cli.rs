@@ -26,6 +26,10 @@ pub(crate) enum Command {
     Status(StatusArgs),
     /// Print the merged JSON log lines of the running node.
     Logs(LogsArgs),
+    /// Open the node's web dashboard: prints a login link for a browser (one use, valid one minute).
+    Dashboard(DashboardArgs),
+    /// The dashboard's live view in the terminal (q or Ctrl-C quits); plain text once with --once or when not a terminal.
+    Top(TopArgs),
     /// Stop one service of the running node (drained); the others keep running.
     Stop(ServiceArgs),
     /// Start a stopped service of the running node and wait until it is ready.
@@ -365,6 +369,15 @@ fn parse_store_url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// A redraw interval: 100ms to 1h.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(3600) {
+        return Err("expected a duration from 100ms to 1h, such as 1s".into());
+    }
+    Ok(d)
+}
+
 /// A certificate lifetime: a duration of at least 3 seconds (renewal
 /// happens at two thirds of it) and at most 30 days.
 fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
@@ -422,6 +435,27 @@ pub(crate) struct StatusArgs {
     /// Print the status document as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DashboardArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// Also open the link in the default browser (xdg-open, or open on macOS).
+    #[arg(long)]
+    pub(crate) open: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// Print the view once, as plain text, and exit.
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// How often the view is redrawn.
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    pub(crate) interval: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

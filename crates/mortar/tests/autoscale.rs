@@ -142,6 +142,19 @@ fn a_burst_scales_consumers_up_to_max_and_back_to_min_with_every_message_handled
         r#"mortar_autoscale_desired_instances{service="worker"}"#,
     );
     assert_eq!(desired, Some(MIN as f64), "desired instances once drained");
+    // Scaling actions in both directions were counted.
+    let ups = metric(
+        &http,
+        &admin,
+        r#"mortar_autoscale_events_total{service="worker",direction="up"}"#,
+    );
+    let downs = metric(
+        &http,
+        &admin,
+        r#"mortar_autoscale_events_total{service="worker",direction="down"}"#,
+    );
+    assert!(ups.is_some_and(|n| n >= 1.0), "{ups:?}");
+    assert!(downs.is_some_and(|n| n >= 1.0), "{downs:?}");
 
     let decisions: Vec<Value> = node
         .json_lines()

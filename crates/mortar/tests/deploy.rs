@@ -232,6 +232,48 @@ fn a_release_that_never_becomes_ready_is_rolled_back_without_a_failed_request() 
     assert_eq!(report.failed, 0, "{report:?}");
     assert_eq!(versions(&app), vec!["boot"; INSTANCES]);
     assert_eq!(report.bodies.keys().collect::<Vec<_>>(), ["v1"]);
+    // The node counted the deploy and its rollback, and the dashboard
+    // shows how it ended.
+    assert_eq!(deploy_events(&app, "rolling", "started"), 1.0);
+    assert_eq!(deploy_events(&app, "rolling", "rolled_back"), 1.0);
+    assert_eq!(deploy_events(&app, "rolling", "succeeded"), 0.0);
+    // (The snapshot is made once a second: wait for the next one.)
+    let deploy = wait_for(
+        "the dashboard to show the deploy",
+        Duration::from_secs(30),
+        || {
+            let snapshot: serde_json::Value = app
+                .node
+                .admin_http()
+                .get(format!("{}/v1/dashboard/snapshot", app.node.admin_url()))
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            let deploy = snapshot["deploys"][0].clone();
+            (!deploy.is_null()).then_some(deploy)
+        },
+    );
+    assert_eq!(deploy["state"], "rolled_back", "{deploy}");
+    assert_eq!(deploy["in_progress"], false, "{deploy}");
+}
+
+/// `mortar_deploys_total` of the `web` service for `strategy` and `event`.
+fn deploy_events(app: &App, strategy: &str, event: &str) -> f64 {
+    let text = app
+        .node
+        .admin_http()
+        .get(format!("{}/metrics", app.node.admin_url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let series =
+        format!(r#"mortar_deploys_total{{service="web",strategy="{strategy}",event="{event}"}} "#);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series}in:\n{text}"))
 }
 
 #[test]

@@ -25,6 +25,14 @@ command = ["{}"]
 [services.order-history]
 command = ["{}"]
 
+# Never scales (the target is far above any backlog here): present so the
+# autoscaler's series exist.
+[services.order-history.autoscale]
+min = 1
+max = 2
+subscription = {{ topic = "orders", group = "order-history" }}
+target_backlog = 100000
+
 [bus]
 topics = ["orders"]
 
@@ -143,6 +151,11 @@ fn one_order_is_followed_by_its_trace_id_across_gateway_service_bus_and_projecti
         "mortar_bus_dead_lettered_total",
         "mortar_client_retries_total",
         "mortar_client_upstream_duration_seconds",
+        "mortar_bus_published_total",
+        "mortar_service_desired_instances",
+        "mortar_service_ready_instances",
+        "mortar_autoscale_current_instances",
+        "mortar_autoscale_desired_instances",
     ] {
         assert!(
             scrape.samples.iter().any(|s| s.metric == key),
@@ -157,6 +170,49 @@ fn one_order_is_followed_by_its_trace_id_across_gateway_service_bus_and_projecti
                 && s.labels.get("upstream") == Some("ordering")),
         "{node_metrics}"
     );
+    let has_series = |metric: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+    };
+    // Deploy and autoscale events exist (at zero) before the first one.
+    for event in ["started", "succeeded", "rolled_back"] {
+        assert!(
+            has_series(
+                "mortar_deploys_total",
+                &[
+                    ("service", "ordering"),
+                    ("strategy", "rolling"),
+                    ("event", event)
+                ]
+            ),
+            "{event}: {node_metrics}"
+        );
+    }
+    for direction in ["up", "down"] {
+        assert!(
+            has_series(
+                "mortar_autoscale_events_total",
+                &[("service", "order-history"), ("direction", direction)]
+            ),
+            "{direction}: {node_metrics}"
+        );
+    }
+    // The projection consumed the order: the group's deliveries count it.
+    let delivered = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "mortar_bus_delivered_total"
+                && s.labels.get("topic") == Some("orders")
+                && s.labels.get("group") == Some("order-history")
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        });
+    assert!(delivered.is_some_and(|d| d >= 1.0), "{node_metrics}");
     let ordering = node.wait_ready("ordering", 1).remove(0);
     let (code, service_metrics) = node.get_text(&ordering, "/metrics");
     assert_eq!(code, 200);

@@ -241,6 +241,17 @@ impl AdminClient {
         })
     }
 
+    /// A one-time login link for the web dashboard (`mortar dashboard`).
+    pub async fn dashboard_login(&self) -> Result<crate::dashboard::LoginLink, ClientError> {
+        self.json("/v1/dashboard/login", Some(&serde_json::json!({})))
+            .await
+    }
+
+    /// The dashboard's latest snapshot (`mortar top`).
+    pub async fn dashboard_snapshot(&self) -> Result<crate::dashboard::Snapshot, ClientError> {
+        self.json("/v1/dashboard/snapshot", None).await
+    }
+
     /// Injects a fault (`mortar chaos bus-outage|cut-bus|latency|errors`);
     /// the node ends it by itself after `req.seconds`.
     pub async fn inject_fault(

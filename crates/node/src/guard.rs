@@ -2,7 +2,9 @@
 //! that carry a credential the node issued: the admin token (the CLI reads
 //! it from `<data dir>/admin.token`, mode 0600) or an instance's own token
 //! (`MORTAR_NODE_TOKEN`). Instances may use the registry and the bus and
-//! report their own endpoint; everything else is the operator's.
+//! report their own endpoint; everything else is the operator's. A
+//! browser's dashboard session cookie (see `dashboard/login.rs`) may read
+//! the dashboard and nothing else.
 
 use std::sync::Arc;
 
@@ -13,9 +15,39 @@ use axum::response::{IntoResponse, Response};
 use mortar_sdk::Problem;
 use mortar_tls::{Credentials, Role};
 
-/// Paths anyone on loopback may ask: the node's own health.
+use crate::dashboard::{COOKIE_PATHS, LOGIN_PATH, Sessions};
+
+/// What the guard checks requests against.
+#[derive(Debug, Clone)]
+pub(crate) struct Guard {
+    /// Bearer tokens the node issued.
+    pub(crate) credentials: Arc<Credentials>,
+    /// Dashboard sessions.
+    pub(crate) sessions: Arc<Sessions>,
+}
+
+/// Paths anyone on loopback may ask: the node's own health, and the
+/// dashboard's login link (the token in it is the credential).
 fn is_open(path: &str) -> bool {
-    matches!(path, "/health/live" | "/health/ready")
+    matches!(path, "/health/live" | "/health/ready") || path == LOGIN_PATH
+}
+
+/// Whether a dashboard session cookie may make this request: reading the
+/// dashboard only.
+fn cookie_may(method: &axum::http::Method, path: &str) -> bool {
+    (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+        && COOKIE_PATHS.contains(&path)
+}
+
+/// Whether `req` carries a live dashboard session cookie.
+fn has_session(sessions: &Sessions, req: &Request) -> bool {
+    let now = std::time::Instant::now();
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| sessions.session_in(v))
+        .any(|session| sessions.is_valid(session, now))
 }
 
 /// What an instance's token allows: the registry, the bus, and reporting
@@ -39,7 +71,7 @@ fn bearer(req: &Request) -> Option<&str> {
 /// Middleware: 401 problem+json without a valid credential, 403 when an
 /// instance's token is used for an operator's API.
 pub(crate) async fn require_credentials(
-    State(credentials): State<Arc<Credentials>>,
+    State(guard): State<Guard>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -47,7 +79,16 @@ pub(crate) async fn require_credentials(
     if is_open(path) {
         return next.run(req).await;
     }
+    if cookie_may(req.method(), path) && has_session(&guard.sessions, &req) {
+        return next.run(req).await;
+    }
+    let credentials = &guard.credentials;
     let role = match bearer(&req) {
+        None if path == "/dashboard" => {
+            return crate::dashboard::login_required(
+                "This browser has no dashboard session (or it expired, or the node restarted).",
+            );
+        }
         None => {
             return unauthorized(
                 "no credentials: send `Authorization: Bearer <token>` with the token the node issued (instances get MORTAR_NODE_TOKEN; the CLI reads <data dir>/admin.token)",
@@ -101,5 +142,17 @@ mod tests {
         assert!(!instance_may("catalog-1", "/v1/services/catalog/stop"));
         assert!(!instance_may("catalog-1", "/v1/logs"));
         assert!(is_open("/health/ready") && !is_open("/v1/status"));
+    }
+
+    #[test]
+    fn a_dashboard_cookie_reads_the_dashboard_only() {
+        use axum::http::Method;
+        assert!(cookie_may(&Method::GET, "/dashboard"));
+        assert!(cookie_may(&Method::GET, "/v1/dashboard/events"));
+        assert!(cookie_may(&Method::GET, "/v1/dashboard/snapshot"));
+        assert!(!cookie_may(&Method::POST, "/v1/dashboard/login"));
+        assert!(!cookie_may(&Method::GET, "/v1/status"));
+        assert!(!cookie_may(&Method::POST, "/dashboard"));
+        assert!(is_open("/dashboard/login") && !is_open("/dashboard"));
     }
 }

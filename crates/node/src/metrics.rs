@@ -137,6 +137,62 @@ impl Source for SupervisorSource {
             "Restarts of an instance after it exited unexpectedly.",
             &restarts,
         )?;
+        gauge(
+            encoder,
+            "mortar_service_desired_instances",
+            "Instances a service should run: the manifest's count, or the autoscaler's.",
+            &services
+                .iter()
+                .map(|s| (vec![("service", s.name.clone())], i64::from(s.desired)))
+                .collect::<Vec<_>>(),
+        )?;
+        gauge(
+            encoder,
+            "mortar_service_ready_instances",
+            "Instances of a service answering their readiness check.",
+            &services
+                .iter()
+                .map(|s| (vec![("service", s.name.clone())], i64::from(s.ready)))
+                .collect::<Vec<_>>(),
+        )?;
+        let events = self.0.events();
+        counter(
+            encoder,
+            "mortar_deploys",
+            "Deploy events (started, succeeded, rolled_back) per service and strategy since the node started.",
+            &events
+                .deploys()
+                .into_iter()
+                .map(|(service, strategy, event, n)| {
+                    (
+                        vec![
+                            ("service", service),
+                            ("strategy", strategy),
+                            ("event", event.as_str().to_owned()),
+                        ],
+                        n,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        counter(
+            encoder,
+            "mortar_autoscale_events",
+            "Autoscaler actions that changed a service's instance count (direction up or down).",
+            &events
+                .scales()
+                .into_iter()
+                .map(|(service, direction, n)| {
+                    (
+                        vec![
+                            ("service", service),
+                            ("direction", direction.as_str().to_owned()),
+                        ],
+                        n,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )?;
         let decisions = self.0.autoscale_decisions();
         let per_service = |f: &dyn Fn(&mortar_supervisor::autoscale::Decision) -> u64| {
             decisions
@@ -231,6 +287,12 @@ impl Source for BusSource {
             "mortar_bus_dead_lettered",
             "Messages a group moved to the dead-letter topic.",
             &per_group(&|g| g.dead_lettered),
+        )?;
+        counter(
+            encoder,
+            "mortar_bus_delivered",
+            "Messages handed to a group's consumers, redeliveries included.",
+            &per_group(&|g| g.delivered),
         )?;
         counter(
             encoder,

@@ -261,6 +261,23 @@ impl Node {
         };
         data_dir.publish(&info)?;
 
+        let sessions = Arc::new(crate::dashboard::Sessions::new(admin_addr.port()));
+        let snapshots = crate::dashboard::sampler::start(
+            crate::dashboard::sampler::Sources {
+                supervisor: supervisor.clone(),
+                gateway: gateway.client().clone(),
+                bus: bus.backend.clone(),
+                errors: crate::dashboard::errors::RecentErrors::follow(&hub, stop_admin.clone()),
+            },
+            stop_admin.clone(),
+        );
+        let dashboard = crate::dashboard::router(crate::dashboard::DashboardState {
+            sessions: sessions.clone(),
+            snapshots,
+            admin_url: admin_url.clone(),
+            stop: stop_admin.clone(),
+        });
+
         let bus_http = match &bus.gate {
             Some(gate) => mortar_bus_server::http_router(bus.backend.clone()).layer(
                 axum::middleware::from_fn_with_state(
@@ -292,8 +309,12 @@ impl Node {
         )))
         .merge(mortar_discovery::http::router(registry))
         .merge(bus_http)
+        .merge(dashboard)
         .layer(axum::middleware::from_fn_with_state(
-            credentials.clone(),
+            crate::guard::Guard {
+                credentials: credentials.clone(),
+                sessions,
+            },
             crate::guard::require_credentials,
         ));
         let server = tokio::spawn(

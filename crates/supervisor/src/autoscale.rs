@@ -212,6 +212,12 @@ async fn run_one(
                 action = decision.action(),
                 "autoscale decision"
             );
+            let event = if decision.decided > current {
+                crate::events::ScaleEvent::Up
+            } else {
+                crate::events::ScaleEvent::Down
+            };
+            supervisor.events().scale(&name, event);
             supervisor.scale(&name, decision.decided).await;
         } else if last.is_none_or(|(_, desired, _)| desired != decision.desired) {
             // A change of what the backlog asks for that is not acted on

@@ -9,6 +9,7 @@
 pub mod autoscale;
 pub mod build;
 pub mod deploy;
+pub mod events;
 mod instance;
 pub mod logs;
 mod probe;

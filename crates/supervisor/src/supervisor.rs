@@ -209,6 +209,8 @@ pub struct Supervisor {
     registry: Option<Registry>,
     tls: Option<NodeTls>,
     credentials: Option<Arc<mortar_tls::Credentials>>,
+    /// Deploy and scaling events since the node started.
+    events: crate::events::EventCounts,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -341,6 +343,13 @@ impl Supervisor {
                 decision: Mutex::new(None),
             });
         }
+        let events = crate::events::EventCounts::preset(manifest.services.iter().map(|s| {
+            (
+                s.name.as_str(),
+                s.deploy.strategy.to_string(),
+                s.autoscale.is_some(),
+            )
+        }));
         Ok(Supervisor {
             data_dir: options.data_dir.clone(),
             deploys: Mutex::new(HashMap::new()),
@@ -352,6 +361,7 @@ impl Supervisor {
             services,
             by_instance,
             registry: options.registry,
+            events,
         })
     }
 
@@ -634,6 +644,11 @@ impl Supervisor {
                 Some((s.spec.name.clone(), decision))
             })
             .collect()
+    }
+
+    /// Deploys and scaling actions counted since the node started.
+    pub fn events(&self) -> &crate::events::EventCounts {
+        &self.events
     }
 
     /// Stops one service (all its instances, drained), leaving the others

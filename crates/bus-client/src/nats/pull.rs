@@ -43,6 +43,8 @@ pub struct GroupBacklog {
     pub in_flight: u64,
     /// Delivered more than once.
     pub redelivered: u64,
+    /// Deliveries so far, redeliveries included (the consumer's sequence).
+    pub delivered: u64,
 }
 
 /// A topic's standing, from JetStream's stream info.
@@ -303,6 +305,7 @@ impl JetStream {
                     pending: info.num_pending,
                     in_flight: info.num_ack_pending as u64,
                     redelivered: info.num_redelivered as u64,
+                    delivered: info.delivered.consumer_sequence,
                 });
             }
             topics.push(TopicBacklog {

@@ -6,6 +6,7 @@ mod build;
 mod bus;
 mod chaos;
 mod check;
+mod dashboard;
 mod deploy;
 mod export;
 mod logs;
@@ -14,6 +15,7 @@ mod release;
 mod secrets;
 mod service;
 mod status;
+mod top;
 mod up;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +40,8 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&args.file),
         Command::Status(args) => runtime()?.block_on(status::run(args)),
         Command::Logs(args) => runtime()?.block_on(logs::run(args)),
+        Command::Dashboard(args) => runtime()?.block_on(dashboard::run(args)),
+        Command::Top(args) => runtime()?.block_on(top::run(args)),
         Command::Stop(args) => runtime()?.block_on(service::run(args, "stop")),
         Command::Start(args) => runtime()?.block_on(service::run(args, "start")),
         Command::Bus(BusCommand::Serve(args)) => bus::serve(args),

@@ -35,6 +35,7 @@ use utoipa::ToSchema;
 pub use analysis::VersionReport;
 pub use history::{HistoryError, read_history};
 
+use crate::events::DeployEvent;
 use crate::revision::{BOOT_VERSION, Revision, RevisionError};
 use crate::supervisor::{Supervisor, UnknownService};
 
@@ -337,6 +338,8 @@ impl Supervisor {
                 ""
             }
         ));
+        self.events()
+            .deploy(service, &strategy.to_string(), DeployEvent::Started);
         let supervisor = self.clone();
         let first = deployment.status();
         tokio::spawn(async move {
@@ -389,6 +392,15 @@ impl Supervisor {
             }
             Err(reason) => deployment.step(format!("rolled back to {}: {reason}", old.version)),
         }
+        // Counted before the state says finished, so whoever sees the
+        // deploy end also sees it counted.
+        let event = if outcome.is_ok() {
+            DeployEvent::Succeeded
+        } else {
+            DeployEvent::RolledBack
+        };
+        self.events()
+            .deploy(&runtime.spec.name, &strategy.to_string(), event);
         deployment.update(|s| {
             s.state = match outcome {
                 Ok(()) => DeployState::Succeeded,
