@@ -39,6 +39,17 @@ pub enum ClientError {
 }
 
 /// Passes a successful response through; turns a problem document into an error.
+/// The JSON body of a successful answer from `url`.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    url: String,
+    resp: reqwest::Response,
+) -> Result<T, ClientError> {
+    resp.json().await.map_err(|e| ClientError::Protocol {
+        url,
+        message: e.to_string(),
+    })
+}
+
 async fn check(url: String, resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
     if resp.status().is_success() {
         return Ok(resp);
@@ -100,32 +111,36 @@ impl AdminClient {
         &self.base
     }
 
-    async fn get(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+    /// Sends one request to `path`, with `body` as JSON when given; the
+    /// URL (for errors) and the answer when its status is a success.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(String, reqwest::Response), ClientError> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .get(&url)
+        let mut request = self.http.request(method, &url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let resp = request
             .send()
             .await
             .map_err(|source| ClientError::Unreachable {
                 url: url.clone(),
                 source,
             })?;
-        check(url, resp).await
+        let resp = check(url.clone(), resp).await?;
+        Ok((url, resp))
+    }
+
+    async fn get(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        Ok(self.send(reqwest::Method::GET, path, None).await?.1)
     }
 
     async fn post(&self, path: &str) -> Result<reqwest::Response, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let resp =
-            self.http
-                .post(&url)
-                .send()
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    url: url.clone(),
-                    source,
-                })?;
-        check(url, resp).await
+        Ok(self.send(reqwest::Method::POST, path, None).await?.1)
     }
 
     /// Sends `body` as JSON to `path` (`POST`, or `GET` without a body)
@@ -135,23 +150,12 @@ impl AdminClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let request = match body {
-            Some(body) => self.http.post(&url).json(body),
-            None => self.http.get(&url),
+        let method = match body {
+            Some(_) => reqwest::Method::POST,
+            None => reqwest::Method::GET,
         };
-        let resp = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let resp = check(url.clone(), resp).await?;
-        resp.json().await.map_err(|e| ClientError::Protocol {
-            url,
-            message: e.to_string(),
-        })
+        let (url, resp) = self.send(method, path, body).await?;
+        read_json(url, resp).await
     }
 
     /// Starts a deploy of `service` (`mortar deploy`).
@@ -272,21 +276,10 @@ impl AdminClient {
 
     /// Ends every injected fault; the ended ones (`mortar chaos clear`).
     pub async fn clear_faults(&self) -> Result<Vec<crate::faults::ActiveFault>, ClientError> {
-        let url = format!("{}/v1/faults", self.base);
-        let resp =
-            self.http
-                .delete(&url)
-                .send()
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    url: url.clone(),
-                    source,
-                })?;
-        let resp = check(url.clone(), resp).await?;
-        resp.json().await.map_err(|e| ClientError::Protocol {
-            url,
-            message: e.to_string(),
-        })
+        let (url, resp) = self
+            .send(reqwest::Method::DELETE, "/v1/faults", None)
+            .await?;
+        read_json(url, resp).await
     }
 
     /// The node's status document.
