@@ -5,11 +5,13 @@
 //! embed; this crate is what makes it a *network* service — the framed TCP
 //! protocol of `mortar-bus-proto` ([`serve`]), an HTTP/JSON API for languages
 //! without a native client ([`http_router`], [`openapi`]), and the one call the
-//! node makes to run it all ([`run_embedded`]). A [`Gate`] lets the node
-//! close the bus to everyone or to one service for a while (fault
-//! injection).
+//! node makes to run it all ([`run_embedded`]); the same HTTP API alone over
+//! JetStream where there is no node ([`Bridge`], `mortar bus http`). A
+//! [`Gate`] lets the node close the bus to everyone or to one service for a
+//! while (fault injection).
 
 mod backend;
+mod bridge;
 mod connection;
 mod convert;
 mod embedded;
@@ -19,6 +21,7 @@ mod serve;
 mod subscription;
 
 pub use backend::{BusBackend, JetStreamBackend};
+pub use bridge::Bridge;
 pub use embedded::{
     EmbeddedBus, ServerError, run_embedded, run_embedded_with, run_embedded_with_auth,
 };

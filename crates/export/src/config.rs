@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use mortar_manifest::{BusSpec, ServiceSpec};
+use mortar_manifest::{BusApi, BusSpec, ServiceSpec};
 use serde_json::{Value, json};
 
 use crate::object::{Owner, object};
-use crate::options::{ExportOptions, HTTP_PORT};
+use crate::options::{BUS_BRIDGE_PORT, ExportOptions, HTTP_PORT};
 use crate::service::SERVICE_PORT;
 
 /// The Secret holding the app's secrets, one key per secret name; the
@@ -15,6 +15,15 @@ use crate::service::SERVICE_PORT;
 pub(crate) fn secret_name(app: &str) -> String {
     format!("{app}-secrets")
 }
+
+/// The Secret holding the bus bridge's bearer token (key `token`), which
+/// both the bridge and the service beside it read; the operator creates it.
+pub(crate) fn bus_bridge_secret_name(app: &str) -> String {
+    format!("{app}-bus-http")
+}
+
+/// The environment variable carrying the bus bridge's bearer token.
+pub(crate) const BUS_HTTP_TOKEN_ENV: &str = "MORTAR_BUS_HTTP_TOKEN";
 
 /// The ConfigMap of a service.
 pub(crate) fn config_map_name(service: &str) -> String {
@@ -63,6 +72,14 @@ pub(crate) fn plain_env(
     if !spec.secrets.is_empty() {
         env.insert("MORTAR_SECRET_NAMES".into(), spec.secrets.join(","));
     }
+    // No node serves the HTTP bus API in a cluster: the bridge beside the
+    // service does, on the pod's loopback.
+    if spec.bus_api == BusApi::Http {
+        env.insert(
+            "MORTAR_BUS_HTTP_URL".into(),
+            format!("http://127.0.0.1:{BUS_BRIDGE_PORT}"),
+        );
+    }
     env
 }
 
@@ -76,18 +93,35 @@ pub(crate) fn config_map(owner: &Owner<'_>, env: &BTreeMap<String, String>) -> V
     )
 }
 
-/// The container's `env`: the instance id from the pod's name, and each
-/// secret as a reference to its key in the app's Secret.
+/// The container's `env`: the instance id from the pod's name, each
+/// secret as a reference to its key in the app's Secret, and the bus
+/// bridge's token for a service that uses it.
 pub(crate) fn container_env(app: &str, spec: &ServiceSpec) -> Value {
-    let mut env = vec![json!({
-        "name": "MORTAR_INSTANCE",
-        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-    })];
+    let mut env = vec![instance_env()];
     env.extend(spec.secrets.iter().map(|name| {
         json!({
             "name": name,
             "valueFrom": {"secretKeyRef": {"name": secret_name(app), "key": name}},
         })
     }));
+    if spec.bus_api == BusApi::Http {
+        env.push(bus_bridge_token_env(app));
+    }
     Value::Array(env)
+}
+
+/// `MORTAR_INSTANCE` from the pod's name.
+pub(crate) fn instance_env() -> Value {
+    json!({
+        "name": "MORTAR_INSTANCE",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+    })
+}
+
+/// The bus bridge's bearer token, from its Secret.
+pub(crate) fn bus_bridge_token_env(app: &str) -> Value {
+    json!({
+        "name": BUS_HTTP_TOKEN_ENV,
+        "valueFrom": {"secretKeyRef": {"name": bus_bridge_secret_name(app), "key": "token"}},
+    })
 }

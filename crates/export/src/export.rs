@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use mortar_manifest::{Manifest, ServiceSpec, Strategy};
+use mortar_manifest::{BusApi, Manifest, ServiceSpec, Strategy};
 use serde_json::Value;
 
 use crate::ExportError;
 use crate::autoscale::scaled_object;
-use crate::config::{config_map, plain_env, secret_name};
+use crate::config::{bus_bridge_secret_name, config_map, plain_env, secret_name};
 use crate::ingress::ingress;
 use crate::object::Owner;
 use crate::options::ExportOptions;
@@ -52,7 +52,12 @@ pub fn kubernetes(manifest: &Manifest, options: &ExportOptions) -> Result<Export
             &owner,
             &plain_env(app, spec, &manifest.bus, options),
         )];
-        objects.push(workload(&owner, spec, &options.image(app, &spec.name)));
+        objects.push(workload(
+            &owner,
+            spec,
+            &options.image(app, &spec.name),
+            &options.mortar_image(),
+        ));
         objects.push(service(&owner, &spec.name));
         if spec.deploy.strategy == Strategy::BlueGreen {
             objects.push(service(&owner, &preview_service_name(&spec.name)));
@@ -134,6 +139,13 @@ fn service_notes(app: &str, spec: &ServiceSpec) -> Vec<String> {
             "{name}: create Secret {} with keys {} before applying (values are never exported)",
             secret_name(app),
             spec.secrets.join(", ")
+        ));
+    }
+    if spec.bus_api == BusApi::Http {
+        notes.push(format!(
+            "{name}: uses the HTTP bus API, served by a `mortar bus http` sidecar; create Secret {} with key token before applying (e.g. kubectl create secret generic {} --from-literal=token=$(openssl rand -hex 32))",
+            bus_bridge_secret_name(app),
+            bus_bridge_secret_name(app),
         ));
     }
     if spec.callers.is_some() {
@@ -256,6 +268,67 @@ topics = ["t"]
             .map(|o| &o["metadata"]["name"])
             .collect();
         assert_eq!(services, ["s", "s-preview"]);
+    }
+
+    #[test]
+    fn an_http_bus_service_gets_the_bus_bridge_beside_it_and_others_do_not() {
+        let toml = r#"
+[app]
+name = "a"
+[services.py]
+command = ["python3", "py.py"]
+bus_api = "http"
+[services.rs]
+command = ["./rs"]
+"#;
+        let objects = objects(toml);
+        let deployments: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "Deployment")
+            .collect();
+        let py = &deployments[0]["spec"]["template"]["spec"];
+        let bridge = &py["initContainers"][0];
+        assert_eq!(bridge["args"], serde_json::json!(["bus", "http"]));
+        assert_eq!(bridge["image"], "localhost:5000/mortar:latest");
+        // A native sidecar: runs before and after the service.
+        assert_eq!(bridge["restartPolicy"], "Always");
+        assert_eq!(bridge["readinessProbe"]["httpGet"]["path"], "/health/ready");
+        assert_eq!(bridge["ports"][0]["containerPort"], 8090);
+        // The bridge and the service share the token, by reference only.
+        let token_ref = serde_json::json!({"name": "a-bus-http", "key": "token"});
+        let token_of = |env: &Value| {
+            env.as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == "MORTAR_BUS_HTTP_TOKEN")
+                .map(|e| e["valueFrom"]["secretKeyRef"].clone())
+        };
+        assert_eq!(token_of(&bridge["env"]), Some(token_ref.clone()));
+        assert_eq!(token_of(&py["containers"][0]["env"]), Some(token_ref));
+        let configs: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "ConfigMap")
+            .collect();
+        assert_eq!(
+            configs[0]["data"]["MORTAR_BUS_HTTP_URL"],
+            "http://127.0.0.1:8090"
+        );
+        // A service on the SDK's bus client has neither.
+        let rs = &deployments[1]["spec"]["template"]["spec"];
+        assert!(rs.get("initContainers").is_none(), "{rs}");
+        assert!(configs[1]["data"].get("MORTAR_BUS_HTTP_URL").is_none());
+        assert!(token_of(&rs["containers"][0]["env"]).is_none());
+        // The operator is told to create the token's Secret.
+        let manifest = Manifest::parse(toml, Path::new("mortar.toml")).unwrap();
+        let export = kubernetes(&manifest, &ExportOptions::default()).unwrap();
+        assert!(
+            export
+                .notes
+                .iter()
+                .any(|n| n.starts_with("py:") && n.contains("a-bus-http")),
+            "{:?}",
+            export.notes
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! rolling and recreate deploys (Deployment), blue-green (Argo Rollouts),
 //! backlog autoscaling (KEDA on the JetStream consumer), plain config
 //! (ConfigMap), secret *references* (never values), probes on the SDK's
-//! health endpoints and the gateway's routes (Ingress) — and reports what it
+//! health endpoints, the gateway's routes (Ingress), and the bus bridge
+//! (`mortar bus http`, a sidecar) beside services that use the HTTP bus API
+//! — and reports what it
 //! cannot express as [`Export::notes`] instead of dropping it silently.
 //! docs/scale-out.md lists both.
 
@@ -22,5 +24,6 @@ mod workload;
 pub use error::ExportError;
 pub use export::{Export, ExportFile, kubernetes};
 pub use options::{
-    DEFAULT_BUS_URL, DEFAULT_NATS_REPLICAS, DEFAULT_REGISTRY, ExportOptions, HTTP_PORT, parse_image,
+    BUS_BRIDGE_PORT, DEFAULT_BUS_URL, DEFAULT_NATS_REPLICAS, DEFAULT_REGISTRY, ExportOptions,
+    HTTP_PORT, parse_image,
 };

@@ -17,6 +17,11 @@ pub const DEFAULT_BUS_URL: &str = "nats://nats:4222";
 /// the node hands out free ports instead, but a pod has its own network.
 pub const HTTP_PORT: u16 = 8080;
 
+/// The port of the bus bridge (`mortar bus http`) beside a service whose
+/// manifest says `bus_api = "http"`; the service reaches it on the pod's
+/// loopback.
+pub const BUS_BRIDGE_PORT: u16 = 8090;
+
 /// JetStream replicas of every stream when `--nats-replicas` is not
 /// given: three, so an acknowledged publish survives the loss of a server.
 pub const DEFAULT_NATS_REPLICAS: u32 = 3;
@@ -30,6 +35,9 @@ pub struct ExportOptions {
     pub registry: String,
     /// `--image SERVICE=REF` overrides, by service.
     pub images: BTreeMap<String, String>,
+    /// The image of the `mortar` binary, which runs the bus bridge beside
+    /// `bus_api = "http"` services; `None`: `<registry>/mortar:latest`.
+    pub mortar_image: Option<String>,
     /// `MORTAR_BUS_URL` of every service: the cluster's NATS JetStream.
     pub bus_url: String,
     /// `MORTAR_BUS_NATS_REPLICAS`: replicas of the streams the services
@@ -46,6 +54,7 @@ impl Default for ExportOptions {
             namespace: None,
             registry: DEFAULT_REGISTRY.to_owned(),
             images: BTreeMap::new(),
+            mortar_image: None,
             bus_url: DEFAULT_BUS_URL.to_owned(),
             nats_replicas: DEFAULT_NATS_REPLICAS,
             store_url: None,
@@ -111,6 +120,13 @@ impl ExportOptions {
         })
     }
 
+    /// The image of the `mortar` binary (the bus bridge).
+    pub(crate) fn mortar_image(&self) -> String {
+        self.mortar_image
+            .clone()
+            .unwrap_or_else(|| format!("{}/mortar:latest", self.registry.trim_end_matches('/')))
+    }
+
     /// `MORTAR_STORE_URL` of `service`: the app's database, the service's
     /// own schema (PostgreSQL schema names take '_' where ours take '-').
     pub(crate) fn store_url(&self, app: &str, service: &str) -> String {
@@ -169,6 +185,9 @@ mod tests {
         );
         o.images.insert("catalog".into(), "x/y:1".into());
         assert_eq!(o.image("shop", "catalog"), "x/y:1");
+        assert_eq!(o.mortar_image(), "reg.example/mortar:latest");
+        o.mortar_image = Some("ghcr.io/x/mortar:0.1".into());
+        assert_eq!(o.mortar_image(), "ghcr.io/x/mortar:0.1");
     }
 
     #[test]

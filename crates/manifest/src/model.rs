@@ -245,6 +245,40 @@ pub struct ServiceSpec {
     /// `[services.<name>.deploy]`: how `mortar deploy` replaces its
     /// instances; a rolling deploy that never lowers capacity when absent.
     pub deploy: DeploySpec,
+    /// `bus_api`: how the service reaches the bus. Left out of the
+    /// serialized form when native, so existing releases keep their digests.
+    #[serde(skip_serializing_if = "BusApi::is_native")]
+    pub bus_api: BusApi,
+}
+
+/// How a service reaches the bus. On one machine the node serves both; an
+/// export to a cluster, where there is no node, must know which services
+/// need the HTTP API served beside them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusApi {
+    /// The SDK's bus client (the native protocol, or JetStream directly on
+    /// a `nats://` URL).
+    #[default]
+    Native,
+    /// The HTTP bus API under `/v1/bus`, for services not on the Rust SDK.
+    Http,
+}
+
+impl BusApi {
+    /// Parses the manifest's spelling.
+    pub fn parse(text: &str) -> Option<BusApi> {
+        match text {
+            "native" => Some(BusApi::Native),
+            "http" => Some(BusApi::Http),
+            _ => None,
+        }
+    }
+
+    /// True for the default, [`BusApi::Native`].
+    pub fn is_native(&self) -> bool {
+        *self == BusApi::Native
+    }
 }
 
 /// How `mortar deploy` replaces a service's instances.
@@ -560,6 +594,7 @@ mod tests {
             restart: RestartPolicy::default(),
             autoscale: None,
             deploy: DeploySpec::default(),
+            bus_api: BusApi::Native,
         };
         let manifest = Manifest {
             path: Path::new(dir).join("mortar.toml"),

@@ -12,9 +12,10 @@ use toml::de::DeTable;
 
 use crate::error::{LoadError, ManifestErrors};
 use crate::model::{
-    AppSpec, BusSpec, DEFAULT_GRACE_PERIOD, DEFAULT_INSTANCES, DEFAULT_STARTUP_TIMEOUT, DeploySpec,
-    GatewaySpec, HealthSpec, MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT, Manifest,
-    RESERVED_ENV_KEYS, RESERVED_ENV_PREFIX, RestartPolicy, SecretsSpec, ServiceSpec, manifest_dir,
+    AppSpec, BusApi, BusSpec, DEFAULT_GRACE_PERIOD, DEFAULT_INSTANCES, DEFAULT_STARTUP_TIMEOUT,
+    DeploySpec, GatewaySpec, HealthSpec, MAX_INSTANCES, MAX_RAPID_CRASHES, MAX_SERVICE_TIMEOUT,
+    Manifest, RESERVED_ENV_KEYS, RESERVED_ENV_PREFIX, RestartPolicy, SecretsSpec, ServiceSpec,
+    manifest_dir,
 };
 use crate::order::cycles;
 use crate::reader::{Reader, Value, child, entries, is_probable_typo, with_article};
@@ -38,6 +39,7 @@ const SERVICE_KEYS: &[&str] = &[
     "callers",
     "autoscale",
     "deploy",
+    "bus_api",
 ];
 /// Keys of `[services.<name>.health]`.
 const HEALTH_KEYS: &[&str] = &["ready", "live"];
@@ -384,6 +386,23 @@ fn read_service(
         Some(v) => crate::deploy::read_deploy(r, v, &f("deploy")),
         None => Some(DeploySpec::default()),
     };
+    let bus_api = match table.get("bus_api") {
+        None => Some(BusApi::Native),
+        Some(v) => {
+            const EXPECTED: &str =
+                r#""native" (the SDK's bus client) or "http" (the HTTP bus API)"#;
+            let text = r.string(v, &f("bus_api"), EXPECTED);
+            let api = text.and_then(BusApi::parse);
+            if let (Some(text), None) = (text, api) {
+                r.error(
+                    v.span(),
+                    &f("bus_api"),
+                    format!("expected {EXPECTED}, found {text:?}"),
+                );
+            }
+            api
+        }
+    };
     // An autoscaled service without `instances` starts at its minimum.
     let instances = match (&autoscale, table.get("instances")) {
         (Some(Some(spec)), None) => Some(spec.min),
@@ -412,6 +431,7 @@ fn read_service(
                 Some(spec) => Some(spec?),
             },
             deploy: deploy?,
+            bus_api: bus_api?,
         })
     })();
     (spec, edges)

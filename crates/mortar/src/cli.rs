@@ -173,6 +173,9 @@ pub(crate) struct ExportKubernetesArgs {
     /// The image of one service, overriding the default; repeatable.
     #[arg(long = "image", value_name = "SERVICE=IMAGE")]
     pub(crate) images: Vec<String>,
+    /// The image of the mortar binary, which runs the bus bridge (`mortar bus http`) beside services with bus_api = "http" [default: <REGISTRY>/mortar:latest].
+    #[arg(long, value_name = "IMAGE")]
+    pub(crate) mortar_image: Option<String>,
     /// The cluster's NATS JetStream, given to every service as MORTAR_BUS_URL.
     #[arg(long, default_value = mortar_export::DEFAULT_BUS_URL)]
     pub(crate) bus_url: String,
@@ -485,6 +488,17 @@ pub(crate) struct LogsArgs {
 pub(crate) enum BusCommand {
     /// Run only the embedded broker (TCP protocol and HTTP API) until Ctrl-C.
     Serve(BusServeArgs),
+    /// Serve the HTTP bus API (/v1/bus) over NATS JetStream where there is no node, for services not on the Rust SDK (a Kubernetes export runs it beside them).
+    ///
+    /// A twelve-factor process configured by the environment, like a service:
+    /// MORTAR_BUS_URL (nats://HOST:PORT, required), PORT and MORTAR_BIND_ADDR
+    /// (where to listen; 127.0.0.1 by default), MORTAR_BUS_HTTP_TOKEN (the
+    /// bearer token clients must send; without it anyone who reaches the port
+    /// may use the bus), MORTAR_BUS_MAX_DELIVERIES, MORTAR_BUS_ACK_DEADLINE_MS,
+    /// MORTAR_BUS_MAX_MESSAGE_BYTES and MORTAR_BUS_NATS_REPLICAS as for a
+    /// service. Serves /health/ready (ready once JetStream is connected),
+    /// /health/live and /metrics; drains on SIGTERM.
+    Http,
     /// Topics, groups, backlog and lag of the running node's bus.
     Stats(BusStatsArgs),
     /// Dead-letter topics.

@@ -223,3 +223,37 @@ fn with_a_nats_url_the_node_serves_jetstream_behind_the_same_api() {
         (metric(&node, &admin, &backlog) == Some(0.0)).then_some(())
     });
 }
+
+/// `mortar bus http` is configured like a service: a missing, malformed or
+/// non-NATS bus URL, or a bad bus setting, is one line naming the variable
+/// and exit 78, before it listens.
+#[test]
+fn the_bus_bridge_refuses_bad_configuration_with_one_line_and_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    for (env, names) in [
+        (vec![], "MORTAR_BUS_URL is not set"),
+        (
+            vec![("MORTAR_BUS_URL", "mortar://127.0.0.1:4222")],
+            "bridges NATS JetStream",
+        ),
+        (
+            vec![("MORTAR_BUS_URL", "nats://nats")],
+            "MORTAR_BUS_URL=\"nats://nats\" is invalid",
+        ),
+        (
+            vec![
+                ("MORTAR_BUS_URL", "nats://127.0.0.1:4222"),
+                ("MORTAR_BUS_MAX_DELIVERIES", "many"),
+            ],
+            "MORTAR_BUS_MAX_DELIVERIES=\"many\" is invalid",
+        ),
+    ] {
+        let mut env = env;
+        env.push(("PORT", "0"));
+        let out = mortar_test_support::cli::run_mortar(dir.path(), &["bus", "http"], &env, b"");
+        assert_eq!(out.code, 78, "{env:?}: {}", out.stderr);
+        assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+        assert!(out.stderr.contains(names), "{env:?}: {}", out.stderr);
+        assert!(!out.stdout.contains("listening"), "{}", out.stdout);
+    }
+}

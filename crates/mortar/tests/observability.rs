@@ -134,14 +134,24 @@ fn one_order_is_followed_by_its_trace_id_across_gateway_service_bus_and_projecti
     );
 
     // The node's and the service's /metrics parse as Prometheus text and
-    // hold the key series, this order included.
-    let node_metrics = node
-        .admin_http()
-        .get(format!("{}/metrics", node.admin_url()))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    // hold the key series, this order included. The autoscaler's gauges
+    // exist from its first decision, which needs the bus's first statistics:
+    // on a loaded machine that can come after the order is projected.
+    let node_metrics = wait_for(
+        "the autoscaler's first decision in the node's /metrics",
+        Duration::from_secs(60),
+        || {
+            let text = node
+                .admin_http()
+                .get(format!("{}/metrics", node.admin_url()))
+                .send()
+                .ok()?
+                .text()
+                .ok()?;
+            text.contains("\nmortar_autoscale_current_instances{")
+                .then_some(text)
+        },
+    );
     let scrape = parse(&node_metrics);
     for key in [
         "mortar_instances",

@@ -7,11 +7,16 @@
 //! the embedded bus; only URLs change (and the notifier runs on a python
 //! with psycopg, scripts/notifier-venv). Runs when CI=true; skipped with the
 //! reason printed when nats-server or PostgreSQL is not there.
+//!
+//! And the shape of the Kubernetes export, where there is no node: ordering
+//! alone on JetStream and PostgreSQL, and the Python notifier beside its bus
+//! bridge (`mortar bus http`), configured as the exported pod is.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use mortar_test_support::nats::PrivateNats;
+use mortar_test_support::service::ServiceProcess;
 use mortar_test_support::stores::ScratchDatabase;
 use mortar_test_support::{RunningNode, shop, wait_for};
 use reqwest::blocking::Client;
@@ -203,6 +208,156 @@ fn the_whole_shop_runs_on_nats_jetstream_and_postgres_by_environment_alone() {
         .collect();
     assert!(sqlite_files.is_empty(), "{sqlite_files:?}");
     drop(node);
+}
+
+/// `url` with `?schema=` (or `&schema=`) added.
+fn with_schema(url: &str, schema: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}schema={schema}")
+}
+
+/// The bus bridge on `port`, as the export's sidecar runs it.
+fn bus_bridge(nats: &str, port: u16, token: &str) -> ServiceProcess {
+    let port = port.to_string();
+    ServiceProcess::start_with_args(
+        &mortar_test_support::binary("mortar"),
+        &["bus", "http"],
+        &[
+            ("MORTAR_BUS_URL", nats),
+            ("PORT", &port),
+            ("MORTAR_SERVICE", "notifier-bus-http"),
+            ("MORTAR_BUS_HTTP_TOKEN", token),
+            ("MORTAR_BUS_NATS_REPLICAS", "1"),
+            // A delivery held by a killed bridge comes again this soon.
+            ("MORTAR_BUS_ACK_DEADLINE_MS", "2000"),
+        ],
+    )
+}
+
+#[test]
+fn without_a_node_the_notifier_runs_beside_its_bus_bridge_and_survives_its_crash() {
+    const TEST: &str =
+        "without_a_node_the_notifier_runs_beside_its_bus_bridge_and_survives_its_crash";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(nats) = jetstream(TEST, dir.path()) else {
+        return;
+    };
+    let Some(database) = ScratchDatabase::create(TEST) else {
+        return;
+    };
+    let Some(python) = shop::notifier_python_for_postgres(TEST) else {
+        return;
+    };
+    let bus_url = nats.url();
+    let token = "a-token-from-the-bus-http-secret";
+    let bridge_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bridge_url = format!("http://127.0.0.1:{bridge_port}");
+
+    let ordering_store = with_schema(&database.url, "ordering");
+    let ordering = ServiceProcess::start(
+        &mortar_test_support::binary("ordering"),
+        &[
+            ("MORTAR_SERVICE", "ordering"),
+            ("MORTAR_STORE_URL", &ordering_store),
+            ("MORTAR_BUS_URL", &bus_url),
+            ("MORTAR_BUS_NATS_REPLICAS", "1"),
+        ],
+    );
+    let mut bridge = bus_bridge(&bus_url, bridge_port, token);
+    // The environment of the exported notifier pod: no node.
+    let script = shop::notifier_script();
+    let notifier_store = with_schema(&database.url, "notifier");
+    let notifier = ServiceProcess::start_with_args(
+        &python,
+        &[script.to_str().unwrap()],
+        &[
+            ("MORTAR_SERVICE", "notifier"),
+            ("MORTAR_APP", "shop"),
+            ("MORTAR_BIND_ADDR", "127.0.0.1"),
+            ("MORTAR_STORE_URL", &notifier_store),
+            ("MORTAR_BUS_URL", &bus_url),
+            ("MORTAR_BUS_HTTP_URL", &bridge_url),
+            ("MORTAR_BUS_HTTP_TOKEN", token),
+        ],
+    );
+    let http = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    // The bridge takes nothing without the token.
+    let (status, body) = call(
+        &http,
+        &format!("{bridge_url}/v1/bus/topics/orders/groups/x/pull"),
+        None,
+        Some(&json!({"consumer": "x", "wait_ms": 0})),
+    );
+    assert_eq!(status, 401, "{body}");
+
+    let place = |n: usize| -> String {
+        let order = json!({"customer": "ann", "lines": [
+            {"sku": "MUG-001", "quantity": n, "unit_price_cents": 1290}]});
+        let (status, body) = call(
+            &http,
+            &format!("{}/v1/orders", ordering.url()),
+            None,
+            Some(&order),
+        );
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    };
+    let notified = |http: &Client| -> Vec<String> {
+        let (status, body) = call(
+            http,
+            &format!("{}/v1/notifications?customer=ann", notifier.url()),
+            None,
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        body["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["order_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let mut placed: Vec<String> = (1..=10).map(place).collect();
+    wait_for(
+        "the first ten orders notified through the bridge",
+        Duration::from_secs(60),
+        || (notified(&http).len() >= 10).then_some(()),
+    );
+
+    // kill -9 of the bridge; orders keep coming (ordering publishes to
+    // JetStream itself) and the notifier keeps retrying its pulls.
+    bridge.child.kill().unwrap();
+    bridge.child.wait().unwrap();
+    placed.extend((11..=20).map(place));
+    std::thread::sleep(Duration::from_millis(500));
+    bridge = bus_bridge(&bus_url, bridge_port, token);
+
+    let mut got = wait_for(
+        "all twenty orders notified after the bridge came back",
+        Duration::from_secs(90),
+        || {
+            let got = notified(&http);
+            (got.len() >= placed.len()).then_some(got)
+        },
+    );
+    // Each order once: redeliveries after the crash changed nothing.
+    got.sort();
+    placed.sort();
+    assert_eq!(got, placed);
+    assert_eq!(
+        database.count("SELECT count(*) FROM notifier.notifications"),
+        20
+    );
+    drop(bridge);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -22,9 +22,16 @@ pub struct ServiceProcess {
 
 impl ServiceProcess {
     /// Starts `binary` with `env` and waits for it to listen.
-    #[allow(clippy::zombie_processes)] // waited for in Drop
     pub fn start(binary: &Path, env: &[(&str, &str)]) -> ServiceProcess {
+        ServiceProcess::start_with_args(binary, &[], env)
+    }
+
+    /// [`ServiceProcess::start`] with arguments (`mortar bus http`, a
+    /// script run by python). A `PORT` in `env` wins over 0.
+    #[allow(clippy::zombie_processes)] // waited for in Drop
+    pub fn start_with_args(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> ServiceProcess {
         let mut child = Command::new(binary)
+            .args(args)
             .env("PORT", "0")
             .env("MORTAR_LOG_LEVEL", "info")
             .envs(env.iter().copied())

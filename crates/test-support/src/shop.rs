@@ -81,6 +81,7 @@ callers = ["gateway"]
 [services.notifier]
 command = ["{python}", "{notifier}"]
 callers = ["gateway"]
+bus_api = "http"
 
 [services.notifier.autoscale]
 max = 2

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """notifier: the shop's service that is not written in Rust.
 
-It uses only the node's documented HTTP APIs and Python's standard library
-(plus psycopg, only when its store is PostgreSQL):
+It uses only documented HTTP APIs and Python's standard library (plus
+psycopg, only when its store is PostgreSQL):
 
 - consumes order events from the bus topic ``orders`` (group ``notifier``)
   with the HTTP bus API: long-poll ``pull``, then ``ack`` (or ``nack`` for a
@@ -14,13 +14,19 @@ It uses only the node's documented HTTP APIs and Python's standard library
 - serves ``/health/live``, ``/health/ready`` and
   ``GET /v1/notifications?customer=NAME`` (or ``?order=ID``),
   over mTLS with the certificate the node issued when it has one;
-- reports its port to the node like the Rust SDK does, logs one JSON object
-  per line on stdout, and drains on SIGTERM: stops pulling, finishes and
-  acks what it holds, then exits.
+- reports its port to the node like the Rust SDK does (when there is a
+  node), logs one JSON object per line on stdout, and drains on SIGTERM:
+  stops pulling, finishes and acks what it holds, then exits.
+
+Under ``mortar up`` the node serves the HTTP bus API. Where there is no node
+(a Kubernetes export), ``mortar bus http`` serves the same API beside it,
+backed by NATS JetStream, and MORTAR_BUS_HTTP_URL points at it.
 
 Configuration comes from the environment the node sets (see the README's
 table): PORT, MORTAR_NODE_URL, MORTAR_NODE_TOKEN, MORTAR_INSTANCE,
 MORTAR_SERVICE, MORTAR_APP, MORTAR_TLS_CERT/KEY/CA, MORTAR_TLS_CALLERS,
+MORTAR_BUS_HTTP_URL and MORTAR_BUS_HTTP_TOKEN (the HTTP bus API and its
+bearer token; the node's URL and token when unset),
 MORTAR_STORE_URL (``sqlite://PATH``: notifications.db in that file's
 directory; ``postgres://user@host/db?schema=NAME``: the table in that schema,
 created when missing, for which psycopg must be installed: see
@@ -311,11 +317,11 @@ def notification(message, store):
     }
 
 
-# ---- the node's APIs ---------------------------------------------------
+# ---- the node's and the bus's HTTP APIs -------------------------------
 
 
-class Node:
-    """The node's admin API (bus, endpoint report) with this instance's token."""
+class Api:
+    """An HTTP API (the node's, or the bus bridge's) with a bearer token."""
 
     def __init__(self, url, token):
         self.url = url.rstrip("/")
@@ -459,12 +465,12 @@ def reload_forever(ctx, cert, key):
 # ---- consuming ---------------------------------------------------------
 
 
-def consume(node, state, topic, group, consumer):
+def consume(bus, state, topic, group, consumer):
     """Pull, record, ack, until draining; what was pulled is always settled."""
     backoff = 0.1
     while not state.draining.is_set():
         try:
-            batch = node.call(
+            batch = bus.call(
                 "POST",
                 "/v1/bus/topics/%s/groups/%s/pull" % (topic, group),
                 {"consumer": consumer, "max": 50, "wait_ms": 1000},
@@ -478,7 +484,7 @@ def consume(node, state, topic, group, consumer):
             backoff = min(backoff * 2, 5.0)
             continue
         try:
-            settle(node, state, topic, group, batch)
+            settle(bus, state, topic, group, batch)
         except Exception as e:  # the store failed: what was not acked comes again
             log("warn", "cannot record notifications; the unacknowledged messages will be redelivered",
                 error=str(e), retry_in_ms=int(backoff * 1000))
@@ -486,7 +492,7 @@ def consume(node, state, topic, group, consumer):
             backoff = min(backoff * 2, 5.0)
 
 
-def settle(node, state, topic, group, batch):
+def settle(bus, state, topic, group, batch):
     acks, bad = [], []
     for message in batch:
         try:
@@ -504,19 +510,19 @@ def settle(node, state, topic, group, batch):
         acks.append(message["id"])
     path = "/v1/bus/topics/%s/groups/%s/" % (topic, group)
     if acks:
-        send_until_done(node, path + "ack", {"ids": acks})
+        send_until_done(bus, path + "ack", {"ids": acks})
     for message_id, why in bad:
         log("error", "malformed message refused", id=message_id, reason=why)
-        send_until_done(node, path + "nack", {"ids": [message_id], "reason": why})
+        send_until_done(bus, path + "nack", {"ids": [message_id], "reason": why})
 
 
-def send_until_done(node, path, body):
+def send_until_done(bus, path, body):
     """Retries a settle while the bus is unreachable: a lost ack would only
     mean a duplicate delivery, which the store absorbs, but draining waits
     for it so that scale-in causes no redelivery."""
     for attempt in range(20):
         try:
-            node.call("POST", path, body)
+            bus.call("POST", path, body)
             return
         except (urllib.error.URLError, OSError) as e:
             log("warn", "settling failed; retrying", path=path, error=str(e), attempt=attempt + 1)
@@ -531,8 +537,10 @@ def exit_with_node(state):
 
 def main():
     node_url = os.environ.get("MORTAR_NODE_URL")
-    if not node_url:
-        log("error", "MORTAR_NODE_URL is not set; run the notifier under `mortar up`")
+    bus_url = os.environ.get("MORTAR_BUS_HTTP_URL") or node_url
+    if not bus_url:
+        log("error", "neither MORTAR_BUS_HTTP_URL nor MORTAR_NODE_URL is set: run the notifier "
+            "under `mortar up`, or set MORTAR_BUS_HTTP_URL to a `mortar bus http` bridge")
         return EXIT_CONFIG
     store_url = os.environ.get("MORTAR_STORE_URL", "sqlite://notifications.db")
     try:
@@ -541,7 +549,9 @@ def main():
         log("error", "MORTAR_STORE_URL cannot be used: %s" % e, found=redact(store_url))
         return EXIT_CONFIG
     state = State(store)
-    node = Node(node_url, os.environ.get("MORTAR_NODE_TOKEN", ""))
+    node_token = os.environ.get("MORTAR_NODE_TOKEN", "")
+    node = Api(node_url, node_token) if node_url else None
+    bus = Api(bus_url, os.environ.get("MORTAR_BUS_HTTP_TOKEN", node_token))
     instance = os.environ.get("MORTAR_INSTANCE", "notifier-%d" % os.getpid())
     topic = os.environ.get("NOTIFIER_TOPIC", "orders")
     group = os.environ.get("NOTIFIER_GROUP", "notifier")
@@ -555,12 +565,15 @@ def main():
     signal.signal(signal.SIGINT, drain)
     server = serve(state)
     address, port = server.server_address[:2]
-    node.call("POST", "/v1/instances/%s/endpoint" % instance, {
-        "address": address, "port": port, "pid": os.getpid(),
-        "service": os.environ.get("MORTAR_SERVICE", "notifier"),
-    })
-    log("info", "listening", address=address, port=port, topic=topic, group=group, db=db)
-    worker = threading.Thread(target=consume, args=(node, state, topic, group, instance))
+    # Without a node the platform finds the service (a Kubernetes Service).
+    if node is not None:
+        node.call("POST", "/v1/instances/%s/endpoint" % instance, {
+            "address": address, "port": port, "pid": os.getpid(),
+            "service": os.environ.get("MORTAR_SERVICE", "notifier"),
+        })
+    log("info", "listening", address=address, port=port, topic=topic, group=group, db=db,
+        bus=redact(bus_url))
+    worker = threading.Thread(target=consume, args=(bus, state, topic, group, instance))
     worker.start()
     # Exit with the node even when it is killed (MORTAR_EXIT_WITH_NODE=stdin).
     if os.environ.get("MORTAR_EXIT_WITH_NODE") == "stdin":

@@ -5,10 +5,13 @@ NOTIFIER_TEST_POSTGRES names a server (postgres://user@host/db) and psycopg
 is installed (the python scripts/notifier-venv prints); otherwise the
 PostgreSQL ones are skipped, saying why."""
 
+import io
 import os
 import random
 import tempfile
 import unittest
+from contextlib import redirect_stdout
+from unittest import mock
 
 import notifier
 
@@ -125,6 +128,17 @@ class StoreUrlTest(unittest.TestCase):
         for url in ["mysql://db/x", "postgres://u@h/db?schema=Bad;drop"]:
             with self.assertRaises(notifier.StoreUrlError):
                 notifier.open_store(url)
+
+
+class ConfigTest(unittest.TestCase):
+    def test_without_a_node_or_a_bus_url_it_exits_78_naming_both(self):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MORTAR_NODE_URL", "MORTAR_BUS_HTTP_URL")}
+        out = io.StringIO()
+        with mock.patch.dict(os.environ, env, clear=True), redirect_stdout(out):
+            self.assertEqual(notifier.main(), notifier.EXIT_CONFIG)
+        self.assertIn("MORTAR_BUS_HTTP_URL", out.getvalue())
+        self.assertIn("MORTAR_NODE_URL", out.getvalue())
 
 
 class CallerTest(unittest.TestCase):

@@ -102,6 +102,7 @@ fn the_full_example_parses_to_the_expected_model() {
         },
         autoscale: None,
         deploy: crate::DeploySpec::default(),
+        bus_api: crate::BusApi::Native,
     };
     let identity = ServiceSpec {
         name: "identity".into(),
@@ -118,6 +119,7 @@ fn the_full_example_parses_to_the_expected_model() {
         restart: RestartPolicy::default(),
         autoscale: None,
         deploy: crate::DeploySpec::default(),
+        bus_api: crate::BusApi::Native,
     };
     assert_eq!(
         manifest,
@@ -223,7 +225,7 @@ comand = ["/bin/true"]
                 10,
                 1,
                 "services.orders.comand",
-                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers, autoscale, deploy"#
+                r#"unknown key "comand"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers, autoscale, deploy, bus_api"#
             ),
         ]
     );
@@ -300,6 +302,40 @@ fn empty_services_are_an_error() {
 }
 
 #[test]
+fn bus_api_is_native_unless_the_service_asks_for_http() {
+    let manifest = parse(&format!(
+        "{APP}[services.a]\ncommand = [\"a\"]\n[services.b]\ncommand = [\"b\"]\nbus_api = \"http\"\n"
+    ))
+    .unwrap();
+    let apis: Vec<_> = manifest.services.iter().map(|s| s.bus_api).collect();
+    assert_eq!(apis, [crate::BusApi::Native, crate::BusApi::Http]);
+    // The default stays out of the serialized form (release digests).
+    let json = serde_json::to_value(&manifest.services[0]).unwrap();
+    assert!(json.get("bus_api").is_none(), "{json}");
+    assert_eq!(
+        serde_json::to_value(&manifest.services[1]).unwrap()["bus_api"],
+        "http"
+    );
+    assert_eq!(
+        errors(&format!(
+            "{APP}[services.a]\ncommand = [\"a\"]\nbus_api = \"grpc\"\n"
+        )),
+        [e(
+            5,
+            11,
+            "services.a.bus_api",
+            r#"expected "native" (the SDK's bus client) or "http" (the HTTP bus API), found "grpc""#
+        )]
+    );
+    assert_eq!(
+        where_(&format!(
+            "{APP}[services.a]\ncommand = [\"a\"]\nbus_api = true\n"
+        )),
+        [l(5, "services.a.bus_api")]
+    );
+}
+
+#[test]
 fn unknown_keys_are_caught_at_every_level() {
     let source = format!(
         "color = 1\n{APP}[services.a]\ncommand = [\"a\"]\ninstnaces = 2\n\
@@ -318,7 +354,7 @@ fn unknown_keys_are_caught_at_every_level() {
                 6,
                 1,
                 "services.a.instnaces",
-                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers, autoscale, deploy"#
+                r#"unknown key "instnaces"; expected one of: command, build, instances, depends_on, env, grace_period, startup_timeout, health, restart, secrets, callers, autoscale, deploy, bus_api"#
             ),
             e(
                 8,

@@ -48,6 +48,72 @@ pub(crate) fn serve(args: BusServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `mortar bus http`: the HTTP bus API over NATS JetStream, run like a
+/// service by the SDK (environment, port, health, JSON logs, drain).
+pub(crate) fn http() -> ExitCode {
+    mortar_sdk::run("bus-http", |ctx| async move {
+        let config = ctx.bus_config().map_err(as_config_error)?;
+        let url = mortar_bus_client::BusUrl::parse(&config.url)
+            .map_err(|e| as_config_error(Box::new(e)))?;
+        if url.scheme != mortar_bus_client::Scheme::Nats {
+            return Err(Box::new(mortar_sdk::ConfigError::Invalid {
+                name: mortar_bus_client::BUS_URL_ENV.into(),
+                value: mortar_bus_client::redact_url(&config.url),
+                expected: "nats://HOST:PORT".into(),
+                problem: "`mortar bus http` bridges NATS JetStream; the embedded broker (`mortar up`, `mortar bus serve`) serves /v1/bus itself".into(),
+            }) as mortar_sdk::BoxError);
+        }
+        let token = ctx.env().raw(BUS_HTTP_TOKEN_ENV).filter(|t| !t.is_empty());
+        if token.is_none() && !ctx.local_addr().ip().is_loopback() {
+            tracing::warn!(
+                address = %ctx.local_addr(),
+                "{BUS_HTTP_TOKEN_ENV} is not set and the bridge listens beyond loopback: anyone who reaches this port may use the bus"
+            );
+        }
+        let bridge = mortar_bus_server::Bridge::new(&config.url, token);
+        let ready = bridge.clone();
+        ctx.readiness().add_check("jetstream", move || {
+            let connected = ready.is_connected();
+            async move {
+                connected
+                    .then_some(())
+                    .ok_or_else(|| "not connected to NATS JetStream yet".to_owned())
+            }
+        });
+        tokio::spawn(bridge.clone().connect(config, ctx.shutdown_token()));
+        Ok(bridge.router())
+    })
+}
+
+/// A bad bus setting as a configuration error, so the bridge exits 78 with
+/// one line naming the variable, as a service does.
+fn as_config_error(error: mortar_sdk::BoxError) -> mortar_sdk::BoxError {
+    match error.downcast::<mortar_bus_client::ClientError>() {
+        Ok(client) => {
+            let (name, value) = match &*client {
+                mortar_bus_client::ClientError::InvalidConfig {
+                    variable, value, ..
+                } => ((*variable).to_owned(), value.clone()),
+                mortar_bus_client::ClientError::InvalidUrl { url, .. } => (
+                    mortar_bus_client::BUS_URL_ENV.to_owned(),
+                    mortar_bus_client::redact_url(url),
+                ),
+                _ => (mortar_bus_client::BUS_URL_ENV.to_owned(), String::new()),
+            };
+            Box::new(mortar_sdk::ConfigError::Invalid {
+                name,
+                value,
+                expected: "nats://HOST:PORT and the bus settings a service takes".into(),
+                problem: client.to_string(),
+            })
+        }
+        Err(other) => other,
+    }
+}
+
+/// The bearer token clients of `mortar bus http` must send, when set.
+const BUS_HTTP_TOKEN_ENV: &str = "MORTAR_BUS_HTTP_TOKEN";
+
 pub(crate) async fn stats(args: BusStatsArgs) -> anyhow::Result<ExitCode> {
     let client = super::admin_client(&args.target.manifest.file, &args.target.node)?;
     let stats = client.bus_stats().await?;

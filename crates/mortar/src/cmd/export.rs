@@ -19,6 +19,7 @@ pub(crate) fn kubernetes(args: ExportKubernetesArgs) -> anyhow::Result<ExitCode>
         bus_url: args.bus_url,
         nats_replicas: args.nats_replicas,
         store_url: args.store_url,
+        mortar_image: args.mortar_image,
         ..ExportOptions::default()
     };
     for image in &args.images {

@@ -45,6 +45,7 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Stop(args) => runtime()?.block_on(service::run(args, "stop")),
         Command::Start(args) => runtime()?.block_on(service::run(args, "start")),
         Command::Bus(BusCommand::Serve(args)) => bus::serve(args),
+        Command::Bus(BusCommand::Http) => Ok(bus::http()),
         Command::Bus(BusCommand::Stats(args)) => runtime()?.block_on(bus::stats(args)),
         Command::Bus(BusCommand::Dlq(DlqCommand::Replay(args))) => {
             runtime()?.block_on(bus::replay(args))
