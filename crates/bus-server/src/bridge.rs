@@ -211,7 +211,8 @@ mod tests {
         let mut req = Request::builder()
             .uri("/v1/bus/topics/orders/messages")
             .method("POST")
-            .body(Body::empty())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"messages": [{"payload": {"n": 1}}]}"#))
             .unwrap();
         if let Some(t) = token {
             req.headers_mut().insert(
