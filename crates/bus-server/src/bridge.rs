@@ -13,12 +13,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use mortar_bus::{BusError, Message, NewMessage, TopicStats};
 use mortar_bus_client::{ClientConfig, JetStream};
-use mortar_sdk::Problem;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -189,22 +188,17 @@ async fn require_token(State(bridge): State<Bridge>, req: Request, next: Next) -
     if req.uri().path() == "/v1/bus/openapi.json" || bridge.accepts(&req) {
         return next.run(req).await;
     }
-    let mut resp = Problem::new(
-        StatusCode::UNAUTHORIZED,
+    mortar_sdk::problem::unauthorized(
         "no valid credentials: send `Authorization: Bearer <token>` with the bridge's token (MORTAR_BUS_HTTP_TOKEN)",
+        "mortar bus",
     )
-    .into_response();
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    resp
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::http::StatusCode;
     use tower::ServiceExt;
 
     fn request(token: Option<&str>) -> Request {

@@ -51,17 +51,24 @@ fn jetstream(test: &str, dir: &std::path::Path) -> Option<PrivateNats> {
     Some(nats)
 }
 
+/// What both tests run on: a JetStream server of their own, a scratch
+/// database, and the python with psycopg for the notifier; `None` (reason
+/// printed) where one is missing outside CI.
+fn backends(
+    test: &str,
+    dir: &std::path::Path,
+) -> Option<(PrivateNats, ScratchDatabase, std::path::PathBuf)> {
+    let nats = jetstream(test, dir)?;
+    let database = ScratchDatabase::create(test)?;
+    let python = shop::notifier_python_for_postgres(test)?;
+    Some((nats, database, python))
+}
+
 #[test]
 fn the_whole_shop_runs_on_nats_jetstream_and_postgres_by_environment_alone() {
     const TEST: &str = "the_whole_shop_runs_on_nats_jetstream_and_postgres_by_environment_alone";
     let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = jetstream(TEST, dir.path()) else {
-        return;
-    };
-    let Some(database) = ScratchDatabase::create(TEST) else {
-        return;
-    };
-    let Some(python) = shop::notifier_python_for_postgres(TEST) else {
+    let Some((nats, database, python)) = backends(TEST, dir.path()) else {
         return;
     };
     let manifest = shop::write_manifest_with_python(dir.path(), "shop", &python);
@@ -239,13 +246,7 @@ fn without_a_node_the_notifier_runs_beside_its_bus_bridge_and_survives_its_crash
     const TEST: &str =
         "without_a_node_the_notifier_runs_beside_its_bus_bridge_and_survives_its_crash";
     let dir = tempfile::tempdir().unwrap();
-    let Some(nats) = jetstream(TEST, dir.path()) else {
-        return;
-    };
-    let Some(database) = ScratchDatabase::create(TEST) else {
-        return;
-    };
-    let Some(python) = shop::notifier_python_for_postgres(TEST) else {
+    let Some((nats, database, python)) = backends(TEST, dir.path()) else {
         return;
     };
     let bus_url = nats.url();

@@ -115,12 +115,7 @@ pub(crate) async fn require_credentials(
 }
 
 fn unauthorized(detail: &str) -> Response {
-    let mut resp = Problem::new(StatusCode::UNAUTHORIZED, detail).into_response();
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"mortar node\""),
-    );
-    resp
+    mortar_sdk::problem::unauthorized(detail, "mortar node")
 }
 
 #[cfg(test)]

@@ -108,6 +108,17 @@ impl std::fmt::Display for Problem {
 
 impl std::error::Error for Problem {}
 
+/// 401 problem+json with the RFC 6750 challenge `WWW-Authenticate: Bearer
+/// realm="<realm>"`, for an API that takes bearer tokens.
+pub fn unauthorized(detail: impl Into<String>, realm: &str) -> Response {
+    let mut resp = Problem::new(StatusCode::UNAUTHORIZED, detail).into_response();
+    let challenge = HeaderValue::from_str(&format!("Bearer realm=\"{realm}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, challenge);
+    resp
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status_code();
