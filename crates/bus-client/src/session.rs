@@ -26,6 +26,13 @@ const WRITE_QUEUE: usize = 1024;
 /// Most queued frames the writer takes at once to merge and write together.
 const MAX_FRAMES_PER_WRITE: usize = 512;
 
+/// Longest an ack or a credit waits for other frames to share its write.
+/// An ack that waits only delays the end of the broker's deadline for that
+/// message, and a credit only matters once a consumer's window is used up;
+/// a millisecond (the timer's resolution) is far below both, and turns a
+/// write per ack into a write per few hundred under load.
+const SETTLE_LINGER: Duration = Duration::from_millis(1);
+
 /// How often a session pings the broker.
 const PING_EVERY: Duration = Duration::from_secs(5);
 
@@ -316,7 +323,11 @@ fn request_id(frame: &Frame) -> Option<u64> {
 }
 
 /// Writes what is queued, merged (see [`coalesce`]), flushing whenever the
-/// queue runs dry.
+/// queue runs dry — except when all that waits is acks and credits: those
+/// are flushed within [`SETTLE_LINGER`], so a busy consumer's acks share a
+/// write instead of costing a system call (and a broker read) each. A
+/// publish, a request, a nack or anything else flushes at once, together
+/// with every ack queued before it.
 async fn write_frames(
     mut sink: Sink,
     mut rx: mpsc::Receiver<Frame>,
@@ -328,14 +339,34 @@ async fn write_frames(
     // One cancellation future for the whole loop, not one per batch.
     let cancelled = closed.cancelled();
     tokio::pin!(cancelled);
+    // When the acks and credits written but not yet flushed must go.
+    let mut flush_by: Option<tokio::time::Instant> = None;
+    // Written and not flushed: something that must go when the queue runs dry.
+    let mut urgent = false;
     'writing: loop {
-        let received = tokio::select! {
-            _ = &mut cancelled => 0,
-            n = rx.recv_many(&mut queued, MAX_FRAMES_PER_WRITE) => n,
+        let received = match flush_by {
+            None => tokio::select! {
+                _ = &mut cancelled => 0,
+                n = rx.recv_many(&mut queued, MAX_FRAMES_PER_WRITE) => n,
+            },
+            Some(deadline) => tokio::select! {
+                biased;
+                _ = &mut cancelled => 0,
+                n = rx.recv_many(&mut queued, MAX_FRAMES_PER_WRITE) => n,
+                () = tokio::time::sleep_until(deadline) => {
+                    flush_by = None;
+                    urgent = false;
+                    if SinkExt::<Frame>::flush(&mut sink).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            },
         };
         if received == 0 {
             break;
         }
+        urgent |= queued.iter().any(|f| !is_settlement(f));
         let batch = coalesce(std::mem::take(&mut queued), max_message_bytes);
         lock(&pending).merged.extend(batch.merged);
         for frame in batch.frames {
@@ -355,12 +386,26 @@ async fn write_frames(
                 }
             }
         }
-        if rx.is_empty() && SinkExt::<Frame>::flush(&mut sink).await.is_err() {
-            break;
+        // A steady stream of acks keeps the queue busy: they still go by
+        // their deadline.
+        let due = flush_by.is_some_and(|by| tokio::time::Instant::now() >= by);
+        if (urgent && rx.is_empty()) || due {
+            flush_by = None;
+            urgent = false;
+            if SinkExt::<Frame>::flush(&mut sink).await.is_err() {
+                break;
+            }
+        } else if !urgent && flush_by.is_none() {
+            flush_by = Some(tokio::time::Instant::now() + SETTLE_LINGER);
         }
     }
     closed.cancel();
     let _ = SinkExt::<Frame>::close(&mut sink).await;
+}
+
+/// Acks and credits: they may wait [`SETTLE_LINGER`] for company.
+fn is_settlement(frame: &Frame) -> bool {
+    matches!(frame, Frame::Ack { .. } | Frame::Credit { .. })
 }
 
 /// When the broker was last heard from, as milliseconds since the session began.
