@@ -339,29 +339,26 @@ async fn write_frames(
     // One cancellation future for the whole loop, not one per batch.
     let cancelled = closed.cancelled();
     tokio::pin!(cancelled);
-    // When the acks and credits written but not yet flushed must go.
+    // When the acks and credits written but not yet flushed must go: one
+    // timer for the whole loop, reset when a linger starts.
     let mut flush_by: Option<tokio::time::Instant> = None;
+    let linger = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(linger);
     // Written and not flushed: something that must go when the queue runs dry.
     let mut urgent = false;
     'writing: loop {
-        let received = match flush_by {
-            None => tokio::select! {
-                _ = &mut cancelled => 0,
-                n = rx.recv_many(&mut queued, MAX_FRAMES_PER_WRITE) => n,
-            },
-            Some(deadline) => tokio::select! {
-                biased;
-                _ = &mut cancelled => 0,
-                n = rx.recv_many(&mut queued, MAX_FRAMES_PER_WRITE) => n,
-                () = tokio::time::sleep_until(deadline) => {
-                    flush_by = None;
-                    urgent = false;
-                    if SinkExt::<Frame>::flush(&mut sink).await.is_err() {
-                        break;
-                    }
-                    continue;
+        let received = tokio::select! {
+            biased;
+            _ = &mut cancelled => 0,
+            n = rx.recv_many(&mut queued, MAX_FRAMES_PER_WRITE) => n,
+            () = &mut linger, if flush_by.is_some() => {
+                flush_by = None;
+                urgent = false;
+                if SinkExt::<Frame>::flush(&mut sink).await.is_err() {
+                    break;
                 }
-            },
+                continue;
+            }
         };
         if received == 0 {
             break;
@@ -396,7 +393,9 @@ async fn write_frames(
                 break;
             }
         } else if !urgent && flush_by.is_none() {
-            flush_by = Some(tokio::time::Instant::now() + SETTLE_LINGER);
+            let by = tokio::time::Instant::now() + SETTLE_LINGER;
+            linger.as_mut().reset(by);
+            flush_by = Some(by);
         }
     }
     closed.cancel();
