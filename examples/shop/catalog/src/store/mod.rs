@@ -59,6 +59,16 @@ pub(crate) enum StoreError {
     Task(String),
 }
 
+impl From<shop_sqlite::SqliteError> for StoreError {
+    fn from(e: shop_sqlite::SqliteError) -> StoreError {
+        match e {
+            shop_sqlite::SqliteError::Dir { path, source } => StoreError::Dir { path, source },
+            shop_sqlite::SqliteError::Sqlite(e) => StoreError::Sqlite(e),
+            shop_sqlite::SqliteError::Task(e) => StoreError::Task(e),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> StoreError {
         StoreError::Postgres(e.into())

@@ -5,17 +5,17 @@
 //! wait instead of an error.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use shop_sqlite::SharedConnection;
 
 use super::{NewProduct, Product, SAMPLE, StoreError};
 
 /// The SQLite database; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    db: SharedConnection,
 }
 
 const SCHEMA: &str = "
@@ -29,39 +29,11 @@ CREATE TABLE IF NOT EXISTS products (
 );";
 
 impl SqliteStore {
-    /// Opens (and creates) the database.
-    ///
-    /// Instances start together and may race to create the schema and switch
-    /// the file to WAL; SQLite answers such a race with "database is locked"
-    /// at once (its busy handler does not cover it), so the setup is retried
-    /// for a few seconds before giving up.
+    /// Opens (and creates) the database; instances racing to create it
+    /// take turns (`shop_sqlite`).
     pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let path = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-                    path: dir.to_owned(),
-                    source,
-                })?;
-            }
-            let mut delay = Duration::from_millis(5);
-            let mut waited = Duration::ZERO;
-            loop {
-                match open_connection(&path) {
-                    Err(StoreError::Sqlite(e)) if is_busy(&e) && waited < OPEN_RETRY_LIMIT => {
-                        std::thread::sleep(delay);
-                        waited += delay;
-                        delay = (delay * 2).min(Duration::from_millis(200));
-                    }
-                    other => return other,
-                }
-            }
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let db = SharedConnection::open(path, setup).await?;
+        Ok(SqliteStore { db })
     }
 
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -69,15 +41,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Task("connection lock poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        self.db.with(f).await
     }
 
     /// Adds the sample products that are missing; returns how many were added.
@@ -162,23 +126,12 @@ impl SqliteStore {
     }
 }
 
-/// How long opening the database may keep retrying a locked file.
-const OPEN_RETRY_LIMIT: Duration = Duration::from_secs(5);
-
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
+/// WAL (readers beside one writer), a busy timeout, the schema.
+fn setup(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(conn)
-}
-
-fn is_busy(error: &rusqlite::Error) -> bool {
-    matches!(
-        error.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
+    conn.execute_batch(SCHEMA)
 }
 
 fn row_to_product(row: &rusqlite::Row<'_>) -> rusqlite::Result<Product> {

@@ -6,11 +6,11 @@
 //! is readable by its owner only.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mortar_auth::SigningKey;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use shop_sqlite::SharedConnection;
 
 use super::{Exchange, StoreError, StoredKey, User, scopes_of, to_stored};
 
@@ -20,7 +20,7 @@ type RefreshRow = (String, String, i64, Option<i64>, Option<i64>);
 /// The SQLite database; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    db: SharedConnection,
 }
 
 const SCHEMA: &str = "
@@ -47,18 +47,14 @@ CREATE TABLE IF NOT EXISTS signing_keys (
     retired_at  INTEGER
 );";
 
-/// How long opening the database may keep retrying a locked file.
-const OPEN_RETRY_LIMIT: Duration = Duration::from_secs(5);
-
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
-    restrict(path)?;
+/// WAL, full sync (an issued token's key must survive a crash), foreign
+/// keys, a busy timeout, the schema.
+fn setup(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(conn)
+    conn.execute_batch(SCHEMA)
 }
 
 /// Owner-only permissions: the file holds password hashes and keys.
@@ -70,13 +66,6 @@ fn restrict(path: &Path) -> Result<(), StoreError> {
             source,
         }
     })
-}
-
-fn is_busy(error: &rusqlite::Error) -> bool {
-    matches!(
-        error.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
 }
 
 fn stored_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, i64, Option<i64>)> {
@@ -97,32 +86,10 @@ impl SqliteStore {
     /// Opens (and creates) the database. Instances starting together may
     /// race to create the schema; a locked file is retried for a while.
     pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let path = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-                    path: dir.to_owned(),
-                    source,
-                })?;
-            }
-            let mut delay = Duration::from_millis(5);
-            let mut waited = Duration::ZERO;
-            loop {
-                match open_connection(&path) {
-                    Err(StoreError::Sqlite(e)) if is_busy(&e) && waited < OPEN_RETRY_LIMIT => {
-                        std::thread::sleep(delay);
-                        waited += delay;
-                        delay = (delay * 2).min(Duration::from_millis(200));
-                    }
-                    other => return other,
-                }
-            }
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let db = SharedConnection::open(path, setup).await?;
+        // Before any user or key is stored in it.
+        restrict(path)?;
+        Ok(SqliteStore { db })
     }
 
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -130,15 +97,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Task("connection lock poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        self.db.with(f).await
     }
 
     /// A cheap query proving the database is usable.
