@@ -9,8 +9,6 @@
 mod postgres;
 mod sqlite;
 
-use std::path::PathBuf;
-
 use mortar_eventstore::StoreUrl;
 use serde::{Deserialize, Serialize};
 
@@ -44,29 +42,17 @@ fn default_currency() -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
-    #[error("cannot create the directory {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Db(#[from] shop_sqlite::SqliteError),
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("{0}")]
     Postgres(#[from] mortar_eventstore::StoreError),
     #[error("a product with SKU {0:?} already exists")]
     DuplicateSku(String),
-    #[error("the database task failed: {0}")]
-    Task(String),
-}
-
-impl From<shop_sqlite::SqliteError> for StoreError {
-    fn from(e: shop_sqlite::SqliteError) -> StoreError {
-        match e {
-            shop_sqlite::SqliteError::Dir { path, source } => StoreError::Dir { path, source },
-            shop_sqlite::SqliteError::Sqlite(e) => StoreError::Sqlite(e),
-            shop_sqlite::SqliteError::Task(e) => StoreError::Task(e),
-        }
-    }
+    /// PostgreSQL answered an insert without the row it made.
+    #[error("the database answered without the new row: {0}")]
+    NoRow(String),
 }
 
 impl From<tokio_postgres::Error> for StoreError {

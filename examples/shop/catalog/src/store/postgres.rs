@@ -145,7 +145,7 @@ impl PostgresStore {
         };
         let id = match rows.first() {
             Some(row) => row.try_get(0)?,
-            None => return Err(StoreError::Task("the insert returned no id".into())),
+            None => return Err(StoreError::NoRow("the insert returned no id".into())),
         };
         Ok(Product {
             id,

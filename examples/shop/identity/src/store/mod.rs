@@ -29,11 +29,8 @@ use mortar_eventstore::StoreUrl;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
-    #[error("cannot create the directory {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Db(#[from] shop_sqlite::SqliteError),
     #[error("cannot restrict the permissions of {path}: {source}")]
     Permissions {
         path: PathBuf,
@@ -47,18 +44,6 @@ pub(crate) enum StoreError {
     Key(#[from] KeyError),
     #[error("the username {0:?} is taken")]
     UsernameTaken(String),
-    #[error("the database task failed: {0}")]
-    Task(String),
-}
-
-impl From<shop_sqlite::SqliteError> for StoreError {
-    fn from(e: shop_sqlite::SqliteError) -> StoreError {
-        match e {
-            shop_sqlite::SqliteError::Dir { path, source } => StoreError::Dir { path, source },
-            shop_sqlite::SqliteError::Sqlite(e) => StoreError::Sqlite(e),
-            shop_sqlite::SqliteError::Task(e) => StoreError::Task(e),
-        }
-    }
 }
 
 impl From<tokio_postgres::Error> for StoreError {
