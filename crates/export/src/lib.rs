@@ -7,8 +7,8 @@
 //! (ConfigMap), secret *references* (never values), probes on the SDK's
 //! health endpoints, the gateway's routes (Ingress), and the bus bridge
 //! (`mortar bus http`, a sidecar) beside services that use the HTTP bus API
-//! — and reports what it
-//! cannot express as [`Export::notes`] instead of dropping it silently.
+//! — and reports what it cannot express as [`Export::notes`] instead of
+//! dropping it silently.
 //! docs/scale-out.md lists both.
 
 mod autoscale;
