@@ -437,6 +437,20 @@ impl PgSession {
         }
     }
 
+    /// One idempotent query as a prepared (cached) statement, through
+    /// [`PgSession::read`]: once more on a fresh session if this one dropped.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        self.read(|conn| async move {
+            let statement = conn.statement(sql).await?;
+            Ok(conn.client().query(&statement, params).await?)
+        })
+        .await
+    }
+
     /// Drops `conn` (if it is still the current session) after `error`.
     pub async fn discard(&self, conn: &Arc<PgConn>, error: &(dyn std::fmt::Display + Sync)) {
         let mut state = self.state.lock().await;

@@ -187,12 +187,7 @@ impl PostgresStore {
         sql: &'static str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        self.reader()
-            .read(|conn| async move {
-                let statement = conn.statement(sql).await?;
-                Ok(conn.client().query(&statement, params).await?)
-            })
-            .await
+        self.reader().query(sql, params).await
     }
 
     async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Write) -> Result<T, StoreError> {

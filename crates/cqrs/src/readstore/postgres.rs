@@ -172,13 +172,7 @@ impl PostgresReadStore {
     /// Runs a query on the reader session (once more on a fresh session if
     /// the first one turns out to have dropped).
     async fn rows(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, ReadStoreError> {
-        Ok(self
-            .reader
-            .read(|conn| async move {
-                let statement = conn.statement(sql).await?;
-                Ok(conn.client().query(&statement, &refs(params)).await?)
-            })
-            .await?)
+        Ok(self.reader.query(sql, &refs(params)).await?)
     }
 }
 

@@ -46,13 +46,7 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        Ok(self
-            .session
-            .read(|conn| async move {
-                let statement = conn.statement(sql).await?;
-                Ok(conn.client().query(&statement, params).await?)
-            })
-            .await?)
+        Ok(self.session.query(sql, params).await?)
     }
 
     /// One write, not retried (a retry after an unknown outcome could add
