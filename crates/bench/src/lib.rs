@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod cpu;
 pub mod cqrs;
+pub mod disk;
 pub mod http;
 pub mod start;
 pub mod stats;

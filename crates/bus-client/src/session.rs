@@ -64,10 +64,11 @@ pub(crate) enum RequestError {
     Refused(ClientError),
 }
 
-/// A delivered message with the token of the connection it came on: once
-/// that connection is gone its credits are void (the re-subscription starts
-/// with fresh ones), so the handler must not top them up.
-pub(crate) type Delivery = (Message, CancellationToken);
+/// The messages of one `Deliver` frame with the token of the connection
+/// they came on: once that connection is gone their credits are void (the
+/// re-subscription starts with fresh ones), so settling them must not top
+/// credits up. One hand-off per frame, not per message.
+pub(crate) type Delivery = (Vec<Message>, CancellationToken);
 
 /// Where a subscription's deliveries go.
 pub(crate) type Deliveries = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Delivery>>>>;
@@ -511,9 +512,7 @@ async fn read_frames(
                 let target = lock(&deliveries).get(&sub_id).cloned();
                 match target {
                     Some(target) => {
-                        for m in messages {
-                            let _ = target.send((m, closed.clone()));
-                        }
+                        let _ = target.send((messages, closed.clone()));
                     }
                     None => {
                         tracing::debug!(sub_id, "bus client: delivery for a stopped subscription")

@@ -191,6 +191,24 @@ impl Client {
     }
 }
 
+/// Most handler outcomes settled in one go (one `Ack` frame, one `Credit`).
+const SETTLE_BATCH: usize = 1024;
+
+/// One handler's outcome, for the subscription's settling loop.
+struct Settled {
+    id: u64,
+    /// Why the handler failed, and the delivery attempt: nack. `None`: ack.
+    failure: Option<(String, u32)>,
+    /// The connection the message came on (see [`Delivery`]).
+    delivered_on: Arc<CancellationToken>,
+}
+
+/// Runs the handlers of one subscription: each message in a task of its
+/// own (handlers run in parallel, up to `concurrency`), their outcomes
+/// settled together by this loop — every outcome ready at one moment goes
+/// out as one `Ack` (or a `Nack` each) and one `Credit`, so a busy
+/// consumer costs the writer and the broker a frame per batch, not two per
+/// message.
 async fn run_handlers<F, Fut, E>(
     inner: Arc<Inner>,
     sub_id: u64,
@@ -206,65 +224,99 @@ async fn run_handlers<F, Fut, E>(
     // Runs until the delivery channel closes: at `Drained` (everything
     // delivered is queued by then), or when `stop` gives up on it.
     let slots = Arc::new(Semaphore::new(concurrency));
+    let (settled_tx, mut settled_rx) = mpsc::unbounded_channel::<Settled>();
+    let mut settled = Vec::with_capacity(SETTLE_BATCH);
     let shut_down = inner.shutdown.cancelled();
     tokio::pin!(shut_down);
-    loop {
-        let (message, delivered_on) = tokio::select! {
+    'receiving: loop {
+        let (messages, delivered_on) = tokio::select! {
             biased;
             _ = &mut shut_down => break,
+            _ = settled_rx.recv_many(&mut settled, SETTLE_BATCH) => {
+                settle(&inner, sub_id, &draining, &mut settled).await;
+                continue;
+            }
             m = rx.recv() => match m { Some(m) => m, None => break },
         };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let inner = inner.clone();
-        let handler = handler.clone();
-        let draining = draining.clone();
-        let trace = crate::trace::context_of(&message);
-        let topic = message.topic.clone();
-        let (id, attempt) = (message.id, message.attempt);
-        let traced = async move {
-            // A panicking handler counts as a failure, not a lost message.
-            let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
-            let settle = match outcome {
-                Ok(Ok(())) => Frame::Ack {
-                    sub_id,
-                    ids: vec![id],
-                },
-                failed => {
-                    let reason = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "the handler panicked".to_owned(),
-                    };
-                    tracing::warn!(
-                        id,
-                        attempt,
-                        reason,
-                        "bus client: handler failed; the message will be redelivered"
-                    );
-                    Frame::Nack {
-                        sub_id,
-                        ids: vec![id],
-                        delay_ms: nack_delay(attempt).as_millis() as u64,
-                        reason,
-                    }
-                }
+        let delivered_on = Arc::new(delivered_on);
+        for message in messages {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break 'receiving;
             };
-            if let Some(session) = inner.current() {
-                if delivered_on.is_cancelled() || draining.load(Ordering::SeqCst) {
-                    session.send(settle).await;
-                } else {
-                    session
-                        .send_all(vec![settle, Frame::Credit { sub_id, n: 1 }])
-                        .await;
-                }
-            }
-            drop(slot);
-        };
-        tokio::spawn(async move {
-            crate::trace::delivered(trace, &topic, id, attempt, traced).await;
-        });
+            let handler = handler.clone();
+            let settled_tx = settled_tx.clone();
+            let delivered_on = delivered_on.clone();
+            let trace = crate::trace::context_of(&message);
+            let topic = message.topic.clone();
+            let (id, attempt) = (message.id, message.attempt);
+            let traced = async move {
+                // A panicking handler counts as a failure, not a lost message.
+                let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
+                let failure = match outcome {
+                    Ok(Ok(())) => None,
+                    failed => {
+                        let reason = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "the handler panicked".to_owned(),
+                        };
+                        tracing::warn!(
+                            id,
+                            attempt,
+                            reason,
+                            "bus client: handler failed; the message will be redelivered"
+                        );
+                        Some((reason, attempt))
+                    }
+                };
+                let _ = settled_tx.send(Settled {
+                    id,
+                    failure,
+                    delivered_on,
+                });
+                drop(slot);
+            };
+            tokio::spawn(async move {
+                crate::trace::delivered(trace, &topic, id, attempt, traced).await;
+            });
+        }
     }
-    // Wait for the handlers running now.
+    // Wait for the handlers running now, then settle what they left.
     let _ = slots.acquire_many(concurrency as u32).await;
+    drop(settled_tx);
+    while settled_rx.recv_many(&mut settled, SETTLE_BATCH).await > 0 {
+        settle(&inner, sub_id, &draining, &mut settled).await;
+    }
+}
+
+/// Sends the outcomes in `settled` (emptied): the acks in one frame, a nack
+/// each, and one credit per message whose connection is still the current
+/// one — none while draining.
+async fn settle(inner: &Inner, sub_id: u64, draining: &AtomicBool, settled: &mut Vec<Settled>) {
+    let draining = draining.load(Ordering::SeqCst);
+    let mut acks = Vec::with_capacity(settled.len());
+    let mut frames = Vec::new();
+    let mut credits = 0u32;
+    for s in settled.drain(..) {
+        if !draining && !s.delivered_on.is_cancelled() {
+            credits += 1;
+        }
+        match s.failure {
+            None => acks.push(s.id),
+            Some((reason, attempt)) => frames.push(Frame::Nack {
+                sub_id,
+                ids: vec![s.id],
+                delay_ms: nack_delay(attempt).as_millis() as u64,
+                reason,
+            }),
+        }
+    }
+    if !acks.is_empty() {
+        frames.insert(0, Frame::Ack { sub_id, ids: acks });
+    }
+    if credits > 0 {
+        frames.push(Frame::Credit { sub_id, n: credits });
+    }
+    if let Some(session) = inner.current() {
+        session.send_all(frames).await;
+    }
 }

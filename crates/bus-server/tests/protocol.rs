@@ -730,3 +730,92 @@ async fn a_broker_that_goes_silent_is_dropped_and_the_publish_fails_clearly() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
+
+/// A "broker" that delivers 300 messages in three `Deliver` frames to a
+/// subscription with 100 credits and records what the client sends back:
+/// every message must be acked exactly once and earn back exactly one
+/// credit, and a busy subscription settles in batches — far fewer `Ack`
+/// frames than messages (each costs the broker a read and a lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_subscription_settles_in_batches_with_one_credit_per_message() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("mortar://{}", listener.local_addr().unwrap());
+    let (report_tx, report_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut framed = Framed::new(stream, BusCodec::new(1 << 20));
+        let Some(Ok(Frame::Hello(_))) = framed.next().await else {
+            panic!("no Hello")
+        };
+        framed
+            .send(Frame::HelloOk {
+                version: 1,
+                max_message_bytes: 1 << 20,
+            })
+            .await
+            .unwrap();
+        let sub_id = loop {
+            match framed.next().await.unwrap().unwrap() {
+                Frame::Subscribe {
+                    sub_id, credits, ..
+                } => {
+                    assert_eq!(credits, 100);
+                    break sub_id;
+                }
+                Frame::Ping { nonce } => framed.send(Frame::Pong { nonce }).await.unwrap(),
+                other => panic!("expected Subscribe, got {other:?}"),
+            }
+        };
+        framed.send(Frame::SubscribeOk { sub_id }).await.unwrap();
+        let (mut acked, mut ack_frames, mut credits) = (Vec::new(), 0, 0u32);
+        for frame in 0..3u64 {
+            let messages = (0..100)
+                .map(|i| mortar_bus_proto::Message {
+                    id: frame * 100 + i,
+                    topic: "t".into(),
+                    payload: bytes::Bytes::from_static(b"m"),
+                    attempt: 1,
+                    ..Default::default()
+                })
+                .collect();
+            framed
+                .send(Frame::Deliver { sub_id, messages })
+                .await
+                .unwrap();
+            // Like the broker: the next frame only once credits allow it.
+            while credits < 100 * (frame as u32 + 1) {
+                match framed.next().await.unwrap().unwrap() {
+                    Frame::Ack { ids, .. } => {
+                        ack_frames += 1;
+                        acked.extend(ids);
+                    }
+                    Frame::Credit { n, .. } => credits += n,
+                    Frame::Ping { nonce } => framed.send(Frame::Pong { nonce }).await.unwrap(),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        let _ = report_tx.send((acked, ack_frames, credits));
+        // Keep the connection until the client goes.
+        while let Some(Ok(_)) = framed.next().await {}
+    });
+    let client = Client::connect(&url, "batcher", "").await.unwrap();
+    let _subscription = client
+        .subscribe("t", "g", 100, |_m| async { Ok::<(), std::io::Error>(()) })
+        .await
+        .unwrap();
+    let (mut acked, ack_frames, credits) = tokio::time::timeout(Duration::from_secs(30), report_rx)
+        .await
+        .expect("the client settled all 300 messages")
+        .unwrap();
+    acked.sort_unstable();
+    assert_eq!(acked, (0..300).collect::<Vec<u64>>(), "each acked once");
+    assert_eq!(credits, 300, "one credit back per message");
+    // Settled one by one they took about 190 frames (the writer merged
+    // some); in batches 4-15. A third of the messages leaves room for a
+    // loaded machine.
+    assert!(
+        ack_frames <= 100,
+        "300 quick handlers were settled in {ack_frames} Ack frames; expected batches"
+    );
+}

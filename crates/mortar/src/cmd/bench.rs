@@ -80,7 +80,19 @@ pub(crate) async fn bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
         options.rate,
         args.latency_secs
     );
+    // The floor under the broker's latency, just before and after its run.
+    let disk_before = match child {
+        Some(_) => Some(disk_probe(scratch.path()).await),
+        None => None,
+    };
     let mut reports = vec![run_mortar(&options).await?];
+    if let Some(before) = disk_before {
+        println!(
+            "disk under the broker, fdatasync of 8 KiB ({DISK_PROBE_SYNCS} syncs): before the run {}, after it {}",
+            before,
+            disk_probe(scratch.path()).await
+        );
+    }
     if let Some(mut c) = child {
         if let Some(pid) = c.id() {
             let data = options.count as f64 * options.size as f64 / (1 << 20) as f64;
@@ -99,6 +111,23 @@ pub(crate) async fn bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
     }
     print_bus(&reports);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Syncs per disk probe: a fraction of a second on a healthy disk.
+const DISK_PROBE_SYNCS: usize = 1000;
+
+/// The disk's `fdatasync` p50/p99 in `dir`, as text for the report.
+async fn disk_probe(dir: &std::path::Path) -> String {
+    let dir = dir.to_owned();
+    let probed = tokio::task::spawn_blocking(move || {
+        mortar_bench::disk::fdatasync_latency(&dir, DISK_PROBE_SYNCS)
+    })
+    .await;
+    match probed {
+        Ok(Ok(s)) => format!("p50 {:.0} µs, p99 {:.0} µs", s.p50, s.p99),
+        Ok(Err(e)) => format!("not measured ({e})"),
+        Err(e) => format!("not measured ({e})"),
+    }
 }
 
 async fn spawn_broker(dir: &std::path::Path) -> anyhow::Result<(tokio::process::Child, String)> {
