@@ -122,10 +122,11 @@ async fn disk_probe(dir: &std::path::Path) -> String {
     let probed = tokio::task::spawn_blocking(move || {
         mortar_bench::disk::fdatasync_latency(&dir, DISK_PROBE_SYNCS)
     })
-    .await;
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
     match probed {
-        Ok(Ok(s)) => format!("p50 {:.0} µs, p99 {:.0} µs", s.p50, s.p99),
-        Ok(Err(e)) => format!("not measured ({e})"),
+        Ok(s) => format!("p50 {:.0} µs, p99 {:.0} µs", s.p50, s.p99),
         Err(e) => format!("not measured ({e})"),
     }
 }
