@@ -246,6 +246,8 @@ impl BusBackend for Arc<JetStreamBackend> {
                         delivered: g.delivered,
                     })
                     .collect(),
+                // JetStream's commits are its own business.
+                commits: mortar_bus::CommitHistogram::default(),
             })
             .collect();
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();

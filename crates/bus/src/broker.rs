@@ -314,6 +314,7 @@ impl Broker {
                     next_offset,
                     bytes: topic.log.bytes(),
                     groups,
+                    commits: topic.log.commit_times(),
                 }
             })
             .collect()

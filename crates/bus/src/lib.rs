@@ -27,6 +27,7 @@
 mod ack_store;
 pub mod backoff;
 mod broker;
+mod commit_times;
 mod config;
 mod consumer_group;
 pub mod dead_letter;
@@ -47,6 +48,7 @@ mod topic;
 mod writer;
 
 pub use broker::{Broker, MAX_FETCH_BYTES, MAX_FETCH_MESSAGES, REPLAY_GROUP};
+pub use commit_times::{COMMIT_BUCKETS_SECONDS, CommitHistogram};
 pub use config::BrokerConfig;
 pub use error::BusError;
 pub use message::{Message, NewMessage};

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::commit_times::CommitTimes;
 use crate::prealloc::Preparer;
 use crate::record::{self, Record};
 use crate::segment::{INDEX_INTERVAL_BYTES, IndexEntry, Scan, Scanner, Segment};
@@ -21,6 +22,7 @@ pub(crate) struct Log {
     /// The newest committed records, so consumers that keep up never wait for a disk read.
     tail: Mutex<TailCache>,
     fsyncs: AtomicU64,
+    commit_times: CommitTimes,
 }
 
 /// Figures of a segment that retention decides on.
@@ -103,6 +105,7 @@ impl Log {
             segments: RwLock::new(segments),
             tail: Mutex::new(TailCache::new(TAIL_CACHE_BYTES)),
             fsyncs: AtomicU64::new(0),
+            commit_times: CommitTimes::default(),
         });
         let writer = LogWriter {
             log: Arc::clone(&log),
@@ -139,6 +142,11 @@ impl Log {
     /// How many fsyncs the writer has done (the group-commit figure of merit).
     pub(crate) fn fsyncs(&self) -> u64 {
         self.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// How long the writer's commits have taken so far.
+    pub(crate) fn commit_times(&self) -> crate::CommitHistogram {
+        self.commit_times.snapshot()
     }
 
     /// Per-segment figures, oldest first.
@@ -348,6 +356,7 @@ impl LogWriter {
         if pending.count == 0 {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let written = self
             .active
             .file
@@ -364,6 +373,7 @@ impl LogWriter {
             return Err(BusError::io(&self.active.path, error));
         }
         self.log.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.log.commit_times.record(started.elapsed());
         self.active.size += pending.buf.len() as u64;
         self.active.file_len = self.active.file_len.max(self.active.size);
         // Idle topics never get a preallocated file; one that is published to does.

@@ -13,6 +13,8 @@ pub struct TopicStats {
     pub bytes: u64,
     /// One entry per consumer group.
     pub groups: Vec<GroupStats>,
+    /// How long its group commits took (write plus fsync).
+    pub commits: crate::CommitHistogram,
 }
 
 /// A consumer group's progress on one topic.

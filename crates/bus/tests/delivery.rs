@@ -424,3 +424,28 @@ async fn a_fetch_stops_at_its_byte_budget_and_the_rest_stays_deliverable() {
     );
     assert!(rest.iter().all(|m| m.attempt == 1));
 }
+
+#[tokio::test]
+async fn every_commit_is_timed_in_the_topic_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with(config(dir.path())).await;
+    let commits = |broker: &Broker| {
+        broker
+            .stats()
+            .into_iter()
+            .find(|s| s.topic == "t")
+            .unwrap()
+            .commits
+    };
+    assert_eq!(commits(&broker).count, 0);
+    publish_numbered(&broker, "t", 3).await;
+    let after = commits(&broker);
+    assert_eq!(after.count, broker.fsyncs(), "one timing per group commit");
+    assert!(after.count >= 1);
+    assert_eq!(
+        after.buckets.len(),
+        mortar_bus::COMMIT_BUCKETS_SECONDS.len() + 1
+    );
+    assert_eq!(after.buckets.iter().sum::<u64>(), after.count);
+    assert!(after.sum_micros > 0, "an fsync takes time");
+}

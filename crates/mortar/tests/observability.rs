@@ -162,6 +162,7 @@ fn one_order_is_followed_by_its_trace_id_across_gateway_service_bus_and_projecti
         "mortar_client_retries_total",
         "mortar_client_upstream_duration_seconds",
         "mortar_bus_published_total",
+        "mortar_bus_commit_seconds",
         "mortar_service_desired_instances",
         "mortar_service_ready_instances",
         "mortar_autoscale_current_instances",

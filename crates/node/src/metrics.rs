@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -299,7 +300,31 @@ impl Source for BusSource {
             "mortar_bus_redelivered",
             "Messages delivered to a group again (deadline, nack or release).",
             &per_group(&|g| g.redelivered),
-        )
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "mortar_bus_commit_seconds",
+            "How long a topic's group commits took (write plus fsync): the disk's share of publish and delivery latency.",
+            None,
+            MetricType::Histogram,
+        )?;
+        // Topics whose commits the broker does not make itself (JetStream) have none.
+        for t in topics.iter().filter(|t| !t.commits.buckets.is_empty()) {
+            let buckets: Vec<(f64, u64)> = mortar_bus::COMMIT_BUCKETS_SECONDS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(t.commits.buckets.iter().copied())
+                .collect();
+            family
+                .encode_family(&vec![("topic", t.topic.clone())])?
+                .encode_histogram::<Labels>(
+                    t.commits.sum_micros as f64 / 1e6,
+                    t.commits.count,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
     }
 }
 

@@ -287,6 +287,7 @@ mod tests {
                 redelivered: 0,
                 delivered,
             }],
+            commits: Default::default(),
         }
     }
 

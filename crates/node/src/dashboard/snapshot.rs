@@ -300,6 +300,7 @@ mod tests {
             next_offset: next,
             bytes: 10,
             groups: vec![g],
+            commits: Default::default(),
         };
         let catalog = |calls: u64| UpstreamSnapshot {
             calls,
