@@ -168,6 +168,51 @@ pub struct TopicStatsDoc {
     pub bytes: u64,
     /// Its consumer groups.
     pub groups: Vec<GroupStatsDoc>,
+    /// How long its group commits took; absent on a bus whose commits are
+    /// not the broker's own (JetStream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<CommitStatsDoc>,
+}
+
+/// A histogram of a topic's group commits (write plus fsync): the disk's
+/// share of publish and delivery latency.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CommitStatsDoc {
+    /// Commits measured since the broker opened the topic.
+    pub count: u64,
+    /// Their total duration in microseconds.
+    pub sum_micros: u64,
+    /// Commits per duration bucket, fastest first, not cumulative.
+    pub buckets: Vec<CommitBucketDoc>,
+}
+
+/// One bucket of [`CommitStatsDoc`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CommitBucketDoc {
+    /// Upper bound in seconds; absent on the last bucket (slower than every bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub le_seconds: Option<f64>,
+    /// Commits that took at most `le_seconds` (and more than the previous bound).
+    pub count: u64,
+}
+
+impl CommitStatsDoc {
+    /// The document of a broker histogram; `None` when it measured nothing.
+    fn of(h: mortar_bus::CommitHistogram) -> Option<CommitStatsDoc> {
+        if h.buckets.is_empty() {
+            return None;
+        }
+        let bounds = mortar_bus::COMMIT_BUCKETS_SECONDS.iter().copied().map(Some);
+        Some(CommitStatsDoc {
+            count: h.count,
+            sum_micros: h.sum_micros,
+            buckets: bounds
+                .chain([None])
+                .zip(h.buckets)
+                .map(|(le_seconds, count)| CommitBucketDoc { le_seconds, count })
+                .collect(),
+        })
+    }
 }
 
 /// A consumer group's statistics.
@@ -234,6 +279,8 @@ pub struct StatsDoc {
         StatsDoc,
         TopicStatsDoc,
         GroupStatsDoc,
+        CommitStatsDoc,
+        CommitBucketDoc,
         mortar_sdk::Problem
     ))
 )]
@@ -572,6 +619,7 @@ async fn stats(State(broker): State<Bus>) -> Result<Json<StatsDoc>, Problem> {
                     delivered: g.delivered,
                 })
                 .collect(),
+            commits: CommitStatsDoc::of(t.commits),
         })
         .collect();
     Ok(Json(StatsDoc { topics }))

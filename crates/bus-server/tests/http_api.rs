@@ -12,7 +12,7 @@ struct Api {
     http: reqwest::Client,
     /// Appended to topic names: the shared NATS keeps topics between runs.
     suffix: String,
-    _bus: Option<mortar_bus_server::EmbeddedBus>,
+    embedded: Option<mortar_bus_server::EmbeddedBus>,
     _dir: tempfile::TempDir,
 }
 
@@ -60,7 +60,7 @@ impl Api {
             base,
             http: reqwest::Client::new(),
             suffix: format!("-{nanos}"),
-            _bus: bus,
+            embedded: bus,
             _dir: dir,
         }
     }
@@ -174,6 +174,22 @@ async fn publish_pull_ack_and_nack(api: &Api) {
         .unwrap();
     assert_eq!(orders["groups"][0]["group"], "billing");
     assert_eq!(orders["groups"][0]["in_flight"], 1);
+    // The embedded broker times its commits; JetStream's are its own.
+    let commits = &orders["commits"];
+    if api.embedded.is_some() {
+        let buckets = commits["buckets"].as_array().unwrap();
+        let count = commits["count"].as_u64().unwrap();
+        assert!(count >= 1, "{commits}");
+        let total: u64 = buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+        assert_eq!(total, count, "{commits}");
+        assert!(buckets[0]["le_seconds"].as_f64().is_some(), "{commits}");
+        assert!(
+            buckets.last().unwrap().get("le_seconds").is_none(),
+            "{commits}"
+        );
+    } else {
+        assert!(commits.is_null(), "{commits}");
+    }
 }
 
 #[tokio::test]

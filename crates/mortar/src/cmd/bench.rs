@@ -62,11 +62,13 @@ pub(crate) async fn bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
     let scratch =
         tempfile::tempdir().context("cannot create a scratch directory for the broker")?;
     let mut child = None;
+    let mut broker_http = None;
     options.url = match args.mortar_url {
         Some(url) => url,
         None => {
-            let (process, url) = spawn_broker(scratch.path()).await?;
+            let (process, url, http) = spawn_broker(scratch.path()).await?;
             child = Some(process);
+            broker_http = http;
             url
         }
     };
@@ -91,6 +93,12 @@ pub(crate) async fn bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
             "disk under the broker, fdatasync of 8 KiB ({DISK_PROBE_SYNCS} syncs): before the run {}, after it {}",
             before,
             disk_probe(scratch.path()).await
+        );
+    }
+    if let Some(http) = &broker_http {
+        println!(
+            "broker's group commits (write + fsync) in the latency phase: {}",
+            latency_phase_commits(http).await
         );
     }
     if let Some(mut c) = child {
@@ -131,7 +139,59 @@ async fn disk_probe(dir: &std::path::Path) -> String {
     }
 }
 
-async fn spawn_broker(dir: &std::path::Path) -> anyhow::Result<(tokio::process::Child, String)> {
+/// The latency topic's commit histogram from the broker's `/v1/bus/stats`,
+/// as text: how much of the phase's latency the disk took.
+async fn latency_phase_commits(http: &str) -> String {
+    let stats = async {
+        reqwest::get(format!("{http}/v1/bus/stats"))
+            .await?
+            .error_for_status()?
+            .json::<serde_json::Value>()
+            .await
+    };
+    let stats = match stats.await {
+        Ok(v) => v,
+        Err(e) => return format!("not read ({e})"),
+    };
+    let commits = stats["topics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| {
+            t["topic"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("bench.latency."))
+        })
+        .map(|t| &t["commits"]);
+    let Some(commits) = commits.filter(|c| c["count"].as_u64().is_some_and(|n| n > 0)) else {
+        return "none recorded".into();
+    };
+    let count = commits["count"].as_u64().unwrap_or(1).max(1);
+    let mean = commits["sum_micros"].as_u64().unwrap_or(0) as f64 / count as f64;
+    // Share of commits at or under `limit` seconds (bucket bounds include 0.001, 0.002, 0.005).
+    let within = |limit: f64| {
+        let n: u64 = commits["buckets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["le_seconds"].as_f64().is_some_and(|le| le <= limit))
+            .filter_map(|b| b["count"].as_u64())
+            .sum();
+        100.0 * n as f64 / count as f64
+    };
+    format!(
+        "{count} commits, mean {mean:.0} µs; within 1 ms {:.1}%, within 2 ms {:.1}%, over 5 ms {:.2}%",
+        within(0.001),
+        within(0.002),
+        100.0 - within(0.005)
+    )
+}
+
+/// Starts `mortar bus serve` on `dir`; returns the process, its bus URL
+/// and the base URL of its HTTP API (when it reported one).
+async fn spawn_broker(
+    dir: &std::path::Path,
+) -> anyhow::Result<(tokio::process::Child, String, Option<String>)> {
     let exe = std::env::current_exe().context("cannot find the mortar binary")?;
     let mut child = tokio::process::Command::new(exe)
         .args(["bus", "serve", "--data-dir"])
@@ -146,12 +206,12 @@ async fn spawn_broker(dir: &std::path::Path) -> anyhow::Result<(tokio::process::
         .take()
         .context("no stdout from `mortar bus serve`")?;
     let mut lines = BufReader::new(stdout).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
+    let (url, http) = tokio::time::timeout(Duration::from_secs(30), async {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                 && let Some(url) = v["url"].as_str()
             {
-                return Some(url.to_owned());
+                return Some((url.to_owned(), v["http"].as_str().map(str::to_owned)));
             }
         }
         None
@@ -162,7 +222,7 @@ async fn spawn_broker(dir: &std::path::Path) -> anyhow::Result<(tokio::process::
     .context("`mortar bus serve` did not report its URL")?;
     // Keep draining its output so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, url))
+    Ok((child, url, http))
 }
 
 /// One field of `/proc/<pid>/status`, such as `VmRSS`.
