@@ -174,8 +174,8 @@ pub struct TopicStatsDoc {
     pub commits: Option<CommitStatsDoc>,
 }
 
-/// A histogram of a topic's group commits (write plus fsync): the disk's
-/// share of publish and delivery latency.
+/// A histogram of a topic's group commits' fsyncs: the disk's share of
+/// publish latency.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CommitStatsDoc {
     /// Commits measured since the broker opened the topic.

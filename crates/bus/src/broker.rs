@@ -82,13 +82,7 @@ impl Broker {
                 tracing::warn!(path = %entry.path().display(), "ignoring an entry that is not a topic directory");
                 continue;
             };
-            let topic = Topic::open(
-                &config.data_dir,
-                name,
-                config.segment_bytes,
-                config.preallocate_segments,
-            )
-            .await?;
+            let topic = Topic::open(&config, name).await?;
             topics.insert(name.to_owned(), Arc::new(topic));
         }
         let inner = Arc::new(Inner {
@@ -452,15 +446,7 @@ impl Broker {
             return Ok(topic);
         }
         let data_dir = &self.inner.config.data_dir;
-        let topic = Arc::new(
-            Topic::open(
-                data_dir,
-                name,
-                self.inner.config.segment_bytes,
-                self.inner.config.preallocate_segments,
-            )
-            .await?,
-        );
+        let topic = Arc::new(Topic::open(&self.inner.config, name).await?);
         let topics_dir = data_dir.join("topics");
         tokio::task::spawn_blocking(move || sync_dir(&topics_dir))
             .await

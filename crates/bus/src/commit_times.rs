@@ -1,8 +1,8 @@
-//! How long each topic's group commits take (write plus fsync). The broker
-//! delivers only fsynced records, so this is the disk's share of every
-//! publish's and every delivery's latency: an operator who sees publish
-//! latency rise can tell a slow disk from a busy broker
-//! (`mortar_bus_commit_seconds` on the node's `/metrics`).
+//! How long each topic's group commits take to fsync. A publish is
+//! acknowledged only after its fsync (and, with `Delivery::Synced`, delivered
+//! only after it), so this is the disk's share of publish latency: an
+//! operator who sees publish latency rise can tell a slow disk from a busy
+//! broker (`mortar_bus_commit_seconds` on the node's `/metrics`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

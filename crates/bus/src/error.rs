@@ -77,6 +77,17 @@ pub enum BusError {
         /// What is wrong with it.
         detail: String,
     },
+    /// An fsync of a topic's log failed after its records were written (and, with
+    /// [`Delivery::Written`](crate::Delivery), shown to consumers). What the disk
+    /// holds is unknown until the log is recovered, so the topic takes no more
+    /// publishes until then.
+    #[error("fsync of {} failed ({detail}); the topic takes no more publishes until the broker restarts and recovers its log: check the disk", path.display())]
+    SyncFailed {
+        /// The segment file whose fsync failed.
+        path: PathBuf,
+        /// What the operating system said.
+        detail: String,
+    },
     /// The broker was closed.
     #[error("the broker is closed: open it again")]
     Closed,

@@ -2,8 +2,10 @@
 //!
 //! Services exchange work through topics so a slow or crashed consumer never loses a
 //! message. Each topic is an append-only, segmented log of checksummed records on disk;
-//! a publish is acknowledged only once fsynced, and one writer task per topic folds all
-//! concurrent publishes into a single fsync (group commit). Consumer groups read the log
+//! a publish is acknowledged only once fsynced, and one writer thread per topic folds all
+//! concurrent publishes into a single write, whose fsync a second thread runs while the
+//! next write goes on (group commit). Consumers see a record once it is written
+//! ([`Delivery`]), so the disk's sync latency stays out of delivery. Consumer groups read the log
 //! with competing consumers, explicit acks, ack deadlines, nacks with backoff and a
 //! dead-letter topic; their acks survive restarts. Consumers that keep up are served
 //! from a few megabytes of the newest records kept in memory; older messages are read
@@ -49,7 +51,7 @@ mod writer;
 
 pub use broker::{Broker, MAX_FETCH_BYTES, MAX_FETCH_MESSAGES, REPLAY_GROUP};
 pub use commit_times::{COMMIT_BUCKETS_SECONDS, CommitHistogram};
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, Delivery};
 pub use error::BusError;
 pub use message::{Message, NewMessage};
 pub use stats::{GroupStats, TopicStats};

@@ -1,18 +1,20 @@
 //! A topic's log: an ordered list of segments, read by many and appended to by one
-//! [`LogWriter`]. Readers only ever see fsynced records.
+//! [`LogWriter`]. Readers see records once they are written whole (with
+//! [`Delivery::Written`]) or once they are fsynced (with [`Delivery::Synced`]); never a
+//! part of one.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::commit_times::CommitTimes;
 use crate::prealloc::Preparer;
 use crate::record::{self, Record};
 use crate::segment::{INDEX_INTERVAL_BYTES, IndexEntry, Scan, Scanner, Segment};
 use crate::tail_cache::{TAIL_CACHE_BYTES, TailCache};
-use crate::{BusError, NewMessage, sync};
+use crate::{BusError, Delivery, NewMessage, sync};
 
 /// The shared, read side of a topic's log.
 #[derive(Debug)]
@@ -23,6 +25,8 @@ pub(crate) struct Log {
     tail: Mutex<TailCache>,
     fsyncs: AtomicU64,
     commit_times: CommitTimes,
+    /// Set by the first failed fsync of written records: the file and the error.
+    sync_failure: OnceLock<(PathBuf, String)>,
 }
 
 /// Figures of a segment that retention decides on.
@@ -42,6 +46,7 @@ impl Log {
         dir: &Path,
         segment_bytes: u64,
         preallocate: bool,
+        delivery: Delivery,
     ) -> Result<(Arc<Log>, LogWriter), BusError> {
         std::fs::create_dir_all(dir).map_err(|e| BusError::io(dir, e))?;
         let mut bases = Vec::new();
@@ -80,10 +85,7 @@ impl Log {
             path: dir.to_owned(),
             detail: "no segment".into(),
         })?;
-        let file = active
-            .file
-            .try_clone()
-            .map_err(|e| BusError::io(&active.path, e))?;
+        let file = Arc::clone(&active.file);
         // The writer's own business: how far appends overwrite zeros instead of growing
         // the file. Readers go by `Segment::size` only.
         let file_len = file
@@ -106,6 +108,7 @@ impl Log {
             tail: Mutex::new(TailCache::new(TAIL_CACHE_BYTES)),
             fsyncs: AtomicU64::new(0),
             commit_times: CommitTimes::default(),
+            sync_failure: OnceLock::new(),
         });
         let writer = LogWriter {
             log: Arc::clone(&log),
@@ -113,6 +116,8 @@ impl Log {
             next_offset,
             segment_bytes,
             preparer,
+            delivery,
+            unsynced: Vec::new(),
         };
         Ok((log, writer))
     }
@@ -127,7 +132,7 @@ impl Log {
             .map_or(0, |s| s.base)
     }
 
-    /// The offset the next published record gets (among fsynced records).
+    /// The offset the next record gets (among those readers see).
     pub(crate) fn next_offset(&self) -> u64 {
         sync::read(&self.segments)
             .last()
@@ -144,7 +149,7 @@ impl Log {
         self.fsyncs.load(Ordering::Relaxed)
     }
 
-    /// How long the writer's commits have taken so far.
+    /// How long the log's fsyncs have taken so far.
     pub(crate) fn commit_times(&self) -> crate::CommitHistogram {
         self.commit_times.snapshot()
     }
@@ -230,6 +235,39 @@ impl Log {
         sync::lock(&self.tail).read(from, max, max_bytes)
     }
 
+    /// Fsyncs `files` (written by the [`LogWriter`], oldest first), timing each. After a
+    /// failure every later call fails too: the kernel may have dropped the unwritten
+    /// pages and would report the next fsync as a success. Blocking.
+    pub(crate) fn sync_written(&self, files: &[Unsynced]) -> Result<(), BusError> {
+        for unsynced in files {
+            if let Some((path, detail)) = self.sync_failure.get() {
+                return Err(BusError::SyncFailed {
+                    path: path.clone(),
+                    detail: detail.clone(),
+                });
+            }
+            if let Err(error) = self.sync_timed(&unsynced.file) {
+                let failure = (unsynced.path.clone(), error.to_string());
+                let (path, detail) = self.sync_failure.get_or_init(|| failure);
+                tracing::error!(file = %path.display(), error = %detail, "fsync failed; the topic takes no more publishes until the broker restarts");
+                return Err(BusError::SyncFailed {
+                    path: path.clone(),
+                    detail: detail.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One fsync of data, counted and timed.
+    fn sync_timed(&self, file: &File) -> std::io::Result<()> {
+        let started = std::time::Instant::now();
+        file.sync_data()?;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.commit_times.record(started.elapsed());
+        Ok(())
+    }
+
     /// Removes the `count` oldest segments (never the active one) and deletes their files.
     /// Blocking: call off the runtime.
     pub(crate) fn remove_oldest(&self, count: usize) -> Result<Vec<SegmentInfo>, BusError> {
@@ -264,16 +302,17 @@ impl Log {
 struct ActiveSegment {
     base: u64,
     path: PathBuf,
-    file: File,
-    /// Bytes durably written.
+    file: Arc<File>,
+    /// Bytes written (and published to readers).
     size: u64,
     /// Length of the file: past `size` it holds preallocated zeros.
     file_len: u64,
     last_index_pos: Option<u64>,
 }
 
-/// The only appender of a log. It writes, fsyncs, and only then publishes the new
-/// records to readers.
+/// The only appender of a log. With [`Delivery::Synced`] it writes, fsyncs, and only
+/// then publishes the new records to readers; with [`Delivery::Written`] it writes and
+/// publishes them, and leaves the fsync to whoever takes [`LogWriter::take_unsynced`].
 #[derive(Debug)]
 pub(crate) struct LogWriter {
     log: Arc<Log>,
@@ -282,6 +321,23 @@ pub(crate) struct LogWriter {
     segment_bytes: u64,
     /// Zero-fills the next segment in the background.
     preparer: Preparer,
+    delivery: Delivery,
+    /// Files holding records written since the last `take_unsynced`, oldest first.
+    unsynced: Vec<Unsynced>,
+}
+
+/// A segment file holding written records whose fsync is still due.
+#[derive(Debug)]
+pub(crate) struct Unsynced {
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+impl Unsynced {
+    /// Whether both name the same open file (one fsync covers both).
+    pub(crate) fn same_file(&self, other: &Unsynced) -> bool {
+        Arc::ptr_eq(&self.file, &other.file)
+    }
 }
 
 /// Records written to the active segment but not yet fsynced and published.
@@ -296,14 +352,22 @@ struct Pending {
 }
 
 impl LogWriter {
-    /// Appends every message of every batch with one fsync (more only when a segment
-    /// rolls), then makes them visible. Returns the first offset of each batch.
-    /// On error nothing of the failed part is visible and the file is cut back.
+    /// Appends every message of every batch with one write (more only when a segment
+    /// rolls) and makes them visible: with [`Delivery::Synced`] after one fsync, with
+    /// [`Delivery::Written`] at once, the fsync left to the caller
+    /// ([`LogWriter::take_unsynced`]). Returns the first offset of each batch. On error
+    /// nothing of the failed part is visible and the file is cut back.
     pub(crate) fn append(
         &mut self,
         batches: &[&[NewMessage]],
         publish_time_ms: u64,
     ) -> Result<Vec<u64>, BusError> {
+        if let Some((path, detail)) = self.log.sync_failure.get() {
+            return Err(BusError::SyncFailed {
+                path: path.clone(),
+                detail: detail.clone(),
+            });
+        }
         let mut firsts = Vec::with_capacity(batches.len());
         let mut pending = Pending::default();
         for batch in batches {
@@ -351,17 +415,35 @@ impl LogWriter {
         Ok(firsts)
     }
 
-    /// Writes and fsyncs the pending records, then publishes them to readers.
+    /// The files whose written records still need an fsync before their publishers
+    /// are answered: none with [`Delivery::Synced`].
+    pub(crate) fn take_unsynced(&mut self) -> Vec<Unsynced> {
+        std::mem::take(&mut self.unsynced)
+    }
+
+    /// When this writer lets readers see records.
+    pub(crate) fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// The log this writer appends to.
+    pub(crate) fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    /// Writes the pending records (and fsyncs them, with [`Delivery::Synced`]), then
+    /// publishes them to readers.
     fn commit(&mut self, pending: &mut Pending) -> Result<(), BusError> {
         if pending.count == 0 {
             return Ok(());
         }
-        let started = std::time::Instant::now();
-        let written = self
+        let mut written = self
             .active
             .file
-            .write_all_at(&pending.buf, self.active.size)
-            .and_then(|()| self.active.file.sync_data());
+            .write_all_at(&pending.buf, self.active.size);
+        if self.delivery == Delivery::Synced {
+            written = written.and_then(|()| self.log.sync_timed(&self.active.file));
+        }
         if let Err(error) = written {
             if self.active.file.set_len(self.active.size).is_ok() {
                 self.active.file_len = self.active.size;
@@ -372,8 +454,17 @@ impl LogWriter {
             };
             return Err(BusError::io(&self.active.path, error));
         }
-        self.log.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.log.commit_times.record(started.elapsed());
+        if self.delivery == Delivery::Written
+            && self
+                .unsynced
+                .last()
+                .is_none_or(|u| !Arc::ptr_eq(&u.file, &self.active.file))
+        {
+            self.unsynced.push(Unsynced {
+                file: Arc::clone(&self.active.file),
+                path: self.active.path.clone(),
+            });
+        }
         self.active.size += pending.buf.len() as u64;
         self.active.file_len = self.active.file_len.max(self.active.size);
         // Idle topics never get a preallocated file; one that is published to does.
@@ -421,10 +512,7 @@ impl LogWriter {
         };
         sync_dir(dir)?;
         self.preparer.start();
-        let file = segment
-            .file
-            .try_clone()
-            .map_err(|e| BusError::io(&segment.path, e))?;
+        let file = Arc::clone(&segment.file);
         self.active = ActiveSegment {
             base: segment.base,
             path: segment.path.clone(),
@@ -458,11 +546,17 @@ mod tests {
     #[test]
     fn rolls_to_a_new_segment_past_segment_bytes_and_reads_across_them() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, mut writer) = Log::open(dir.path(), 1000, true).unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 1000, true, Delivery::Synced).unwrap();
         let batch = messages(30, 200);
         let firsts = writer.append(&[&batch[..10], &batch[10..]], 1).unwrap();
         assert_eq!(firsts, vec![0, 10]);
         let infos = log.segment_infos();
+        assert_eq!(
+            log.fsyncs(),
+            infos.len() as u64,
+            "one fsync per segment written"
+        );
+        assert!(writer.take_unsynced().is_empty(), "nothing left to sync");
         assert!(infos.len() >= 5, "expected several segments, got {infos:?}");
         assert!(infos.windows(2).all(|w| w[0].next_offset == w[1].base));
         let mut names: Vec<_> = std::fs::read_dir(dir.path())
@@ -486,7 +580,7 @@ mod tests {
         );
 
         drop(writer);
-        let (reopened, mut writer) = Log::open(dir.path(), 1000, true).unwrap();
+        let (reopened, mut writer) = Log::open(dir.path(), 1000, true, Delivery::Written).unwrap();
         assert_eq!(reopened.next_offset(), 30);
         assert_eq!(writer.append(&[&batch[..1]], 2).unwrap(), vec![30]);
         assert_eq!(reopened.read(29, 5, usize::MAX).unwrap().len(), 2);
@@ -495,7 +589,7 @@ mod tests {
     #[test]
     fn removing_old_segments_keeps_the_active_one() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, mut writer) = Log::open(dir.path(), 500, true).unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 500, true, Delivery::Written).unwrap();
         let batch = messages(10, 200);
         writer.append(&[&batch], 1).unwrap();
         let before = log.segment_infos().len();
@@ -514,7 +608,7 @@ mod tests {
     #[test]
     fn appends_fill_a_preallocated_segment_and_a_sealed_one_keeps_no_zeros() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, mut writer) = Log::open(dir.path(), 100_000, true).unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 100_000, true, Delivery::Written).unwrap();
         let batch = messages(1, 100);
         writer.append(&[&batch], 1).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -532,7 +626,7 @@ mod tests {
 
         // Smaller segments from now on: the preallocated one is sealed early and
         // trimmed to its records.
-        let (log, mut writer) = Log::open(dir.path(), 1000, true).unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 1000, true, Delivery::Written).unwrap();
         let batch = messages(20, 100);
         writer.append(&[&batch], 2).unwrap();
         let sealed = log.segment_infos()[1];
@@ -542,5 +636,52 @@ mod tests {
             22,
             "every record readable across the segments"
         );
+    }
+
+    #[test]
+    fn written_records_are_readable_before_their_fsync_which_the_caller_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 1000, true, Delivery::Written).unwrap();
+        let batch = messages(12, 200);
+        writer.append(&[&batch], 1).unwrap();
+        assert_eq!(log.fsyncs(), 0, "nothing fsynced by the writer");
+        assert_eq!(log.read(0, 100, usize::MAX).unwrap().len(), 12);
+        let unsynced = writer.take_unsynced();
+        let segments = log.segment_infos();
+        assert_eq!(
+            unsynced
+                .iter()
+                .map(|u| Segment::parse_file_name(&u.path.file_name().unwrap().to_string_lossy()))
+                .collect::<Vec<_>>(),
+            segments.iter().map(|s| Some(s.base)).collect::<Vec<_>>(),
+            "each written segment once, oldest first"
+        );
+        log.sync_written(&unsynced).unwrap();
+        assert_eq!(log.fsyncs(), segments.len() as u64);
+        assert_eq!(log.commit_times().count, segments.len() as u64);
+        assert!(writer.take_unsynced().is_empty());
+    }
+
+    #[test]
+    fn after_a_failed_fsync_the_log_takes_no_publishes_and_reports_no_sync_as_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut writer) = Log::open(dir.path(), 1000, true, Delivery::Written).unwrap();
+        let batch = messages(2, 10);
+        writer.append(&[&batch], 1).unwrap();
+        let unsynced = writer.take_unsynced();
+        let path = unsynced[0].path.clone();
+        log.sync_failure
+            .set((path.clone(), "Input/output error".into()))
+            .unwrap();
+        for err in [
+            log.sync_written(&unsynced).unwrap_err(),
+            writer.append(&[&batch], 2).unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(matches!(err, BusError::SyncFailed { .. }), "{err:?}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains("restarts"), "{text}");
+        }
+        assert_eq!(log.next_offset(), 2, "the refused publish wrote nothing");
     }
 }

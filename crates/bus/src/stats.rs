@@ -13,7 +13,7 @@ pub struct TopicStats {
     pub bytes: u64,
     /// One entry per consumer group.
     pub groups: Vec<GroupStats>,
-    /// How long its group commits took (write plus fsync).
+    /// How long its group commits took to fsync.
     pub commits: crate::CommitHistogram,
 }
 

@@ -9,7 +9,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::consumer_group::{ACK_FILE_SUFFIX, ConsumerGroup};
 use crate::log::Log;
 use crate::writer::{self, AppendRequest};
-use crate::{BusError, NewMessage, names, sync};
+use crate::{BrokerConfig, BusError, NewMessage, names, sync};
 
 /// One topic of the broker.
 pub(crate) struct Topic {
@@ -27,19 +27,21 @@ pub(crate) struct Topic {
 }
 
 impl Topic {
-    /// Opens (or creates) the topic `name` under `data_dir`, recovering its log and groups.
-    pub(crate) async fn open(
-        data_dir: &Path,
-        name: &str,
-        segment_bytes: u64,
-        preallocate: bool,
-    ) -> Result<Topic, BusError> {
+    /// Opens (or creates) the topic `name` under the configured data directory,
+    /// recovering its log and groups.
+    pub(crate) async fn open(config: &BrokerConfig, name: &str) -> Result<Topic, BusError> {
+        let data_dir = &config.data_dir;
         let log_dir = data_dir.join("topics").join(name);
         let groups_dir = data_dir.join("groups").join(name);
+        let (segment_bytes, preallocate, delivery) = (
+            config.segment_bytes,
+            config.preallocate_segments,
+            config.delivery,
+        );
         let (log, log_writer, groups) = {
             let groups_dir = groups_dir.clone();
             tokio::task::spawn_blocking(move || {
-                let (log, log_writer) = Log::open(&log_dir, segment_bytes, preallocate)?;
+                let (log, log_writer) = Log::open(&log_dir, segment_bytes, preallocate, delivery)?;
                 let groups = open_groups(&groups_dir, log.first_offset(), log.next_offset())?;
                 Ok::<_, BusError>((log, log_writer, groups))
             })

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use mortar_bus::dead_letter::{
     HEADER_ATTEMPTS, HEADER_ORIGINAL_ID, HEADER_ORIGINAL_TOPIC, HEADER_REASON,
 };
-use mortar_bus::{Broker, BrokerConfig, BusError, NewMessage};
+use mortar_bus::{Broker, BrokerConfig, BusError, Delivery, NewMessage};
 use support::{config, fetch_now, fetch_patiently, ids, publish_numbered};
 use tokio::time::Instant;
 
@@ -448,4 +448,47 @@ async fn every_commit_is_timed_in_the_topic_stats() {
     );
     assert_eq!(after.buckets.iter().sum::<u64>(), after.count);
     assert!(after.sum_micros > 0, "an fsync takes time");
+}
+
+#[tokio::test]
+async fn either_delivery_acknowledges_every_concurrent_publish_once_durable_and_in_order() {
+    for delivery in [Delivery::Written, Delivery::Synced] {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = || BrokerConfig {
+            delivery,
+            ..config(dir.path())
+        };
+        let broker = broker_with(settings()).await;
+        let publishers: Vec<_> = (0..8)
+            .map(|p| {
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for i in 0..25 {
+                        let m = NewMessage::new(Bytes::from(format!("p{p}-{i}")));
+                        ids.extend(broker.publish("t", vec![m]).await.unwrap());
+                    }
+                    ids
+                })
+            })
+            .collect();
+        let mut acknowledged = BTreeSet::new();
+        for publisher in publishers {
+            let ids = publisher.await.unwrap();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{delivery}: {ids:?}");
+            acknowledged.extend(ids);
+        }
+        assert_eq!(acknowledged, (0..200).collect(), "{delivery}");
+        assert!(
+            broker.fsyncs() >= 1,
+            "{delivery}: acknowledged before any fsync"
+        );
+        // Nothing the publishers were told is durable goes missing on a reopen.
+        broker.close().await;
+        drop(broker);
+        let broker = Broker::open(settings()).await.unwrap();
+        let got = fetch_patiently(&broker, "t", "g", "a", 200).await;
+        assert_eq!(ids(&got), (0..200).collect::<Vec<_>>(), "{delivery}");
+        broker.close().await;
+    }
 }

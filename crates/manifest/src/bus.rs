@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::model::{BusSpec, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::model::{BusDelivery, BusSpec, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::reader::{Reader, Value, child};
 
 const BUS_KEYS: &[&str] = &[
@@ -11,6 +11,7 @@ const BUS_KEYS: &[&str] = &[
     "max_deliveries",
     "max_message_bytes",
     "retention",
+    "delivery",
 ];
 const TOPIC_RULE: &str = "1-120 characters of a-z, 0-9, '.', '_' and '-', not ending in .dlq";
 
@@ -80,8 +81,25 @@ pub(crate) fn read_bus(r: &mut Reader<'_>, value: &Value<'_>) -> Option<BusSpec>
         None => Some(DEFAULT_MAX_MESSAGE_BYTES),
         Some(v) => r.integer(v, &child("bus", "max_message_bytes"), 1024..=(64 << 20)),
     };
+    let delivery = match table.get("delivery") {
+        None => Some(defaults.delivery),
+        Some(v) => {
+            const EXPECTED: &str = r#""written" or "synced""#;
+            let text = r.string(v, &child("bus", "delivery"), EXPECTED)?;
+            let delivery = BusDelivery::parse(text);
+            if delivery.is_none() {
+                r.error(
+                    v.span(),
+                    &child("bus", "delivery"),
+                    format!("expected {EXPECTED}, found {text:?}"),
+                );
+            }
+            delivery
+        }
+    };
     Some(BusSpec {
         topics: topics?,
+        delivery: delivery?,
         ack_deadline: ack_deadline?,
         max_deliveries: max_deliveries?,
         max_message_bytes: max_message_bytes?,
@@ -107,12 +125,16 @@ mod tests {
         assert_eq!(m.bus.topics, ["orders", "order.events"]);
         assert_eq!(m.bus.ack_deadline, Duration::from_secs(5));
         assert_eq!(m.bus.max_deliveries, crate::DEFAULT_MAX_DELIVERIES);
+        assert_eq!(m.bus.delivery, crate::BusDelivery::Written);
+        let synced = format!("{HEAD}[bus]\ndelivery = \"synced\"\n");
+        let m = Manifest::parse(&synced, Path::new("mortar.toml")).unwrap();
+        assert_eq!(m.bus.delivery, crate::BusDelivery::Synced);
     }
 
     #[test]
     fn bad_bus_settings_are_reported_each_with_its_line() {
         let src = format!(
-            "{HEAD}[bus]\ntopics = [\"Orders\", \"a\", \"a\", \"x.dlq\"]\nmax_deliveries = 0\nmax_message_bytes = 10\nspeed = 1\n"
+            "{HEAD}[bus]\ntopics = [\"Orders\", \"a\", \"a\", \"x.dlq\"]\nmax_deliveries = 0\nmax_message_bytes = 10\nspeed = 1\ndelivery = \"fsynced\"\n"
         );
         let errors = Manifest::parse(&src, Path::new("mortar.toml"))
             .unwrap_err()
@@ -126,9 +148,17 @@ mod tests {
                 "bus.topics[3]",
                 "bus.max_deliveries",
                 "bus.max_message_bytes",
-                "bus.speed"
+                "bus.speed",
+                "bus.delivery"
             ]
         );
         assert!(errors.iter().all(|e| e.line >= 7));
+        let delivery = errors.iter().find(|e| e.field == "bus.delivery").unwrap();
+        assert!(
+            delivery.message.contains("\"written\" or \"synced\"")
+                && delivery.message.contains("\"fsynced\""),
+            "{}",
+            delivery.message
+        );
     }
 }

@@ -30,5 +30,5 @@ pub use model::{
     RESERVED_ENV_KEYS, RESERVED_ENV_PREFIX, RestartPolicy, RouteSpec, SecretsSpec, ServiceSpec,
 };
 pub use model::{AutoscaleSpec, DEFAULT_SCALE_DOWN_WINDOW, MAX_SCALE_DOWN_WINDOW};
-pub use model::{BusApi, DEFAULT_PROGRESS_DEADLINE, DeploySpec, Strategy};
+pub use model::{BusApi, BusDelivery, DEFAULT_PROGRESS_DEADLINE, DeploySpec, Strategy};
 pub use model::{DEFAULT_AUTH_LEEWAY, DEFAULT_JWKS_PATH, GatewayAuthSpec, MAX_AUTH_LEEWAY};

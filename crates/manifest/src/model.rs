@@ -115,6 +115,35 @@ pub struct BusSpec {
     /// Messages older than this may be removed once every group acked them.
     #[serde(serialize_with = "human_duration")]
     pub retention: Duration,
+    /// When consumers see a published message (publishers are acknowledged
+    /// once it is fsynced either way).
+    pub delivery: BusDelivery,
+}
+
+/// `bus.delivery`: when the embedded broker shows a published message to
+/// consumers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusDelivery {
+    /// Once written to the log, while its fsync runs: delivery does not wait
+    /// for the disk. Only a power loss can take back a delivered message, and
+    /// then its publisher was never acknowledged and sends it again.
+    #[default]
+    Written,
+    /// Once fsynced: no consumer ever sees a message a power loss could take
+    /// back; every delivery waits for the disk.
+    Synced,
+}
+
+impl BusDelivery {
+    /// Parses the manifest's spelling.
+    pub fn parse(text: &str) -> Option<BusDelivery> {
+        match text {
+            "written" => Some(BusDelivery::Written),
+            "synced" => Some(BusDelivery::Synced),
+            _ => None,
+        }
+    }
 }
 
 /// Default of `bus.ack_deadline`.
@@ -134,6 +163,7 @@ impl Default for BusSpec {
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             retention: DEFAULT_RETENTION,
+            delivery: BusDelivery::default(),
         }
     }
 }

@@ -524,6 +524,11 @@ pub(crate) struct BusServeArgs {
     /// up to 64 MiB more disk per topic); `false` lets segments grow as they fill.
     #[arg(long, env = "MORTAR_BUS_PREALLOCATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) preallocate: bool,
+    /// When consumers see a message: `written` (once written to the log, while its
+    /// fsync runs) or `synced` (once fsynced). Publishers are acknowledged once it is
+    /// fsynced either way.
+    #[arg(long, env = "MORTAR_BUS_DELIVERY", default_value_t = mortar_bus::Delivery::Written)]
+    pub(crate) delivery: mortar_bus::Delivery,
 }
 
 #[derive(Debug, Args)]
@@ -803,6 +808,10 @@ pub(crate) struct BenchBusArgs {
     /// Seconds of the latency phase.
     #[arg(long, default_value_t = 5)]
     pub(crate) latency_secs: u64,
+    /// When the broker started for the run shows messages to consumers:
+    /// `written` or `synced` (see `mortar bus serve --delivery`).
+    #[arg(long, default_value_t = mortar_bus::Delivery::Written)]
+    pub(crate) delivery: mortar_bus::Delivery,
 }
 
 #[derive(Debug, Args)]

@@ -303,7 +303,7 @@ impl Source for BusSource {
         )?;
         let mut family = encoder.encode_descriptor(
             "mortar_bus_commit_seconds",
-            "How long a topic's group commits took (write plus fsync): the disk's share of publish and delivery latency.",
+            "How long a topic's group commits took to fsync: the disk's share of publish latency.",
             None,
             MetricType::Histogram,
         )?;

@@ -486,6 +486,10 @@ impl NodeBus {
                 ack_deadline: spec.ack_deadline,
                 max_deliveries: spec.max_deliveries,
                 retention_age: Some(spec.retention),
+                delivery: match spec.delivery {
+                    mortar_manifest::BusDelivery::Written => mortar_bus::Delivery::Written,
+                    mortar_manifest::BusDelivery::Synced => mortar_bus::Delivery::Synced,
+                },
                 ..BrokerConfig::default()
             };
             let identify_with = credentials.clone();

@@ -66,7 +66,7 @@ pub(crate) async fn bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
     options.url = match args.mortar_url {
         Some(url) => url,
         None => {
-            let (process, url, http) = spawn_broker(scratch.path()).await?;
+            let (process, url, http) = spawn_broker(scratch.path(), args.delivery).await?;
             child = Some(process);
             broker_http = http;
             url
@@ -82,6 +82,12 @@ pub(crate) async fn bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
         options.rate,
         args.latency_secs
     );
+    if child.is_some() {
+        println!(
+            "mortar broker: acknowledges publishes once fsynced, delivers once {}",
+            args.delivery
+        );
+    }
     // The floor under the broker's latency, just before and after its run.
     let disk_before = match child {
         Some(_) => Some(disk_probe(scratch.path()).await),
@@ -97,7 +103,7 @@ pub(crate) async fn bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(http) = &broker_http {
         println!(
-            "broker's group commits (write + fsync) in the latency phase: {}",
+            "broker's fsyncs in the latency phase: {}",
             latency_phase_commits(http).await
         );
     }
@@ -180,21 +186,28 @@ async fn latency_phase_commits(http: &str) -> String {
         100.0 * n as f64 / count as f64
     };
     format!(
-        "{count} commits, mean {mean:.0} µs; within 1 ms {:.1}%, within 2 ms {:.1}%, over 5 ms {:.2}%",
+        "{count} fsyncs, mean {mean:.0} µs; within 1 ms {:.1}%, within 2 ms {:.1}%, over 5 ms {:.2}%",
         within(0.001),
         within(0.002),
         100.0 - within(0.005)
     )
 }
 
-/// Starts `mortar bus serve` on `dir`; returns the process, its bus URL
-/// and the base URL of its HTTP API (when it reported one).
+/// Starts `mortar bus serve` on `dir` with `delivery`; returns the process,
+/// its bus URL and the base URL of its HTTP API (when it reported one).
 async fn spawn_broker(
     dir: &std::path::Path,
+    delivery: mortar_bus::Delivery,
 ) -> anyhow::Result<(tokio::process::Child, String, Option<String>)> {
     let exe = std::env::current_exe().context("cannot find the mortar binary")?;
     let mut child = tokio::process::Command::new(exe)
-        .args(["bus", "serve", "--data-dir"])
+        .args([
+            "bus",
+            "serve",
+            "--delivery",
+            delivery.as_str(),
+            "--data-dir",
+        ])
         .arg(dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())

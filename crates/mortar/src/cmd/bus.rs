@@ -18,6 +18,7 @@ pub(crate) fn serve(args: BusServeArgs) -> anyhow::Result<ExitCode> {
         let config = BrokerConfig {
             data_dir: args.data_dir.join("bus"),
             preallocate_segments: args.preallocate,
+            delivery: args.delivery,
             ..BrokerConfig::default()
         };
         let (addr, bus) = run_embedded(config, args.addr).await?;
