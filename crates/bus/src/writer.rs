@@ -28,8 +28,9 @@ const MAX_REQUESTS_PER_COMMIT: usize = 1024;
 pub(crate) const QUEUE_DEPTH: usize = 4096;
 
 /// How many written commits may wait for the syncer before the writer waits for it,
-/// which bounds what is written but not yet durable.
-const SYNC_QUEUE_DEPTH: usize = 64;
+/// which bounds what is written but not yet durable. Deep enough that a fsync stalled
+/// for a second at a thousand commits a second does not stall the writes behind it.
+const SYNC_QUEUE_DEPTH: usize = 1024;
 
 /// What a publisher is answered: the ids of its messages.
 type Reply = oneshot::Sender<Result<Vec<u64>, BusError>>;

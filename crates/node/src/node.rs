@@ -519,6 +519,11 @@ impl NodeBus {
                 gate: Some(gate),
             });
         };
+        if spec.delivery == mortar_manifest::BusDelivery::Synced {
+            tracing::warn!(
+                "bus.delivery = \"synced\" applies to the embedded broker only: JetStream delivers a message once stored, before its fsync"
+            );
+        }
         let mut config = ClientConfig::new(url, "mortar-node", "");
         config.max_deliveries = spec.max_deliveries;
         config.ack_deadline = spec.ack_deadline;

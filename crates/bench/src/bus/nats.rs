@@ -180,7 +180,9 @@ pub async fn run(options: &BusBenchOptions) -> Result<BusBenchReport, BusBenchEr
 }
 
 /// Publishes stamped payloads at `options.rate` for `options.latency_duration`
-/// with up to 1024 publishes in flight; returns how many were sent and how
+/// with up to a second's worth of publishes in flight (at least 1024), so a
+/// broker whose acknowledgements lag (a slow fsync) does not hold back the
+/// paced sends and turn them into bursts; returns how many were sent and how
 /// long it took.
 pub(crate) async fn paced<F, Fut>(
     options: &BusBenchOptions,
@@ -192,6 +194,9 @@ where
 {
     let interval = Duration::from_secs_f64(1.0 / options.rate.max(1) as f64);
     let total = (options.rate as f64 * options.latency_duration.as_secs_f64()) as usize;
+    let window = usize::try_from(options.rate)
+        .unwrap_or(usize::MAX)
+        .max(1024);
     let started = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     for i in 0..total {
@@ -208,7 +213,7 @@ where
                 }
             }
         }
-        if in_flight.len() >= 1024
+        if in_flight.len() >= window
             && let Some(r) = in_flight.next().await
         {
             r?;
