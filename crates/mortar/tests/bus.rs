@@ -257,3 +257,42 @@ fn the_bus_bridge_refuses_bad_configuration_with_one_line_and_exit_78() {
         assert!(!out.stdout.contains("listening"), "{}", out.stdout);
     }
 }
+
+/// A delivery setting `mortar bus serve` does not know is refused before
+/// anything is opened, naming both choices, on the flag and in the
+/// environment.
+#[test]
+fn bus_serve_refuses_an_unknown_delivery_and_names_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    for (args, env) in [
+        (
+            vec![
+                "bus",
+                "serve",
+                "--data-dir",
+                data_arg,
+                "--delivery",
+                "fsynced",
+            ],
+            vec![],
+        ),
+        (
+            vec!["bus", "serve", "--data-dir", data_arg],
+            vec![("MORTAR_BUS_DELIVERY", "fsynced")],
+        ),
+    ] {
+        let out = mortar_test_support::cli::run_mortar(dir.path(), &args, &env, b"");
+        assert_eq!(out.code, 2, "{args:?} {env:?}: {}", out.stderr);
+        let first = out.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.contains("unknown delivery `fsynced`")
+                && first.contains("`written`")
+                && first.contains("`synced`"),
+            "{}",
+            out.stderr
+        );
+        assert!(!data.exists(), "nothing created for a refused start");
+    }
+}

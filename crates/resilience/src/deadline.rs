@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::FutureExt;
 use http::{HeaderValue, Request};
 use tokio::time::Instant;
 
@@ -70,15 +71,23 @@ pub(crate) fn begin_attempt<B>(
 /// Runs an attempt until `end`: a per-try timeout ends it with tower's
 /// `Elapsed` (retried for idempotent requests), the deadline with
 /// [`DeadlineReached`].
-pub(crate) async fn bounded<T, F>(end: AttemptEnd, attempt: F) -> Result<T, BoxError>
+///
+/// A mapped future rather than an `async` block: one would keep the
+/// timeout it awaits twice in its state (once as captured, once as
+/// awaited), doubling a future that every call moves whole on each await.
+pub(crate) fn bounded<T, F>(
+    end: AttemptEnd,
+    attempt: F,
+) -> impl Future<Output = Result<T, BoxError>>
 where
     F: Future<Output = Result<T, BoxError>>,
 {
-    match tokio::time::timeout_at(end.at, attempt).await {
+    let by_deadline = end.by_deadline;
+    tokio::time::timeout_at(end.at, attempt).map(move |outcome| match outcome {
         Ok(result) => result,
-        Err(_) if end.by_deadline => Err(DeadlineReached.into()),
+        Err(_) if by_deadline => Err(DeadlineReached.into()),
         Err(_) => Err(tower::timeout::error::Elapsed::new().into()),
-    }
+    })
 }
 
 #[cfg(test)]

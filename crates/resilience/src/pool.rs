@@ -136,7 +136,10 @@ impl Pool {
         loop {
             let mut pooled = match poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
                 Some(p) => p,
-                None => self.connect().await?,
+                // Boxed: connecting (TCP, maybe TLS) is the rare path, and its
+                // future inline would make every call's future, which is
+                // moved whole on each await, several kilobytes larger.
+                None => Box::pin(self.connect()).await?,
             };
             let mut answer = pin!(pooled.sender.try_send_request(req));
             let result = poll_fn(|cx| {
