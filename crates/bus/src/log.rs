@@ -240,23 +240,26 @@ impl Log {
     /// pages and would report the next fsync as a success. Blocking.
     pub(crate) fn sync_written(&self, files: &[Unsynced]) -> Result<(), BusError> {
         for unsynced in files {
-            if let Some((path, detail)) = self.sync_failure.get() {
-                return Err(BusError::SyncFailed {
-                    path: path.clone(),
-                    detail: detail.clone(),
-                });
-            }
+            self.refuse_after_failed_sync()?;
             if let Err(error) = self.sync_timed(&unsynced.file) {
                 let failure = (unsynced.path.clone(), error.to_string());
                 let (path, detail) = self.sync_failure.get_or_init(|| failure);
                 tracing::error!(file = %path.display(), error = %detail, "fsync failed; the topic takes no more publishes until the broker restarts");
-                return Err(BusError::SyncFailed {
-                    path: path.clone(),
-                    detail: detail.clone(),
-                });
+                self.refuse_after_failed_sync()?;
             }
         }
         Ok(())
+    }
+
+    /// The error everything gets once an fsync of written records failed.
+    fn refuse_after_failed_sync(&self) -> Result<(), BusError> {
+        match self.sync_failure.get() {
+            Some((path, detail)) => Err(BusError::SyncFailed {
+                path: path.clone(),
+                detail: detail.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// One fsync of data, counted and timed.
@@ -362,12 +365,7 @@ impl LogWriter {
         batches: &[&[NewMessage]],
         publish_time_ms: u64,
     ) -> Result<Vec<u64>, BusError> {
-        if let Some((path, detail)) = self.log.sync_failure.get() {
-            return Err(BusError::SyncFailed {
-                path: path.clone(),
-                detail: detail.clone(),
-            });
-        }
+        self.log.refuse_after_failed_sync()?;
         let mut firsts = Vec::with_capacity(batches.len());
         let mut pending = Pending::default();
         for batch in batches {
