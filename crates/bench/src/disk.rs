@@ -1,8 +1,8 @@
 //! The disk's own sync latency, measured beside a bus run: the embedded
-//! broker delivers only fsynced records, so the disk's `fdatasync` time is
-//! the floor under its publish→deliver latency. On a shared VM that floor
-//! moves from minute to minute; printing it with the run tells a slow
-//! pipeline from a slow disk.
+//! broker acknowledges a publish only once fsynced (and, with `--delivery
+//! synced`, delivers it only then), so the disk's `fdatasync` time is the
+//! floor under that latency. On a shared VM that floor moves from minute to
+//! minute; printing it with the run tells a slow pipeline from a slow disk.
 
 use std::fs::OpenOptions;
 use std::io::Write;

@@ -26,7 +26,7 @@ pub struct CommitHistogram {
     pub sum_micros: u64,
 }
 
-/// Lock-free recording side, updated by the topic's writer thread.
+/// Lock-free recording side, updated by the thread that fsyncs the topic's log.
 #[derive(Debug, Default)]
 pub(crate) struct CommitTimes {
     buckets: [AtomicU64; COMMIT_BUCKETS_SECONDS.len() + 1],

@@ -28,14 +28,15 @@ pub(crate) struct IndexEntry {
     pub(crate) pos: u64,
 }
 
-/// A segment's durable state as readers see it: only fsynced bytes are counted in `size`.
+/// A segment as readers see it: `size` counts only whole records the writer has published
+/// (written, or also fsynced, as the log's `Delivery` says).
 #[derive(Debug)]
 pub(crate) struct Segment {
     pub(crate) base: u64,
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<File>,
     pub(crate) index: Vec<IndexEntry>,
-    /// Bytes of valid, fsynced records.
+    /// Bytes of valid, published records.
     pub(crate) size: u64,
     /// One past the last record's offset (== base when empty).
     pub(crate) next_offset: u64,

@@ -88,7 +88,7 @@ pub(crate) async fn bus(args: BenchBusArgs) -> anyhow::Result<ExitCode> {
             args.delivery
         );
     }
-    // The floor under the broker's latency, just before and after its run.
+    // The floor under the broker's acknowledgements, just before and after its run.
     let disk_before = match child {
         Some(_) => Some(disk_probe(scratch.path()).await),
         None => None,
