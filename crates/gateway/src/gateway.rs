@@ -1,7 +1,6 @@
 //! [`Gateway`]: the public entry point.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,10 +11,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, Method, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
 use mortar_resilience::{BoxError, Client, Metrics, Resolve};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -205,7 +202,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, shutdown: Cance
         let open = open.clone();
         let draining = open_tx.clone();
         tokio::spawn(async move {
-            serve_connection(shared, stream, remote, stop).await;
+            crate::connection::serve(shared, stream, remote, stop).await;
             lock(&open).stop.remove(&id);
             drop(draining);
         });
@@ -256,40 +253,6 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-async fn serve_connection(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    remote: SocketAddr,
-    mut stop: oneshot::Receiver<()>,
-) {
-    // Responses are written whole; Nagle would only hold back the last
-    // segment of one waiting for the client's delayed ACK.
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted socket");
-    }
-    let peer = Arc::new(Peer::new(remote.ip()));
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let shared = shared.clone();
-        let peer = peer.clone();
-        // Boxed: the future holds the whole forwarding pipeline, and hyper
-        // would otherwise move it by value on every request.
-        Box::pin(async move { Ok::<_, Infallible>(handle(&shared, req, &peer).await) })
-    });
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        biased;
-        r = conn.as_mut() => r,
-        _ = &mut stop => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::trace!(error = %e, "gateway connection ended with an error");
-    }
-}
-
 /// The router's entry: the same handler, with the peer from `ConnectInfo`.
 async fn handle_routed(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let peer = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
@@ -304,24 +267,12 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let (mut parts, body) = req.into_parts();
-    if let Some(limiter) = &shared.limiter {
-        let ip = peer.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        if let Err(wait) = limiter.take(ip, 1.0) {
-            tracing::debug!(client = %ip, path = parts.uri.path(), "rate limited");
-            return problems::rate_limited(parts.uri.path(), wait);
-        }
+    let (parts, body) = req.into_parts();
+    if let Some(refused) = refusal(shared, &parts, peer) {
+        return refused;
     }
     let limit = shared.config.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|l| l > limit as u64) {
-        return problems::too_large(parts.uri.path(), limit);
-    }
-    let body = if declared == Some(0) || body.is_end_stream() {
+    let body = if body.is_end_stream() {
         Bytes::new()
     } else {
         match Limited::new(body, limit).collect().await {
@@ -337,6 +288,42 @@ where
             }
         }
     };
+    handle_buffered(shared, parts, body, peer).await
+}
+
+/// The checks made before a request's body is read: the client's rate
+/// limit and the declared body size. `Some`: the answer refusing it.
+pub(crate) fn refusal(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    peer: &Peer,
+) -> Option<Response> {
+    if let Some(limiter) = &shared.limiter {
+        let ip = peer.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        if let Err(wait) = limiter.take(ip, 1.0) {
+            tracing::debug!(client = %ip, path = parts.uri.path(), "rate limited");
+            return Some(problems::rate_limited(parts.uri.path(), wait));
+        }
+    }
+    let limit = shared.config.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|l| l > limit as u64) {
+        return Some(problems::too_large(parts.uri.path(), limit));
+    }
+    None
+}
+
+/// Everything after the body is read: trace context, batch or forward.
+pub(crate) async fn handle_buffered(
+    shared: &Arc<Shared>,
+    mut parts: http::request::Parts,
+    body: Bytes,
+    peer: &Peer,
+) -> Response {
     let traceparent = trace::next_hop(parts.headers.get(trace::TRACEPARENT_NAME));
     if parts.method == Method::POST && parts.uri.path() == batch::PATH {
         let mut resp = batch::run(shared, &parts.headers, &body, peer).await;
@@ -384,7 +371,7 @@ fn access_log(traceparent: &HeaderValue, request: Option<(Method, http::Uri)>, s
 impl Peer {
     /// The client at `ip`, with its `X-Forwarded-For` entry formatted once
     /// per connection rather than once per request.
-    fn new(ip: IpAddr) -> Peer {
+    pub(crate) fn new(ip: IpAddr) -> Peer {
         Peer {
             ip: Some(ip),
             forwarded_for: HeaderValue::try_from(ip.to_string()).ok(),

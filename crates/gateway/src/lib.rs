@@ -16,6 +16,7 @@ mod auth;
 mod batch;
 mod cache;
 mod config;
+mod connection;
 mod faults;
 mod gateway;
 mod hold;

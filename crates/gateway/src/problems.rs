@@ -104,3 +104,17 @@ pub(crate) fn held(path: &str, service: &str, refused: &crate::hold::HoldRefused
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
 }
+
+/// The answer to a request whose head or framing cannot be read: 431 for
+/// a head over the limits, 501 for a transfer coding, 417 for an
+/// expectation the gateway does not meet, 400 for anything else.
+pub(crate) fn unreadable(error: &mortar_h1::H1Error) -> Response {
+    use mortar_h1::H1Error;
+    let status = match error {
+        H1Error::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        H1Error::UnsupportedTransferEncoding(_) => StatusCode::NOT_IMPLEMENTED,
+        H1Error::UnsupportedExpectation(_) => StatusCode::EXPECTATION_FAILED,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    Problem::new(status, error.to_string()).into_response()
+}

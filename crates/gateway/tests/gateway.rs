@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use mortar_gateway::{Gateway, GatewayConfig, RateLimitConfig, Route};
 use mortar_resilience::{ClientConfig, Endpoint, StaticResolver};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +62,15 @@ async fn whoami(State(me): State<Me>, headers: HeaderMap) -> impl IntoResponse {
     axum::Json(json!({"instance": me.name, "traceparent": trace}))
 }
 
+/// An answer larger than the client reads whole: it streams through.
+async fn big() -> impl IntoResponse {
+    (0..BIG_LINES)
+        .map(|i| format!("{i:07}\n"))
+        .collect::<String>()
+}
+
+const BIG_LINES: usize = 40_000;
+
 async fn echo(body: axum::body::Bytes) -> impl IntoResponse {
     (StatusCode::CREATED, format!("{} bytes", body.len()))
 }
@@ -72,6 +82,7 @@ async fn upstream(name: &'static str) -> Upstream {
         .route("/v1/pages/{name}", get(page))
         .route("/v1/whoami", get(whoami))
         .route("/v1/echo", post(echo))
+        .route("/v1/big", get(big))
         .with_state(Me {
             name,
             hits: hits.clone(),
@@ -497,4 +508,164 @@ async fn the_router_forwards_like_serve() {
     let resp = reqwest::get(format!("{url}/nowhere")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert!(is_problem(&resp));
+}
+
+/// Writes `raw` on a new connection and reads until the gateway closes it.
+async fn raw_exchange(url: &str, raw: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(raw).await.unwrap();
+    read_to_close(&mut s).await
+}
+
+async fn read_to_close(s: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the gateway closes the connection")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn catalog_gateway(config: GatewayConfig) -> (Upstream, Running) {
+    let up = upstream("catalog").await;
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.set("catalog", vec![Endpoint::new("catalog-1", up.addr)]);
+    (up, gateway(resolver, config).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let (_up, gw) = catalog_gateway(config(vec![Route::new("/v1", "catalog", false)])).await;
+    let text = raw_exchange(
+        &gw.url,
+        b"GET /v1/products/1 HTTP/1.1\r\nHost: shop\r\n\r\n\
+          GET /v1/products/2 HTTP/1.1\r\nHost: shop\r\n\r\n\
+          GET /v1/products/3 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{text}");
+    let at = |id: &str| text.find(&format!("\"id\":{id}")).expect(id);
+    assert!(at("1") < at("2") && at("2") < at("3"), "{text}");
+    assert_eq!(text.matches("connection: close").count(), 1, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_is_decoded_after_100_continue() {
+    let (_up, gw) = catalog_gateway(config(vec![Route::new("/v1", "catalog", false)])).await;
+    let mut s = tokio::net::TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /v1/echo HTTP/1.1\r\nHost: shop\r\nExpect: 100-continue\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).await.unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 201 Created\r\n"), "{text}");
+    assert!(text.ends_with("11 bytes"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_requests_get_a_problem_naming_the_fault_and_a_close() {
+    let (up, gw) = catalog_gateway(config(vec![Route::new("/v1", "catalog", false)])).await;
+    let many: String = (0..150).map(|i| format!("x-{i}: v\r\n")).collect();
+    let cases = [
+        (
+            "NOT HTTP AT ALL\r\n\r\n".to_owned(),
+            "400 Bad Request",
+            "malformed",
+        ),
+        (
+            "POST /v1/echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc"
+                .to_owned(),
+            "400 Bad Request",
+            "send only one",
+        ),
+        (
+            "POST /v1/echo HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\nabc".to_owned(),
+            "400 Bad Request",
+            "invalid Content-Length",
+        ),
+        (
+            format!("GET /v1/products/1 HTTP/1.1\r\n{many}\r\n"),
+            "431 Request Header Fields Too Large",
+            "100 header fields",
+        ),
+        (
+            "POST /v1/echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_owned(),
+            "501 Not Implemented",
+            "only `chunked`",
+        ),
+        (
+            "POST /v1/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n".to_owned(),
+            "400 Bad Request",
+            "chunk size",
+        ),
+    ];
+    for (raw, status, detail) in cases {
+        let text = raw_exchange(&gw.url, raw.as_bytes()).await;
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{raw:?} -> {text}"
+        );
+        assert!(text.contains("application/problem+json"), "{text}");
+        assert!(text.contains("connection: close"), "{text}");
+        assert!(text.contains(detail), "{raw:?} -> {text}");
+    }
+    assert_eq!(
+        up.hits.load(Ordering::Relaxed),
+        0,
+        "nothing unreadable was forwarded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_and_http_1_0_requests_follow_their_framing_rules() {
+    let (_up, gw) = catalog_gateway(config(vec![Route::new("/v1", "catalog", false)])).await;
+    let text = raw_exchange(&gw.url, b"HEAD /v1/products/7 HTTP/1.0\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("content-length: "), "{text}");
+    assert!(
+        text.ends_with("\r\n\r\n"),
+        "a HEAD answer has no body: {text}"
+    );
+    let text = raw_exchange(
+        &gw.url,
+        b"GET /v1/products/7 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+          GET /v1/products/8 HTTP/1.0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(text.matches("connection: keep-alive").count(), 1, "{text}");
+    assert!(text.contains("\"id\":8"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_answer_streams_through_whole() {
+    let (_up, gw) = catalog_gateway(config(vec![Route::new("/v1", "catalog", false)])).await;
+    let body = reqwest::get(format!("{}/v1/big", gw.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body.len(), BIG_LINES * 8);
+    assert!(
+        body.lines()
+            .enumerate()
+            .all(|(i, l)| l == format!("{i:07}"))
+    );
+    let text = raw_exchange(&gw.url, b"GET /v1/big HTTP/1.0\r\n\r\n").await;
+    assert!(
+        text.ends_with(&format!("{:07}\n", BIG_LINES - 1)),
+        "whole body before the close"
+    );
 }

@@ -1,0 +1,377 @@
+//! Serving one client connection: HTTP/1.1 read and written with
+//! `mortar-h1`, each request handed to the gateway whole.
+//!
+//! Why not hyper's server: the gateway reads every body into memory anyway
+//! (retries replay it), so all it needs is to read a head and a body,
+//! answer, and read the next head. Doing that directly in the connection's
+//! task, with one buffer for reading and one for writing, costs markedly
+//! less CPU per request than hyper's general connection state machine
+//! (docs/benchmarks.md). Pipelined requests are answered in order;
+//! `Expect: 100-continue` is honoured; chunked request bodies are decoded;
+//! answers of unknown length are sent chunked (or until close to HTTP/1.0
+//! clients).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode, Version};
+use http_body_util::BodyExt;
+use mortar_h1::{
+    BodyLength, ChunkedDecoder, Decoded, H1Error, LAST_CHUNK, RequestHead, ResponseFraming,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use crate::gateway::{handle_buffered, refusal};
+use crate::problems;
+use crate::proxy::{Peer, Shared};
+
+/// Room kept free in the read buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Answers up to this size are copied behind their head and sent in one
+/// write; larger ones are written as they come.
+const COALESCE_MAX: u64 = 16 * 1024;
+/// After refusing a request whose body was not read, how long the
+/// connection reads and drops what the client still sends before closing,
+/// so closing does not reset the connection under the refusal.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Serves requests on `stream` until the client closes, an exchange ends
+/// the connection, or `stop` fires (then the request being served is
+/// finished and the connection closed).
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    stop: oneshot::Receiver<()>,
+) {
+    // Answers are written whole; Nagle would only hold back the last
+    // segment of one waiting for the client's delayed ACK.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted socket");
+    }
+    let mut conn = Connection {
+        io: stream,
+        input: BytesMut::with_capacity(READ_CHUNK),
+        output: BytesMut::with_capacity(READ_CHUNK),
+        stop,
+        stopping: false,
+    };
+    let peer = Peer::new(remote.ip());
+    loop {
+        let head = match conn.next_head().await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(Failure::Io(e)) => {
+                tracing::trace!(error = %e, "gateway connection ended");
+                return;
+            }
+            Err(Failure::Refused(e)) => {
+                tracing::debug!(error = %e, "unreadable request");
+                let _ = conn
+                    .refuse(problems::unreadable(&e), Version::HTTP_11)
+                    .await;
+                return;
+            }
+        };
+        match conn.exchange(&shared, head, &peer).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::trace!(error = %e, "gateway connection ended");
+                return;
+            }
+        }
+    }
+}
+
+enum Failure {
+    /// The socket failed or closed.
+    Io(std::io::Error),
+    /// The client sent something that is not a readable request.
+    Refused(H1Error),
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+impl From<H1Error> for Failure {
+    fn from(e: H1Error) -> Self {
+        Failure::Refused(e)
+    }
+}
+
+struct Connection {
+    io: TcpStream,
+    input: BytesMut,
+    output: BytesMut,
+    /// Fires (or is dropped) when the gateway shuts down.
+    stop: oneshot::Receiver<()>,
+    /// `stop` has fired: finish the current request, then close.
+    stopping: bool,
+}
+
+impl Connection {
+    /// The next request's head; `None` when the client closed between
+    /// requests or the gateway is stopping while the connection is idle.
+    async fn next_head(&mut self) -> Result<Option<RequestHead>, Failure> {
+        loop {
+            if !self.input.is_empty()
+                && let Some(head) = mortar_h1::parse_request(&mut self.input)?
+            {
+                return Ok(Some(head));
+            }
+            let idle = self.input.is_empty();
+            if idle && self.stop_requested() {
+                return Ok(None);
+            }
+            self.input.reserve(READ_CHUNK);
+            let read = if idle {
+                tokio::select! {
+                    biased;
+                    _ = &mut self.stop => {
+                        self.stopping = true;
+                        return Ok(None);
+                    }
+                    read = self.io.read_buf(&mut self.input) => read?,
+                }
+            } else {
+                self.io.read_buf(&mut self.input).await?
+            };
+            if read == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Whether the gateway is shutting down (checked without waiting).
+    fn stop_requested(&mut self) -> bool {
+        if !self.stopping {
+            self.stopping = !matches!(
+                self.stop.try_recv(),
+                Err(oneshot::error::TryRecvError::Empty)
+            );
+        }
+        self.stopping
+    }
+
+    /// Reads the body, has the gateway answer, writes the answer. `true`
+    /// when the connection can carry another request.
+    async fn exchange(
+        &mut self,
+        shared: &Arc<Shared>,
+        head: RequestHead,
+        peer: &Peer,
+    ) -> std::io::Result<bool> {
+        let RequestHead {
+            parts,
+            body: length,
+            keep_alive,
+            expect_continue,
+        } = head;
+        let version = parts.version;
+        if let Some(refused) = refusal(shared, &parts, peer) {
+            if length == BodyLength::Empty {
+                return self
+                    .answer(refused, &parts.method, version, keep_alive)
+                    .await;
+            }
+            return self.refuse(refused, version).await.map(|()| false);
+        }
+        let limit = shared.config.max_body_bytes;
+        if expect_continue && self.input.is_empty() {
+            self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        }
+        let body = match self.read_body(length, limit).await? {
+            Ok(body) => body,
+            Err(Unread::TooLarge) => {
+                let refused = problems::too_large(parts.uri.path(), limit);
+                return self.refuse(refused, version).await.map(|()| false);
+            }
+            Err(Unread::Malformed(e)) => {
+                return self
+                    .refuse(problems::unreadable(&e), version)
+                    .await
+                    .map(|()| false);
+            }
+        };
+        let method = parts.method.clone();
+        let resp = handle_buffered(shared, parts, body, peer).await;
+        self.answer(resp, &method, version, keep_alive).await
+    }
+
+    /// The request's body, read whole (up to `limit` bytes); `Ok(Err)` when
+    /// it is refused, `Err` when the connection failed.
+    async fn read_body(
+        &mut self,
+        length: BodyLength,
+        limit: usize,
+    ) -> std::io::Result<Result<Bytes, Unread>> {
+        match length {
+            BodyLength::Empty | BodyLength::UntilClose => Ok(Ok(Bytes::new())),
+            BodyLength::Known(n) => {
+                // `refusal` caught declared lengths over the limit.
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                if n > limit {
+                    return Ok(Err(Unread::TooLarge));
+                }
+                while self.input.len() < n {
+                    self.input.reserve(n - self.input.len());
+                    if self.io.read_buf(&mut self.input).await? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                Ok(Ok(self.input.split_to(n).freeze()))
+            }
+            BodyLength::Chunked => {
+                let mut decoder = ChunkedDecoder::default();
+                let mut body = BytesMut::new();
+                loop {
+                    match decoder.decode(&mut self.input) {
+                        Ok(Decoded::Data(data)) => {
+                            if body.len() + data.len() > limit {
+                                return Ok(Err(Unread::TooLarge));
+                            }
+                            body.extend_from_slice(&data);
+                        }
+                        Ok(Decoded::Done) => return Ok(Ok(body.freeze())),
+                        Ok(Decoded::NeedMore) => {
+                            self.input.reserve(READ_CHUNK);
+                            if self.io.read_buf(&mut self.input).await? == 0 {
+                                return Err(std::io::ErrorKind::UnexpectedEof.into());
+                            }
+                        }
+                        Err(e) => return Ok(Err(Unread::Malformed(e))),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `resp` for a `method` request from a `version` client;
+    /// `true` when the connection stays open.
+    async fn answer(
+        &mut self,
+        resp: Response,
+        method: &Method,
+        version: Version,
+        keep_alive: bool,
+    ) -> std::io::Result<bool> {
+        let (parts, mut body) = resp.into_parts();
+        let status = parts.status;
+        let mut keep_alive = keep_alive && !self.stop_requested();
+        let no_body = *method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let framing = if no_body {
+            ResponseFraming::NoBody
+        } else {
+            match http_body::Body::size_hint(&body).exact() {
+                Some(n) => ResponseFraming::Length(n),
+                None if version == Version::HTTP_11 => ResponseFraming::Chunked,
+                None => {
+                    keep_alive = false;
+                    ResponseFraming::UntilClose
+                }
+            }
+        };
+        mortar_h1::encode_response_head(
+            &mut self.output,
+            status,
+            &parts.headers,
+            framing,
+            keep_alive,
+            version,
+        );
+        let complete = match framing {
+            ResponseFraming::NoBody => true,
+            ResponseFraming::Length(n) if n <= COALESCE_MAX => {
+                self.write_small(&mut body, n).await?
+            }
+            _ => self.stream(&mut body, framing).await?,
+        };
+        if !self.output.is_empty() {
+            self.io.write_all(&self.output).await?;
+            self.output.clear();
+        }
+        Ok(keep_alive && complete)
+    }
+
+    /// Appends a body of `length` bytes behind the head for one write;
+    /// `false` if it failed or did not match its length.
+    async fn write_small(&mut self, body: &mut Body, length: u64) -> std::io::Result<bool> {
+        let mut sent = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return Ok(false) };
+            if let Ok(data) = frame.into_data() {
+                sent += data.len() as u64;
+                if sent > length {
+                    return Ok(false);
+                }
+                self.output.extend_from_slice(&data);
+            }
+        }
+        Ok(sent == length)
+    }
+
+    /// Writes the head, then the body as it comes; `false` if the body
+    /// failed or did not match its length (the client then sees the
+    /// connection close early rather than a wrong message).
+    async fn stream(&mut self, body: &mut Body, framing: ResponseFraming) -> std::io::Result<bool> {
+        let mut sent = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return Ok(false) };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            sent += data.len() as u64;
+            match framing {
+                ResponseFraming::Chunked => mortar_h1::encode_chunk(&mut self.output, &data),
+                ResponseFraming::Length(n) if sent > n => return Ok(false),
+                _ => {
+                    self.io.write_all(&self.output).await?;
+                    self.output.clear();
+                    self.io.write_all(&data).await?;
+                    continue;
+                }
+            }
+            self.io.write_all(&self.output).await?;
+            self.output.clear();
+        }
+        match framing {
+            ResponseFraming::Chunked => {
+                self.output.extend_from_slice(LAST_CHUNK);
+                Ok(true)
+            }
+            ResponseFraming::Length(n) => Ok(sent == n),
+            _ => Ok(true),
+        }
+    }
+
+    /// Answers `resp` and closes, reading and dropping for a moment what
+    /// the client still sends (a body the gateway refused), so the close
+    /// does not reset the connection before the client reads the answer.
+    async fn refuse(&mut self, resp: Response, version: Version) -> std::io::Result<()> {
+        self.answer(resp, &Method::GET, version, false).await?;
+        self.io.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let drain = async { while matches!(self.io.read(&mut sink).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+        Ok(())
+    }
+}
+
+/// Why a body was not read.
+enum Unread {
+    TooLarge,
+    Malformed(H1Error),
+}

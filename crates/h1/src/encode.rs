@@ -1,0 +1,193 @@
+//! Writing message heads. The framing fields (`Content-Length`,
+//! `Transfer-Encoding`, `Connection`) are always the encoder's own, so a
+//! head never says something about its body that the body does not do.
+
+use bytes::{BufMut, BytesMut};
+use http::{HeaderMap, Method, StatusCode, Uri, Version, header};
+
+/// How a response's body is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body may follow (an answer to HEAD, or 1xx/204/304): the fields
+    /// are written as they are, `Content-Length` included.
+    NoBody,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// In chunks (HTTP/1.1 clients, length unknown).
+    Chunked,
+    /// Until the connection closes (HTTP/1.0 clients, length unknown).
+    UntilClose,
+}
+
+/// Appends a response head to `dst`. `keep_alive` says whether the
+/// connection stays open afterwards; `client` is the request's version
+/// (an HTTP/1.0 client is told explicitly that it is kept alive).
+pub fn encode_response_head(
+    dst: &mut BytesMut,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: ResponseFraming,
+    keep_alive: bool,
+    client: Version,
+) {
+    dst.reserve(128 + headers.len() * 32);
+    dst.put_slice(b"HTTP/1.1 ");
+    dst.put_slice(status.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    dst.put_slice(b"\r\n");
+    let keep_length = framing == ResponseFraming::NoBody;
+    put_fields(dst, headers, keep_length);
+    if !headers.contains_key(header::DATE) {
+        dst.put_slice(b"date: ");
+        crate::date::put_http_date(dst);
+        dst.put_slice(b"\r\n");
+    }
+    match framing {
+        ResponseFraming::Length(n) => put_length(dst, n),
+        ResponseFraming::Chunked => dst.put_slice(b"transfer-encoding: chunked\r\n"),
+        ResponseFraming::NoBody | ResponseFraming::UntilClose => {}
+    }
+    if !keep_alive {
+        dst.put_slice(b"connection: close\r\n");
+    } else if client == Version::HTTP_10 {
+        dst.put_slice(b"connection: keep-alive\r\n");
+    }
+    dst.put_slice(b"\r\n");
+}
+
+/// Appends a request head to `dst` in origin form. The caller sets `Host`
+/// among `headers`; `length` is the body's (`None`: no body and no
+/// `Content-Length`).
+pub fn encode_request_head(
+    dst: &mut BytesMut,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    length: Option<u64>,
+) {
+    dst.reserve(128 + headers.len() * 32);
+    dst.put_slice(method.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    dst.put_slice(b" HTTP/1.1\r\n");
+    put_fields(dst, headers, false);
+    if let Some(n) = length {
+        put_length(dst, n);
+    }
+    dst.put_slice(b"\r\n");
+}
+
+fn put_fields(dst: &mut BytesMut, headers: &HeaderMap, keep_length: bool) {
+    for (name, value) in headers {
+        if *name == header::CONNECTION
+            || *name == header::TRANSFER_ENCODING
+            || (*name == header::CONTENT_LENGTH && !keep_length)
+        {
+            continue;
+        }
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+}
+
+fn put_length(dst: &mut BytesMut, n: u64) {
+    dst.put_slice(b"content-length: ");
+    put_decimal(dst, n);
+    dst.put_slice(b"\r\n");
+}
+
+/// `n` in decimal, without going through `fmt`.
+pub(crate) fn put_decimal(dst: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    dst.put_slice(&digits[at..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::{BodyLength, parse_request, parse_response};
+
+    #[test]
+    fn a_response_head_carries_its_own_framing_and_a_date() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        let mut dst = BytesMut::new();
+        encode_response_head(
+            &mut dst,
+            StatusCode::CREATED,
+            &h,
+            ResponseFraming::Length(12),
+            true,
+            Version::HTTP_11,
+        );
+        let text = String::from_utf8(dst.to_vec()).expect("ascii");
+        assert!(text.starts_with("HTTP/1.1 201 Created\r\n"), "{text}");
+        assert!(text.contains("content-length: 12\r\n"), "{text}");
+        assert!(!text.contains("999") && !text.contains("upgrade"), "{text}");
+        assert!(text.contains("date: "), "{text}");
+        let parsed = parse_response(&mut dst, &Method::GET)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(parsed.body, BodyLength::Known(12));
+        assert!(parsed.keep_alive);
+    }
+
+    #[test]
+    fn closing_and_http_1_0_keep_alive_are_said() {
+        let h = HeaderMap::new();
+        let mut dst = BytesMut::new();
+        encode_response_head(
+            &mut dst,
+            StatusCode::OK,
+            &h,
+            ResponseFraming::UntilClose,
+            false,
+            Version::HTTP_11,
+        );
+        assert!(String::from_utf8_lossy(&dst).contains("connection: close\r\n"));
+        dst.clear();
+        encode_response_head(
+            &mut dst,
+            StatusCode::OK,
+            &h,
+            ResponseFraming::Length(0),
+            true,
+            Version::HTTP_10,
+        );
+        assert!(String::from_utf8_lossy(&dst).contains("connection: keep-alive\r\n"));
+    }
+
+    #[test]
+    fn a_request_head_round_trips_through_the_parser() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("catalog"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        let uri: Uri = "/v1/items?page=2".parse().expect("uri");
+        let mut dst = BytesMut::new();
+        encode_request_head(&mut dst, &Method::PUT, &uri, &h, Some(1234567890));
+        let parsed = parse_request(&mut dst).expect("valid").expect("complete");
+        assert_eq!(parsed.parts.method, Method::PUT);
+        assert_eq!(parsed.parts.uri, "/v1/items?page=2");
+        assert_eq!(parsed.parts.headers[header::HOST], "catalog");
+        assert_eq!(parsed.body, BodyLength::Known(1234567890));
+    }
+}

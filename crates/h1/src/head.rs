@@ -1,0 +1,432 @@
+//! Parsing a message head and deciding how its body is delimited
+//! (RFC 9112 §6).
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
+
+use crate::H1Error;
+
+/// The most header fields a head may have.
+pub const MAX_HEADERS: usize = 100;
+/// The largest head accepted, in bytes (request line and fields).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes.
+    Known(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the connection closes (responses only).
+    UntilClose,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// Method, target, version and fields.
+    pub parts: http::request::Parts,
+    /// How the body that follows is delimited.
+    pub body: BodyLength,
+    /// Whether the client keeps the connection open after the answer.
+    pub keep_alive: bool,
+    /// The client waits for `100 Continue` before sending its body.
+    pub expect_continue: bool,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// Status, version and fields.
+    pub parts: http::response::Parts,
+    /// How the body that follows is delimited.
+    pub body: BodyLength,
+    /// Whether the connection can carry another request afterwards.
+    pub keep_alive: bool,
+}
+
+/// Parses the request head at the start of `buf`. `Ok(None)`: the head is
+/// not complete yet (read more). On success the head is split off `buf`
+/// and its field values share that memory rather than being copied.
+pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, H1Error> {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD_BYTES => n,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD_BYTES => return Ok(None),
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(too_large()),
+        Err(e) => return Err(H1Error::Malformed(e.to_string())),
+    };
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+        .map_err(|_| H1Error::Malformed("invalid method".to_owned()))?;
+    let target = span(req.path.unwrap_or_default().as_bytes());
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let spans = field_spans(req.headers, base)?;
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
+        .map_err(|e| H1Error::Malformed(format!("invalid request target: {e}")))?;
+    let (headers, mut fields) = build_fields(&head, spans)?;
+    let keep_alive = fields.keep_alive(version);
+    let body = match (std::mem::take(&mut fields.chunked), fields.length) {
+        (Chunked::No, None) => BodyLength::Empty,
+        (Chunked::No, Some(0)) => BodyLength::Empty,
+        (Chunked::No, Some(n)) => BodyLength::Known(n),
+        (Chunked::Yes, None) if version == Version::HTTP_11 => BodyLength::Chunked,
+        (Chunked::Yes, None) => {
+            return Err(H1Error::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request".to_owned(),
+            ));
+        }
+        (Chunked::Yes, Some(_)) | (Chunked::Other(_), Some(_)) => {
+            return Err(H1Error::LengthAndChunked);
+        }
+        (Chunked::Other(coding), None) => {
+            return Err(H1Error::UnsupportedTransferEncoding(coding));
+        }
+    };
+    if let Some(other) = fields.expect_other {
+        return Err(H1Error::UnsupportedExpectation(other));
+    }
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(RequestHead {
+        keep_alive,
+        expect_continue: fields.expect_continue && body != BodyLength::Empty,
+        parts,
+        body,
+    }))
+}
+
+/// Parses the response head at the start of `buf`, answering a `method`
+/// request. `Ok(None)`: not complete yet. Informational (1xx) answers are
+/// returned like any other, with an empty body; the caller reads on.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<ResponseHead>, H1Error> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD_BYTES => n,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD_BYTES => return Ok(None),
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(too_large()),
+        Err(e) => return Err(H1Error::Malformed(e.to_string())),
+    };
+    let status = StatusCode::from_u16(resp.code.unwrap_or_default())
+        .map_err(|_| H1Error::Malformed("invalid status code".to_owned()))?;
+    let version = if resp.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let spans = field_spans(resp.headers, buf.as_ptr() as usize)?;
+    let head = buf.split_to(len).freeze();
+    let (headers, mut fields) = build_fields(&head, spans)?;
+    let mut keep_alive = fields.keep_alive(version);
+    let body = if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || *method == Method::HEAD
+    {
+        BodyLength::Empty
+    } else {
+        match (std::mem::take(&mut fields.chunked), fields.length) {
+            (Chunked::Yes, length) => {
+                // Both sent: chunked wins, and the connection is not trusted
+                // with another message (RFC 9112 §6.3).
+                keep_alive &= length.is_none();
+                BodyLength::Chunked
+            }
+            (Chunked::Other(_), _) => BodyLength::UntilClose,
+            (Chunked::No, Some(0)) => BodyLength::Empty,
+            (Chunked::No, Some(n)) => BodyLength::Known(n),
+            (Chunked::No, None) => BodyLength::UntilClose,
+        }
+    };
+    if body == BodyLength::UntilClose {
+        keep_alive = false;
+    }
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(ResponseHead {
+        parts,
+        body,
+        keep_alive,
+    }))
+}
+
+/// Each field's name (copied: lowercased, well-known ones are constants)
+/// and where its value lies in the head, so values can share the head's
+/// memory once it is split off the read buffer.
+fn field_spans(
+    fields: &[httparse::Header<'_>],
+    base: usize,
+) -> Result<Vec<(HeaderName, usize, usize)>, H1Error> {
+    let mut spans = Vec::with_capacity(fields.len());
+    for h in fields {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| H1Error::Malformed(format!("invalid field name `{}`", h.name)))?;
+        spans.push((name, h.value.as_ptr() as usize - base, h.value.len()));
+    }
+    Ok(spans)
+}
+
+fn build_fields(
+    head: &Bytes,
+    spans: Vec<(HeaderName, usize, usize)>,
+) -> Result<(HeaderMap, Fields), H1Error> {
+    let mut fields = Fields::default();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, start, n) in spans {
+        let value = value_of(head.slice(start..start + n), &name)?;
+        fields.note(&name, &value)?;
+        headers.append(name, value);
+    }
+    Ok((headers, fields))
+}
+
+fn too_large() -> H1Error {
+    H1Error::HeadTooLarge {
+        max_bytes: MAX_HEAD_BYTES,
+        max_headers: MAX_HEADERS,
+    }
+}
+
+fn value_of(bytes: Bytes, name: &HeaderName) -> Result<HeaderValue, H1Error> {
+    HeaderValue::from_maybe_shared(bytes)
+        .map_err(|_| H1Error::Malformed(format!("invalid value of field `{name}`")))
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Chunked {
+    #[default]
+    No,
+    Yes,
+    /// A coding other than a single `chunked`.
+    Other(String),
+}
+
+/// The fields that decide framing and the connection's fate.
+#[derive(Default)]
+struct Fields {
+    length: Option<u64>,
+    chunked: Chunked,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+    expect_other: Option<String>,
+}
+
+impl Fields {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), H1Error> {
+        if *name == header::CONTENT_LENGTH {
+            let n = content_length(value)?;
+            if self.length.is_some_and(|prev| prev != n) {
+                return Err(invalid_length(value));
+            }
+            self.length = Some(n);
+        } else if *name == header::TRANSFER_ENCODING {
+            let text = value.to_str().unwrap_or_default();
+            for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                self.chunked = match self.chunked {
+                    Chunked::No if coding.eq_ignore_ascii_case("chunked") => Chunked::Yes,
+                    Chunked::Other(ref prev) => Chunked::Other(format!("{prev}, {coding}")),
+                    Chunked::Yes => Chunked::Other(format!("chunked, {coding}")),
+                    Chunked::No => Chunked::Other(coding.to_owned()),
+                };
+            }
+        } else if *name == header::CONNECTION {
+            for token in value.to_str().unwrap_or_default().split(',') {
+                let token = token.trim();
+                self.close |= token.eq_ignore_ascii_case("close");
+                self.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+            }
+        } else if *name == header::EXPECT {
+            let text = value.to_str().unwrap_or_default().trim();
+            if text.eq_ignore_ascii_case("100-continue") {
+                self.expect_continue = true;
+            } else {
+                self.expect_other = Some(text.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    fn keep_alive(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
+    }
+}
+
+/// One decimal count, or a list of identical ones (RFC 9110 §8.6).
+fn content_length(value: &HeaderValue) -> Result<u64, H1Error> {
+    let mut found = None;
+    for part in value.as_bytes().split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(invalid_length(value));
+        }
+        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|prev| prev != n) {
+            return Err(invalid_length(value));
+        }
+        found = Some(n);
+    }
+    found.ok_or_else(|| invalid_length(value))
+}
+
+fn invalid_length(value: &HeaderValue) -> H1Error {
+    H1Error::InvalidContentLength(String::from_utf8_lossy(value.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(text: &str) -> Result<Option<RequestHead>, H1Error> {
+        parse_request(&mut BytesMut::from(text))
+    }
+
+    fn response(text: &str, method: &Method) -> ResponseHead {
+        parse_response(&mut BytesMut::from(text), method)
+            .expect("valid")
+            .expect("complete")
+    }
+
+    #[test]
+    fn a_request_head_is_split_off_and_keeps_what_follows() {
+        let mut buf = BytesMut::from(
+            "POST /v1/orders?x=1 HTTP/1.1\r\nHost: shop\r\nContent-Length: 2\r\nX-A: b\r\n\r\n{}GET",
+        );
+        let head = parse_request(&mut buf).expect("valid").expect("complete");
+        assert_eq!(head.parts.method, Method::POST);
+        assert_eq!(head.parts.uri.path(), "/v1/orders");
+        assert_eq!(head.parts.uri.query(), Some("x=1"));
+        assert_eq!(head.parts.headers["x-a"], "b");
+        assert_eq!(head.body, BodyLength::Known(2));
+        assert!(head.keep_alive);
+        assert_eq!(&buf[..], b"{}GET");
+    }
+
+    #[test]
+    fn an_incomplete_head_asks_for_more_and_consumes_nothing() {
+        let mut buf = BytesMut::from("GET / HTTP/1.1\r\nHost: a\r\n");
+        assert!(parse_request(&mut buf).expect("valid").is_none());
+        assert_eq!(buf.len(), 25);
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_tokens() {
+        let ka = |t: &str| request(t).expect("valid").expect("complete").keep_alive;
+        assert!(ka("GET / HTTP/1.1\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn ambiguous_or_unsupported_framing_is_refused_with_a_reason() {
+        assert_eq!(
+            request("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap_err(),
+            H1Error::LengthAndChunked
+        );
+        assert_eq!(
+            request("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n")
+                .unwrap_err(),
+            H1Error::InvalidContentLength("4".to_owned())
+        );
+        assert!(matches!(
+            request("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n").unwrap_err(),
+            H1Error::InvalidContentLength(_)
+        ));
+        assert_eq!(
+            request("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap_err(),
+            H1Error::UnsupportedTransferEncoding("gzip, chunked".to_owned())
+        );
+        assert_eq!(
+            request("POST / HTTP/1.1\r\nExpect: magic\r\nContent-Length: 1\r\n\r\n").unwrap_err(),
+            H1Error::UnsupportedExpectation("magic".to_owned())
+        );
+        assert!(matches!(
+            request("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n").unwrap_err(),
+            H1Error::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn identical_listed_lengths_are_one_length() {
+        let head = request("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(head.body, BodyLength::Known(5));
+    }
+
+    #[test]
+    fn chunked_requests_and_continue_are_recognised() {
+        let head =
+            request("PUT / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n")
+                .expect("valid")
+                .expect("complete");
+        assert_eq!(head.body, BodyLength::Chunked);
+        assert!(head.expect_continue);
+    }
+
+    #[test]
+    fn too_many_fields_or_bytes_are_too_large() {
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let text = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(matches!(request(&text), Err(H1Error::HeadTooLarge { .. })));
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_HEAD_BYTES));
+        assert!(matches!(request(&long), Err(H1Error::HeadTooLarge { .. })));
+    }
+
+    #[test]
+    fn response_bodies_are_framed_by_status_method_and_fields() {
+        let get = Method::GET;
+        let r = response("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", &get);
+        assert_eq!((r.body, r.keep_alive), (BodyLength::Known(12), true));
+        let r = response(
+            "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
+            &Method::HEAD,
+        );
+        assert_eq!(r.body, BodyLength::Empty);
+        let r = response(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 12\r\n\r\n",
+            &get,
+        );
+        assert_eq!(r.body, BodyLength::Empty);
+        let r = response(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &get,
+        );
+        assert_eq!((r.body, r.keep_alive), (BodyLength::Chunked, true));
+        let r = response(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            &get,
+        );
+        assert_eq!((r.body, r.keep_alive), (BodyLength::Chunked, false));
+        let r = response("HTTP/1.1 200 OK\r\n\r\n", &get);
+        assert_eq!((r.body, r.keep_alive), (BodyLength::UntilClose, false));
+        let r = response("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", &get);
+        assert!(!r.keep_alive);
+        let r = response("HTTP/1.1 100 Continue\r\n\r\n", &get);
+        assert_eq!(r.body, BodyLength::Empty);
+        assert!(r.parts.status.is_informational());
+    }
+}
