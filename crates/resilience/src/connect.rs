@@ -69,6 +69,16 @@ pub(crate) enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// The TCP connection underneath.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -133,7 +143,6 @@ mod tests {
 
     use bytes::Bytes;
     use http::Request;
-    use http_body_util::Full;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -191,10 +200,10 @@ mod tests {
         }
     }
 
-    fn get() -> Request<Full<Bytes>> {
+    fn get() -> Request<Bytes> {
         Request::get("/")
             .header(http::header::HOST, "catalog")
-            .body(Full::new(Bytes::new()))
+            .body(Bytes::new())
             .unwrap()
     }
 

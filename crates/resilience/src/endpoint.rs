@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::Full;
 use tokio::sync::mpsc;
 
 use crate::EndpointError;
@@ -109,10 +108,7 @@ impl EndpointService {
             source,
         })?;
         parts.headers.insert(http::header::HOST, this.host.clone());
-        let result = this
-            .pool
-            .send(Request::from_parts(parts, Full::new(body)))
-            .await;
+        let result = this.pool.send(Request::from_parts(parts, body)).await;
         match result {
             Ok(resp) => {
                 this.observe(resp.status().is_server_error());

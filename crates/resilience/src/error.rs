@@ -99,9 +99,9 @@ pub enum EndpointError {
         instance: String,
         /// Its address.
         address: std::net::SocketAddr,
-        /// The HTTP error.
+        /// What went wrong on the connection.
         #[source]
-        source: hyper::Error,
+        source: crate::ExchangeError,
     },
     /// The request URI could not be pointed at the instance.
     #[error("request URI cannot be sent to instance `{instance}`: {source}")]

@@ -4,24 +4,23 @@
 //! Why not hyper_util's pooled client: it spawns one task per connection, so
 //! every call hands its request to that task and gets the answer back
 //! through a channel — two extra task wake-ups per call, often across
-//! threads (futex, epoll). Here a connection is checked out by the caller,
-//! who polls the connection itself while it waits for the answer, so the
-//! request, the socket reads and writes and the answer all happen in the
-//! caller's task. Small answers of known length are read whole before the
-//! call returns, which hands the connection back at once; larger or chunked
-//! answers stream through [`PooledBody`], which drives the connection while
-//! the body is read and returns it to the pool at the end of the body.
+//! threads (futex, epoll). Here a connection ([`Conn`]) is checked out by
+//! the caller, who writes the request and reads the answer itself. Small
+//! answers of known length are read whole before the call returns, which
+//! hands the connection back at once; larger, chunked or close-delimited
+//! answers stream through [`PooledBody`], which reads the connection as the
+//! body is read and returns it to the pool at the end of the body.
 //!
-//! Idle connections are not polled while they sit in the pool; a checkout
-//! polls one first, which notices a connection the instance closed
-//! meanwhile. A request that a closed connection refused before writing it
-//! is sent again on another connection. Connections idle longer than the
-//! idle timeout are dropped when the pool is next used, and by a sweeper
-//! task that ends with the pool.
+//! Idle connections are not read while they sit in the pool; a checkout
+//! checks one first, which notices a connection the instance closed
+//! meanwhile. A request that failed before any of it was written is sent
+//! again on another connection. Connections idle longer than the idle
+//! timeout are dropped when the pool is next used, and by a sweeper task
+//! that ends with the pool.
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,22 +28,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, Connection, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Frame, SizeHint};
+use mortar_h1::{BodyLength, ChunkedDecoder, Decoded};
 use tokio::time::Instant;
 
 use crate::BoxError;
 use crate::client::ResponseBody;
-use crate::connect::{Connector, Stream};
-
-type Conn = Connection<TokioIo<Stream>, Full<Bytes>>;
+use crate::conn::{Conn, ExchangeError};
+use crate::connect::Connector;
 
 /// Answers up to this size (known from `Content-Length`) are read whole
 /// before the call returns, so their connection goes back at once.
 const INLINE_BODY_MAX: u64 = 64 * 1024;
 
-/// Times a request refused unwritten by a stale connection is sent again.
+/// Times a request that failed unwritten on a stale connection is sent
+/// again.
 const STALE_RETRIES: usize = 3;
 
 /// Why a request through the pool failed.
@@ -53,30 +51,12 @@ pub(crate) enum SendError {
     /// No connection could be opened: the request was never sent.
     Connect(std::io::Error),
     /// The exchange failed after the request may have been sent.
-    Exchange(hyper::Error),
-}
-
-/// One connection: the request side and the connection future.
-struct Pooled {
-    sender: SendRequest<Full<Bytes>>,
-    conn: Conn,
-    /// The connection future finished (closed or failed): never reuse.
-    done: bool,
-}
-
-impl Pooled {
-    /// Drives the connection's I/O; marks it done when it ends.
-    fn poll_conn(&mut self, cx: &mut Context<'_>) {
-        if !self.done && Pin::new(&mut self.conn).poll(cx).is_ready() {
-            self.done = true;
-        }
-    }
+    Exchange(ExchangeError),
 }
 
 struct Idle {
-    /// Boxed: a connection is large, and moves in and out of the pool on
-    /// every call.
-    conn: Box<Pooled>,
+    /// Boxed: a connection moves in and out of the pool on every call.
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -130,35 +110,27 @@ impl Pool {
     /// connection and returns the answer.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        mut req: Request<Full<Bytes>>,
+        req: Request<Bytes>,
     ) -> Result<Response<ResponseBody>, SendError> {
         let mut tries = 0;
         loop {
-            let mut pooled = match poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
-                Some(p) => p,
+            let (mut conn, reused) = match poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
+                Some(c) => (c, true),
                 // Boxed: connecting (TCP, maybe TLS) is the rare path, and its
                 // future inline would make every call's future, which is
                 // moved whole on each await, several kilobytes larger.
-                None => Box::pin(self.connect()).await?,
+                None => (Box::pin(self.connect()).await?, false),
             };
-            let mut answer = pin!(pooled.sender.try_send_request(req));
-            let result = poll_fn(|cx| {
-                if let Poll::Ready(r) = answer.as_mut().poll(cx) {
-                    return Poll::Ready(r);
-                }
-                pooled.poll_conn(cx);
-                answer.as_mut().poll(cx)
-            })
-            .await;
-            match result {
-                Ok(resp) => return self.finish(pooled, resp).await,
-                Err(mut e) => {
+            match conn.request(&req).await {
+                Ok(head) => return self.finish(conn, head).await,
+                Err(failed) => {
                     tries += 1;
-                    match e.take_message() {
-                        // Never written: safe to send again, whatever the method.
-                        Some(unsent) if tries < STALE_RETRIES => req = unsent,
-                        _ => return Err(SendError::Exchange(e.into_error())),
+                    // Never written on a kept-alive connection: the instance
+                    // closed it meanwhile, and any method may be sent again.
+                    if reused && !failed.written && tries < STALE_RETRIES {
+                        continue;
                     }
+                    return Err(SendError::Exchange(failed.error));
                 }
             }
         }
@@ -167,94 +139,72 @@ impl Pool {
     /// The answer with a body the caller can read: small ones read here.
     async fn finish(
         self: &Arc<Self>,
-        mut pooled: Box<Pooled>,
-        resp: Response<Incoming>,
+        mut conn: Box<Conn>,
+        head: mortar_h1::ResponseHead,
     ) -> Result<Response<ResponseBody>, SendError> {
-        let (parts, mut body) = resp.into_parts();
-        if body.is_end_stream() {
-            self.put(pooled);
-            let empty = Empty::new().map_err(|never| match never {}).boxed();
-            return Ok(Response::from_parts(parts, empty));
-        }
-        let small = body
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n <= INLINE_BODY_MAX);
-        if !small {
-            let body = PooledBody {
-                body,
-                conn: Some(pooled),
-                pool: Arc::downgrade(self),
-            };
-            return Ok(Response::from_parts(parts, body.boxed()));
-        }
-        let mut data = Vec::<Bytes>::new();
-        let read = poll_fn(|cx| {
-            loop {
-                let frame = match poll_body(&mut body, &mut pooled, cx) {
-                    Poll::Ready(f) => f,
-                    Poll::Pending => return Poll::Pending,
-                };
-                match frame {
-                    None => return Poll::Ready(Ok(())),
-                    Some(Err(e)) => return Poll::Ready(Err(e)),
-                    Some(Ok(frame)) => {
-                        if let Ok(bytes) = frame.into_data() {
-                            data.push(bytes);
-                        }
-                    }
+        let mortar_h1::ResponseHead {
+            parts,
+            body: length,
+            keep_alive,
+        } = head;
+        let body = match length {
+            BodyLength::Empty => {
+                if keep_alive {
+                    self.put(conn);
                 }
+                Empty::new().map_err(|never| match never {}).boxed()
             }
-        })
-        .await;
-        if let Err(e) = read {
-            return Err(SendError::Exchange(e));
-        }
-        self.put(pooled);
-        let bytes = match data.len() {
-            0 => Bytes::new(),
-            1 => data.pop().unwrap_or_default(),
-            _ => Bytes::from(data.concat()),
+            BodyLength::Known(n) if n <= INLINE_BODY_MAX => {
+                let n = n as usize;
+                conn.fill(n).await.map_err(SendError::Exchange)?;
+                let bytes = conn.input.split_to(n).freeze();
+                if keep_alive {
+                    self.put(conn);
+                }
+                Full::new(bytes).map_err(|never| match never {}).boxed()
+            }
+            framing => PooledBody {
+                framing: match framing {
+                    BodyLength::Known(n) => Framing::Length(n),
+                    BodyLength::Chunked => Framing::Chunked(ChunkedDecoder::default()),
+                    _ => Framing::UntilClose,
+                },
+                conn: Some(conn),
+                keep_alive,
+                pool: Arc::downgrade(self),
+            }
+            .boxed(),
         };
-        let full = Full::new(bytes).map_err(|never| match never {}).boxed();
-        Ok(Response::from_parts(parts, full))
+        Ok(Response::from_parts(parts, body))
     }
 
     /// A kept-alive connection that still works, if any.
-    fn checkout(&self, cx: &mut Context<'_>) -> Option<Box<Pooled>> {
+    fn checkout(&self, cx: &mut Context<'_>) -> Option<Box<Conn>> {
         loop {
             let Idle { mut conn, since } = self.lock().pop()?;
             if since.elapsed() >= self.idle_timeout {
                 continue;
             }
-            // Lets the connection notice a close while it sat idle, and
-            // tells its request side it may send again.
-            conn.poll_conn(cx);
-            if !conn.done && conn.sender.is_ready() {
+            if !conn.closed_while_idle(cx) {
                 return Some(conn);
             }
         }
     }
 
-    async fn connect(&self) -> Result<Box<Pooled>, SendError> {
+    async fn connect(&self) -> Result<Box<Conn>, SendError> {
         let stream = self
             .connector
             .connect(self.address, &self.service)
             .await
             .map_err(SendError::Connect)?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Exchange)?;
-        Ok(Box::new(Pooled {
-            sender,
-            conn,
-            done: false,
-        }))
+        Ok(Box::new(Conn::new(stream)))
     }
 
     /// Keeps a connection whose exchange finished for the next request.
-    fn put(&self, conn: Box<Pooled>) {
-        if conn.done || conn.sender.is_closed() {
+    fn put(&self, conn: Box<Conn>) {
+        // Bytes after the answer were not asked for: the connection is not
+        // in step with its instance.
+        if !conn.input.is_empty() {
             return;
         }
         let now = Instant::now();
@@ -299,25 +249,41 @@ async fn sweep(pool: Weak<Pool>, every: Duration) {
     }
 }
 
-/// Polls the body, driving the connection so it can deliver the body.
-fn poll_body(
-    body: &mut Incoming,
-    pooled: &mut Pooled,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-    if let Poll::Ready(f) = Pin::new(&mut *body).poll_frame(cx) {
-        return Poll::Ready(f);
-    }
-    pooled.poll_conn(cx);
-    Pin::new(body).poll_frame(cx)
+/// How the rest of a streamed answer is delimited.
+enum Framing {
+    /// This many bytes are still to come.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
 }
 
-/// A streamed answer that keeps its connection going while it is read and
-/// hands it back to the pool once the body has ended.
+/// A streamed answer that reads its connection as it is read and hands
+/// the connection back to the pool once the body has ended.
 struct PooledBody {
-    body: Incoming,
-    conn: Option<Box<Pooled>>,
+    framing: Framing,
+    /// `None` once the body ended or failed.
+    conn: Option<Box<Conn>>,
+    keep_alive: bool,
     pool: Weak<Pool>,
+}
+
+impl PooledBody {
+    /// The end of the body: the connection goes back if it can be reused.
+    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && !matches!(self.framing, Framing::UntilClose)
+            && let Some(pool) = self.pool.upgrade()
+        {
+            pool.put(conn);
+        }
+        Poll::Ready(None)
+    }
+
+    fn fail(&mut self, error: ExchangeError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(error.into())))
+    }
 }
 
 impl Body for PooledBody {
@@ -329,29 +295,49 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let frame = match &mut this.conn {
-            Some(pooled) => std::task::ready!(poll_body(&mut this.body, pooled, cx)),
-            None => std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)),
-        };
-        match &frame {
-            None => {
-                if let (Some(conn), Some(pool)) = (this.conn.take(), this.pool.upgrade()) {
-                    pool.put(conn);
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let input = &mut conn.input;
+            match &mut this.framing {
+                Framing::Length(0) => return this.end(),
+                Framing::Length(left) if !input.is_empty() => {
+                    let take = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
+                    *left -= take as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(input.split_to(take).freeze()))));
                 }
+                Framing::Chunked(decoder) => match decoder.decode(input) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Done) => return this.end(),
+                    Ok(Decoded::NeedMore) => {}
+                    Err(e) => return this.fail(e.into()),
+                },
+                Framing::UntilClose if !input.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(input.split().freeze()))));
+                }
+                Framing::Length(_) | Framing::UntilClose => {}
             }
-            // A broken exchange leaves the connection unusable.
-            Some(Err(_)) => this.conn = None,
-            Some(Ok(_)) => {}
+            match std::task::ready!(conn.poll_read_more(cx)) {
+                Ok(0) if matches!(this.framing, Framing::UntilClose) => return this.end(),
+                Ok(0) => return this.fail(ExchangeError::Closed),
+                Ok(_) => {}
+                Err(e) => return this.fail(e.into()),
+            }
         }
-        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.conn.is_none() || matches!(self.framing, Framing::Length(0))
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
     }
 }
 
@@ -405,10 +391,10 @@ mod tests {
         (addr, accepted)
     }
 
-    fn get() -> Request<Full<Bytes>> {
+    fn get() -> Request<Bytes> {
         Request::get("/x")
             .header(http::header::HOST, "test")
-            .body(Full::new(Bytes::new()))
+            .body(Bytes::new())
             .unwrap()
     }
 
@@ -528,5 +514,90 @@ mod tests {
         assert!(pool.lock().is_empty(), "the sweeper dropped it");
         text(pool.send(get()).await.unwrap()).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// Answers the first request on each connection with `raw`, then
+    /// closes it.
+    async fn one_shot_server(raw: &'static [u8]) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(raw).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn informational_answers_are_skipped() {
+        let (addr, _) = server(|_| {
+            Some(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal".to_vec())
+        })
+        .await;
+        let pool = Pool::new(addr, Duration::from_secs(30), 16);
+        let resp = pool.send(get()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(text(resp).await, "final");
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_length_is_read_until_close_and_not_reused() {
+        let addr = one_shot_server(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
+        let pool = Pool::new(addr, Duration::from_secs(30), 16);
+        for _ in 0..2 {
+            assert_eq!(text(pool.send(get()).await.unwrap()).await, "until the end");
+        }
+        assert!(pool.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_short_or_invalid_answer_is_an_exchange_error() {
+        let addr = one_shot_server(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").await;
+        let pool = Pool::new(addr, Duration::from_secs(30), 16);
+        assert!(matches!(
+            pool.send(get()).await,
+            Err(SendError::Exchange(ExchangeError::Closed))
+        ));
+        let addr = one_shot_server(b"HTTP/1.1 200 OK\r\ncontent-length: ten\r\n\r\n").await;
+        let pool = Pool::new(addr, Duration::from_secs(30), 16);
+        assert!(matches!(
+            pool.send(get()).await,
+            Err(SendError::Exchange(ExchangeError::Invalid(_)))
+        ));
+        let addr = one_shot_server(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nabc").await;
+        let pool = Pool::new(addr, Duration::from_secs(30), 16);
+        let body = pool.send(get()).await.unwrap().into_body().collect().await;
+        assert!(body.is_err(), "a streamed body that ends early is an error");
+    }
+
+    #[tokio::test]
+    async fn a_request_body_and_its_length_are_sent() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"payload") {
+                let n = s.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(&ok("done")).await.unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        let pool = Pool::new(addr, Duration::from_secs(30), 16);
+        let req = Request::post("/orders?x=1")
+            .header(http::header::HOST, "ordering")
+            .body(Bytes::from_static(b"payload"))
+            .unwrap();
+        assert_eq!(text(pool.send(req).await.unwrap()).await, "done");
+        let seen = seen.await.unwrap();
+        assert!(seen.starts_with("POST /orders?x=1 HTTP/1.1\r\n"), "{seen}");
+        assert!(seen.contains("host: ordering\r\n"), "{seen}");
+        assert!(seen.ends_with("content-length: 7\r\n\r\npayload"), "{seen}");
     }
 }
