@@ -174,6 +174,18 @@ mod tests {
     }
 
     #[test]
+    fn an_absolute_target_is_sent_in_origin_form() {
+        let mut dst = BytesMut::new();
+        let uri: Uri = "http://catalog:8080/p?q=1".parse().expect("uri");
+        encode_request_head(&mut dst, &Method::GET, &uri, &HeaderMap::new(), None);
+        assert!(dst.starts_with(b"GET /p?q=1 HTTP/1.1\r\n"));
+        dst.clear();
+        let uri: Uri = "http://catalog:8080".parse().expect("uri");
+        encode_request_head(&mut dst, &Method::GET, &uri, &HeaderMap::new(), None);
+        assert!(dst.starts_with(b"GET / HTTP/1.1\r\n"));
+    }
+
+    #[test]
     fn a_request_head_round_trips_through_the_parser() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("catalog"));

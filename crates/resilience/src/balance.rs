@@ -136,7 +136,7 @@ impl Members {
     /// list is empty (the caller's timeout bounds the wait).
     pub(crate) async fn send(
         &self,
-        req: Request<Bytes>,
+        req: &mut Request<Bytes>,
     ) -> Result<Response<ResponseBody>, EndpointError> {
         let member = loop {
             match self.pick() {

@@ -248,12 +248,15 @@ impl Client {
         Err(error)
     }
 
-    /// Retries: each attempt runs on a copy kept for the next one, and the
-    /// policy decides (budget, backoff, deadline) whether there is a next.
+    /// Retries: every attempt sends the same request (each attempt sets its
+    /// own deadline and `Host` fields on it), and the policy decides
+    /// (budget, backoff, deadline) whether there is a next.
     ///
     /// The layers are plain calls rather than a boxed tower stack: every
     /// layer of one allocated a future and cloned services per call, for
-    /// no flexibility the client uses.
+    /// no flexibility the client uses. Lending the request to each attempt
+    /// rather than copying it for a possible retry saves copying its
+    /// fields on every call, retried or not.
     async fn run(
         &self,
         stack: &ServiceStack,
@@ -266,17 +269,9 @@ impl Client {
             deadline,
         };
         loop {
-            let next =
-                Policy::<_, Response<ResponseBody>, BoxError>::clone_request(&mut policy, &req);
-            let mut result = self.attempt(stack, req, deadline).await;
-            let Some(mut retry) = next else {
-                return result;
-            };
-            match policy.retry(&mut retry, &mut result) {
-                Some(backoff) => {
-                    backoff.await;
-                    req = retry;
-                }
+            let mut result = self.attempt(stack, &mut req, deadline).await;
+            match policy.retry(&mut req, &mut result) {
+                Some(backoff) => backoff.await,
                 None => return result,
             }
         }
@@ -287,12 +282,12 @@ impl Client {
     async fn attempt(
         &self,
         stack: &ServiceStack,
-        mut req: Request<Bytes>,
+        req: &mut Request<Bytes>,
         deadline: Instant,
     ) -> Result<Response<ResponseBody>, BoxError> {
         let outcome = stack.breaker.admit()?;
         let end = deadline::begin_attempt(
-            &mut req,
+            req,
             deadline,
             self.inner.config.per_try_timeout,
             &self.inner.metrics,

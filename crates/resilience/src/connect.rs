@@ -218,7 +218,7 @@ mod tests {
             Duration::from_secs(30),
             4,
         );
-        let resp = pool.send(get()).await.unwrap();
+        let resp = pool.send(&get()).await.unwrap();
         assert_eq!(resp.status(), 200);
         use http_body_util::BodyExt;
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -237,7 +237,7 @@ mod tests {
             Duration::from_secs(30),
             4,
         );
-        match pool.send(get()).await {
+        match pool.send(&get()).await {
             Err(SendError::Connect(_)) => {}
             other => panic!(
                 "expected a connect error, got {:?}",

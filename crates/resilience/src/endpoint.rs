@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Request, Response};
 use tokio::sync::mpsc;
 
 use crate::EndpointError;
@@ -83,32 +83,16 @@ impl Instance {
     }
 }
 
-/// `uri` in origin form (path and query only), as HTTP/1 sends it to a
-/// server that is not a proxy.
-fn origin_form(uri: Uri) -> Result<Uri, http::Error> {
-    let mut parts = uri.into_parts();
-    parts.scheme = None;
-    parts.authority = None;
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-    }
-    Uri::from_parts(parts).map_err(Into::into)
-}
-
 impl EndpointService {
     /// Sends `req` to this instance and notes the outcome for ejection.
     pub(crate) async fn send(
         &self,
-        req: Request<Bytes>,
+        req: &mut Request<Bytes>,
     ) -> Result<Response<ResponseBody>, EndpointError> {
         let this = &*self.inner;
-        let (mut parts, body) = req.into_parts();
-        parts.uri = origin_form(parts.uri).map_err(|source| EndpointError::Uri {
-            instance: this.id.to_string(),
-            source,
-        })?;
-        parts.headers.insert(http::header::HOST, this.host.clone());
-        let result = this.pool.send(Request::from_parts(parts, body)).await;
+        req.headers_mut()
+            .insert(http::header::HOST, this.host.clone());
+        let result = this.pool.send(req).await;
         match result {
             Ok(resp) => {
                 this.observe(resp.status().is_server_error());
@@ -132,18 +116,5 @@ impl EndpointService {
                 })
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn absolute_uris_are_sent_in_origin_form() {
-        let u = origin_form("http://a:1/p?q=1".parse().unwrap()).unwrap();
-        assert_eq!(u.to_string(), "/p?q=1");
-        let u = origin_form("/only/path".parse().unwrap()).unwrap();
-        assert_eq!(u.to_string(), "/only/path");
     }
 }

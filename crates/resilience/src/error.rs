@@ -103,13 +103,4 @@ pub enum EndpointError {
         #[source]
         source: crate::ExchangeError,
     },
-    /// The request URI could not be pointed at the instance.
-    #[error("request URI cannot be sent to instance `{instance}`: {source}")]
-    Uri {
-        /// Instance id.
-        instance: String,
-        /// Why.
-        #[source]
-        source: http::Error,
-    },
 }

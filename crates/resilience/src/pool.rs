@@ -106,11 +106,11 @@ impl Pool {
         pool
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) on a kept-alive or new
-    /// connection and returns the answer.
+    /// Sends `req` (`Host` set; the target is sent in origin form) on a
+    /// kept-alive or new connection and returns the answer.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        req: Request<Bytes>,
+        req: &Request<Bytes>,
     ) -> Result<Response<ResponseBody>, SendError> {
         let mut tries = 0;
         loop {
@@ -121,7 +121,7 @@ impl Pool {
                 // moved whole on each await, several kilobytes larger.
                 None => (Box::pin(self.connect()).await?, false),
             };
-            match conn.request(&req).await {
+            match conn.request(req).await {
                 Ok(head) => return self.finish(conn, head).await,
                 Err(failed) => {
                     tries += 1;
@@ -416,7 +416,7 @@ mod tests {
         let (addr, accepted) = server(|n| Some(ok(&format!("answer {n}")))).await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         for n in 0..5 {
-            let resp = pool.send(get()).await.unwrap();
+            let resp = pool.send(&get()).await.unwrap();
             assert_eq!(text(resp).await, format!("answer {n}"));
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -430,7 +430,7 @@ mod tests {
         .await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         for _ in 0..3 {
-            let resp = pool.send(get()).await.unwrap();
+            let resp = pool.send(&get()).await.unwrap();
             assert_eq!(text(resp).await, "once");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -454,7 +454,7 @@ mod tests {
         });
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         for _ in 0..3 {
-            let resp = pool.send(get()).await.unwrap();
+            let resp = pool.send(&get()).await.unwrap();
             assert_eq!(text(resp).await, "once");
             closed.recv().await.unwrap();
         }
@@ -474,9 +474,9 @@ mod tests {
         })
         .await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
-        assert_eq!(text(pool.send(get()).await.unwrap()).await, "abcde");
-        assert_eq!(text(pool.send(get()).await.unwrap()).await, big);
-        assert_eq!(text(pool.send(get()).await.unwrap()).await, big);
+        assert_eq!(text(pool.send(&get()).await.unwrap()).await, "abcde");
+        assert_eq!(text(pool.send(&get()).await.unwrap()).await, big);
+        assert_eq!(text(pool.send(&get()).await.unwrap()).await, big);
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
@@ -487,7 +487,7 @@ mod tests {
         for _ in 0..3 {
             let calls = (0..4).map(|_| {
                 let pool = pool.clone();
-                async move { text(pool.send(get()).await.unwrap()).await }
+                async move { text(pool.send(&get()).await.unwrap()).await }
             });
             for t in futures::future::join_all(calls).await {
                 assert_eq!(t, "hi");
@@ -502,17 +502,20 @@ mod tests {
         let addr = l.local_addr().unwrap();
         drop(l);
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
-        assert!(matches!(pool.send(get()).await, Err(SendError::Connect(_))));
+        assert!(matches!(
+            pool.send(&get()).await,
+            Err(SendError::Connect(_))
+        ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_connections_expire() {
         let (addr, accepted) = server(|_| Some(ok("hi"))).await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
-        text(pool.send(get()).await.unwrap()).await;
+        text(pool.send(&get()).await.unwrap()).await;
         tokio::time::sleep(Duration::from_secs(31)).await;
         assert!(pool.lock().is_empty(), "the sweeper dropped it");
-        text(pool.send(get()).await.unwrap()).await;
+        text(pool.send(&get()).await.unwrap()).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -539,7 +542,7 @@ mod tests {
         })
         .await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
-        let resp = pool.send(get()).await.unwrap();
+        let resp = pool.send(&get()).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(text(resp).await, "final");
     }
@@ -549,7 +552,10 @@ mod tests {
         let addr = one_shot_server(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         for _ in 0..2 {
-            assert_eq!(text(pool.send(get()).await.unwrap()).await, "until the end");
+            assert_eq!(
+                text(pool.send(&get()).await.unwrap()).await,
+                "until the end"
+            );
         }
         assert!(pool.lock().is_empty());
     }
@@ -559,18 +565,18 @@ mod tests {
         let addr = one_shot_server(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         assert!(matches!(
-            pool.send(get()).await,
+            pool.send(&get()).await,
             Err(SendError::Exchange(ExchangeError::Closed))
         ));
         let addr = one_shot_server(b"HTTP/1.1 200 OK\r\ncontent-length: ten\r\n\r\n").await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         assert!(matches!(
-            pool.send(get()).await,
+            pool.send(&get()).await,
             Err(SendError::Exchange(ExchangeError::Invalid(_)))
         ));
         let addr = one_shot_server(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nabc").await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
-        let body = pool.send(get()).await.unwrap().into_body().collect().await;
+        let body = pool.send(&get()).await.unwrap().into_body().collect().await;
         assert!(body.is_err(), "a streamed body that ends early is an error");
     }
 
@@ -594,7 +600,7 @@ mod tests {
             .header(http::header::HOST, "ordering")
             .body(Bytes::from_static(b"payload"))
             .unwrap();
-        assert_eq!(text(pool.send(req).await.unwrap()).await, "done");
+        assert_eq!(text(pool.send(&req).await.unwrap()).await, "done");
         let seen = seen.await.unwrap();
         assert!(seen.starts_with("POST /orders?x=1 HTTP/1.1\r\n"), "{seen}");
         assert!(seen.contains("host: ordering\r\n"), "{seen}");

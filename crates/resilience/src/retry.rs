@@ -84,7 +84,6 @@ fn retry_reason<B>(
         Err(e) if e.is::<BreakerOpen>() => None,
         Err(e) => match e.downcast_ref::<EndpointError>() {
             Some(EndpointError::Connect { .. }) => Some("connect error"),
-            Some(EndpointError::Uri { .. }) => None,
             _ if e.is::<tower::timeout::error::Elapsed>() && idempotent => Some("per-try timeout"),
             Some(EndpointError::Exchange { .. }) if idempotent => Some("exchange failed"),
             _ => None,
