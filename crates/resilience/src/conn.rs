@@ -68,22 +68,15 @@ impl Conn {
     }
 
     /// Whether the instance closed the connection (or sent something
-    /// unasked) while it sat idle, checked without waiting.
+    /// unasked) while it sat idle, checked without waiting. Reading through
+    /// the stream, not the socket, lets TLS consume records that carry no
+    /// data (session tickets) without taking them for an answer.
     pub(crate) fn closed_while_idle(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.input.is_empty() {
             return true;
         }
-        let tcp = self.io.tcp();
-        match tcp.poll_read_ready(cx) {
-            Poll::Pending => false,
-            Poll::Ready(Err(_)) => true,
-            // Readable while idle: an end of stream, or bytes nobody asked
-            // for; either way the connection is done. A stale readiness
-            // reads as `WouldBlock` and keeps it.
-            Poll::Ready(Ok(())) => {
-                !matches!(tcp.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        // Pending: nothing arrived, the connection is as it was left.
+        self.poll_read_more(cx).is_ready()
     }
 
     /// Writes `req` and reads the head of its final answer (informational

@@ -69,16 +69,6 @@ pub(crate) enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-impl Stream {
-    /// The TCP connection underneath.
-    pub(crate) fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref().0,
-        }
-    }
-}
-
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -150,8 +140,14 @@ mod tests {
     use crate::pool::{Pool, SendError};
 
     /// One TLS server for `catalog` of `shop` that answers every request
-    /// with 200 and the caller's service name.
-    async fn catalog(dir: &std::path::Path) -> (SocketAddr, mortar_tls::Ca) {
+    /// with 200 and the caller's service name, and counts connections.
+    async fn catalog(
+        dir: &std::path::Path,
+    ) -> (
+        SocketAddr,
+        mortar_tls::Ca,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         let ca = mortar_tls::Ca::load_or_create(&dir.join("ca"), "shop").unwrap();
         let files = ca
             .write_instance("catalog", &dir.join("catalog"), Duration::from_secs(60))
@@ -161,8 +157,11 @@ mod tests {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config().unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let Ok(mut stream) = acceptor.accept(tcp).await else {
@@ -175,17 +174,18 @@ mod tests {
                         .and_then(|c| mortar_tls::peer_service(c, "shop"))
                         .unwrap_or_default();
                     let mut buf = [0u8; 4096];
-                    let _ = stream.read(&mut buf).await;
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{caller}",
-                        caller.len()
-                    );
-                    let _ = stream.write_all(answer.as_bytes()).await;
-                    let _ = stream.flush().await;
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{caller}",
+                            caller.len()
+                        );
+                        let _ = stream.write_all(answer.as_bytes()).await;
+                        let _ = stream.flush().await;
+                    }
                 });
             }
         });
-        (addr, ca)
+        (addr, ca, accepted)
     }
 
     fn connector(ca: &mortar_tls::Ca, dir: &std::path::Path, as_service: &str) -> Connector {
@@ -210,7 +210,7 @@ mod tests {
     #[tokio::test]
     async fn the_pool_speaks_mtls_and_the_server_learns_the_caller() {
         let dir = tempfile::tempdir().unwrap();
-        let (addr, ca) = catalog(dir.path()).await;
+        let (addr, ca, accepted) = catalog(dir.path()).await;
         let pool = Pool::with_connector(
             addr,
             connector(&ca, dir.path(), "gateway"),
@@ -218,17 +218,24 @@ mod tests {
             Duration::from_secs(30),
             4,
         );
-        let resp = pool.send(&get()).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        use http_body_util::BodyExt;
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"gateway");
+        for _ in 0..3 {
+            let resp = pool.send(&get()).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            use http_body_util::BodyExt;
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"gateway");
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one TLS connection carries every call"
+        );
     }
 
     #[tokio::test]
     async fn a_server_proving_another_service_name_is_a_connect_error() {
         let dir = tempfile::tempdir().unwrap();
-        let (addr, ca) = catalog(dir.path()).await;
+        let (addr, ca, _) = catalog(dir.path()).await;
         // The address now answers as catalog, but we wanted ordering.
         let pool = Pool::with_connector(
             addr,
