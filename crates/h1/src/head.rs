@@ -296,6 +296,8 @@ fn invalid_length(value: &HeaderValue) -> H1Error {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn request(text: &str) -> Result<Option<RequestHead>, H1Error> {
@@ -428,5 +430,47 @@ mod tests {
         let r = response("HTTP/1.1 100 Continue\r\n\r\n", &get);
         assert_eq!(r.body, BodyLength::Empty);
         assert!(r.parts.status.is_informational());
+    }
+
+    proptest! {
+        /// Untrusted input: any bytes give a head, a request for more or an
+        /// error, never a panic; a head consumes only what it parsed.
+        #[test]
+        fn arbitrary_bytes_never_panic(wire in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut buf = BytesMut::from(&wire[..]);
+            if let Ok(Some(_)) = parse_request(&mut buf) {
+                prop_assert!(buf.len() < wire.len());
+            }
+            let mut buf = BytesMut::from(&wire[..]);
+            let _ = parse_response(&mut buf, &Method::GET);
+        }
+
+        /// Mostly-valid heads with hostile framing fields: the verdict is
+        /// always one of the documented ones.
+        #[test]
+        fn framing_fields_get_a_definite_verdict(
+            length in proptest::option::of("[0-9, a-z-]{0,12}"),
+            coding in proptest::option::of("(chunked|gzip|identity|Chunked)(, (chunked|gzip))?"),
+            version in prop_oneof![Just("1.0"), Just("1.1")],
+        ) {
+            let mut text = format!("POST /x HTTP/{version}\r\nHost: a\r\n");
+            if let Some(l) = &length {
+                text.push_str(&format!("Content-Length: {l}\r\n"));
+            }
+            if let Some(c) = &coding {
+                text.push_str(&format!("Transfer-Encoding: {c}\r\n"));
+            }
+            text.push_str("\r\n");
+            match parse_request(&mut BytesMut::from(text.as_str())) {
+                Ok(Some(head)) => {
+                    prop_assert!(length.is_none() || coding.is_none());
+                    if coding.is_some() {
+                        prop_assert_eq!(head.body, BodyLength::Chunked);
+                    }
+                }
+                Ok(None) => prop_assert!(false, "a complete head is not partial"),
+                Err(_) => {}
+            }
+        }
     }
 }
