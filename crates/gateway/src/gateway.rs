@@ -129,9 +129,10 @@ impl Gateway {
     /// thread, so the hot path never wakes another thread; only the
     /// per-service breaker, retry budget and counters are shared. Against
     /// one multi-threaded runtime this cut the gateway's CPU time per
-    /// request by about a quarter (docs/benchmarks.md). Hyper serves each
-    /// connection directly, without a router: the gateway has one handler,
-    /// so routing layers would only add work to every request.
+    /// request by about a quarter (docs/benchmarks.md). Each connection is
+    /// read and written by its own task with `mortar-h1` (see
+    /// `connection.rs`), without a router: the gateway has one handler, so
+    /// routing layers would only add work to every request.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -264,7 +265,7 @@ async fn handle_routed(State(shared): State<Arc<Shared>>, req: Request) -> Respo
 
 async fn handle<B>(shared: &Arc<Shared>, req: http::Request<B>, peer: &Peer) -> Response
 where
-    B: hyper::body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();

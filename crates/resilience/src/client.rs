@@ -441,7 +441,7 @@ pub async fn buffer_request<B>(
     limit: usize,
 ) -> Result<Request<Bytes>, CallError>
 where
-    B: hyper::body::Body<Data = Bytes> + Send,
+    B: http_body::Body<Data = Bytes> + Send,
     B::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::{Body, Frame, SizeHint};
 use mortar_h1::{BodyLength, ChunkedDecoder, Decoded};
 use tokio::time::Instant;
 
