@@ -192,7 +192,9 @@ fn build_fields(
     spans: Vec<(HeaderName, usize, usize)>,
 ) -> Result<(HeaderMap, Fields), H1Error> {
     let mut fields = Fields::default();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for the few fields a proxy adds (forwarding, tracing, deadline,
+    // host), so adding them does not grow the map.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     for (name, start, n) in spans {
         let value = value_of(head.slice(start..start + n), &name)?;
         fields.note(&name, &value)?;

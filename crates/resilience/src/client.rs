@@ -194,7 +194,7 @@ impl Client {
         propagate_trace(&mut req);
         let stack = self.stack(service, version);
         let started = Instant::now();
-        let result = self.call_stack(service, &stack, req).await;
+        let result = self.call_stack(service, &stack, req, started).await;
         stack.upstream.record(started.elapsed(), result.is_err());
         result
     }
@@ -204,6 +204,7 @@ impl Client {
         service: &str,
         stack: &ServiceStack,
         req: Request<Bytes>,
+        started: Instant,
     ) -> Result<Response<ResponseBody>, CallError> {
         let inner = &self.inner;
         let mut budget = inner.config.deadline;
@@ -219,7 +220,7 @@ impl Client {
             // Each attempt is bounded by this deadline (see
             // `deadline::Attempt`) and retries are only made when they can
             // start before it, so no timer around the whole call is needed.
-            let deadline = Instant::now() + budget;
+            let deadline = started + budget;
             match self.run(stack, req, deadline).await {
                 Ok(resp) => return Ok(resp),
                 Err(e) if e.is::<DeadlineReached>() => {
