@@ -105,7 +105,10 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, H1Error>
     parts.headers = headers;
     Ok(Some(RequestHead {
         keep_alive,
-        expect_continue: fields.expect_continue && body != BodyLength::Empty,
+        // An HTTP/1.0 client does not know 100 Continue (RFC 9110 §10.1.1).
+        expect_continue: fields.expect_continue
+            && body != BodyLength::Empty
+            && version == Version::HTTP_11,
         parts,
         body,
     }))
