@@ -127,6 +127,11 @@ pub struct GatewayConfig {
     /// runtime with its own upstream connections (see
     /// [`Gateway::serve`](crate::Gateway::serve)); at least 1.
     pub threads: usize,
+    /// How long a request head may take to arrive once its first byte has:
+    /// a client that trickles a head in (slowloris) gets 408 and a closed
+    /// connection instead of holding the connection forever. Idle
+    /// kept-alive connections are not limited.
+    pub head_timeout: Duration,
 }
 
 /// One serving thread per core the process may use.
@@ -148,6 +153,7 @@ impl Default for GatewayConfig {
             batch_max: 50,
             auth: None,
             threads: default_threads(),
+            head_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -64,7 +64,7 @@ pub(crate) async fn serve(
     };
     let peer = Peer::new(remote.ip());
     loop {
-        let head = match conn.next_head().await {
+        let head = match conn.next_head(shared.config.head_timeout).await {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(Failure::Io(e)) => {
@@ -76,6 +76,12 @@ pub(crate) async fn serve(
                 let _ = conn
                     .refuse(problems::unreadable(&e), Version::HTTP_11)
                     .await;
+                return;
+            }
+            Err(Failure::TimedOut) => {
+                tracing::debug!(client = %remote, "request head timed out");
+                let resp = problems::head_timeout(shared.config.head_timeout);
+                let _ = conn.refuse(resp, Version::HTTP_11).await;
                 return;
             }
         };
@@ -95,6 +101,8 @@ enum Failure {
     Io(std::io::Error),
     /// The client sent something that is not a readable request.
     Refused(H1Error),
+    /// A started head did not complete in time.
+    TimedOut,
 }
 
 impl From<std::io::Error> for Failure {
@@ -122,7 +130,11 @@ struct Connection {
 impl Connection {
     /// The next request's head; `None` when the client closed between
     /// requests or the gateway is stopping while the connection is idle.
-    async fn next_head(&mut self) -> Result<Option<RequestHead>, Failure> {
+    /// Once part of a head has arrived, the rest must follow within
+    /// `timeout` (the timer starts only then, so a head read whole costs
+    /// none).
+    async fn next_head(&mut self, timeout: Duration) -> Result<Option<RequestHead>, Failure> {
+        let mut deadline = None;
         loop {
             if !self.input.is_empty()
                 && let Some(head) = mortar_h1::parse_request(&mut self.input)?
@@ -144,7 +156,10 @@ impl Connection {
                     read = self.io.read_buf(&mut self.input) => read?,
                 }
             } else {
-                self.io.read_buf(&mut self.input).await?
+                let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
+                tokio::time::timeout_at(until, self.io.read_buf(&mut self.input))
+                    .await
+                    .map_err(|_| Failure::TimedOut)??
             };
             if read == 0 {
                 return Ok(None);

@@ -105,6 +105,18 @@ pub(crate) fn held(path: &str, service: &str, refused: &crate::hold::HoldRefused
     resp
 }
 
+/// 408 for a request head that did not arrive in time.
+pub(crate) fn head_timeout(timeout: Duration) -> Response {
+    Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "request head not complete within {} s of its first byte; send the whole head at once",
+            timeout.as_secs_f64()
+        ),
+    )
+    .into_response()
+}
+
 /// The answer to a request whose head or framing cannot be read: 431 for
 /// a head over the limits, 501 for a transfer coding, 417 for an
 /// expectation the gateway does not meet, 400 for anything else.

@@ -669,3 +669,31 @@ async fn a_large_answer_streams_through_whole() {
         "whole body before the close"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_head_gets_408_and_an_idle_connection_stays_open() {
+    let (_up, gw) = catalog_gateway(GatewayConfig {
+        head_timeout: Duration::from_millis(300),
+        ..config(vec![Route::new("/v1", "catalog", false)])
+    })
+    .await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /v1/products/1 HTTP/1.1\r\nHost: sh")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut slow).await;
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("application/problem+json"), "{text}");
+    // A kept-alive connection that sends nothing is not timed out.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    idle.write_all(b"GET /v1/products/2 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut idle).await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+}
