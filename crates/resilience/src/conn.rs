@@ -110,6 +110,10 @@ impl Conn {
         if !coalesced && let Err(e) = self.io.write_all(body).await {
             return Err(failed(true, e.into()));
         }
+        // TLS may hold the last records back until flushed.
+        if let Err(e) = self.io.flush().await {
+            return Err(failed(true, e.into()));
+        }
         self.read_head(req.method()).await.map_err(|error| Failed {
             written: true,
             error,
