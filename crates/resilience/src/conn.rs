@@ -6,8 +6,8 @@
 //! connection through a channel and the answer back through another, even
 //! when the caller itself drives the connection; those hand-offs (atomic
 //! queue operations, an envelope copied in and out, a callback allocated
-//! per request) were the largest single cost of a forwarded call after
-//! the kernel's (docs/benchmarks.md).
+//! per request) were the hottest part of the client in a profile of the
+//! gateway (docs/benchmarks.md).
 
 use std::io;
 use std::pin::Pin;

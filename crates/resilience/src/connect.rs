@@ -252,4 +252,74 @@ mod tests {
             ),
         }
     }
+
+    /// A TLS server for `catalog` that reads one request with a
+    /// `Content-Length` body per exchange and answers the body's length.
+    async fn counting_catalog(dir: &std::path::Path) -> (SocketAddr, mortar_tls::Ca) {
+        let ca = mortar_tls::Ca::load_or_create(&dir.join("ca"), "shop").unwrap();
+        let files = ca
+            .write_instance("catalog", &dir.join("catalog"), Duration::from_secs(60))
+            .unwrap();
+        let tls = mortar_tls::InstanceTls::from_files("shop", &files.cert, &files.key, &files.ca)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut stream = acceptor.accept(tcp).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            let end = loop {
+                if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end + 4;
+                }
+                let n = stream.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+            };
+            let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+            let length: usize = head
+                .split("content-length: ")
+                .nth(1)
+                .and_then(|r| r.split("\r\n").next())
+                .and_then(|n| n.parse().ok())
+                .unwrap();
+            while got.len() < end + length {
+                let n = stream.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            let answer = length.to_string();
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{answer}",
+                answer.len()
+            );
+            stream.write_all(reply.as_bytes()).await.unwrap();
+            stream.flush().await.unwrap();
+        });
+        (addr, ca)
+    }
+
+    #[tokio::test]
+    async fn a_large_request_body_crosses_tls_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, ca) = counting_catalog(dir.path()).await;
+        let pool = Pool::with_connector(
+            addr,
+            connector(&ca, dir.path(), "gateway"),
+            "catalog",
+            Duration::from_secs(30),
+            4,
+        );
+        let req = Request::post("/upload")
+            .header(http::header::HOST, "catalog")
+            .body(Bytes::from(vec![b'x'; 4 * 1024 * 1024]))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(20), pool.send(&req))
+            .await
+            .expect("the whole body is sent and answered")
+            .unwrap();
+        use http_body_util::BodyExt;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"4194304");
+    }
 }
