@@ -139,6 +139,22 @@ mod tests {
     use super::*;
     use crate::pool::{Pool, SendError};
 
+    /// A CA for `shop`, and a loopback listener with the TLS identity of
+    /// `catalog` to accept on.
+    async fn catalog_listener(
+        dir: &std::path::Path,
+    ) -> (TcpListener, tokio_rustls::TlsAcceptor, mortar_tls::Ca) {
+        let ca = mortar_tls::Ca::load_or_create(&dir.join("ca"), "shop").unwrap();
+        let files = ca
+            .write_instance("catalog", &dir.join("catalog"), Duration::from_secs(60))
+            .unwrap();
+        let tls = mortar_tls::InstanceTls::from_files("shop", &files.cert, &files.key, &files.ca)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        (listener, acceptor, ca)
+    }
+
     /// One TLS server for `catalog` of `shop` that answers every request
     /// with 200 and the caller's service name, and counts connections.
     async fn catalog(
@@ -148,14 +164,7 @@ mod tests {
         mortar_tls::Ca,
         Arc<std::sync::atomic::AtomicUsize>,
     ) {
-        let ca = mortar_tls::Ca::load_or_create(&dir.join("ca"), "shop").unwrap();
-        let files = ca
-            .write_instance("catalog", &dir.join("catalog"), Duration::from_secs(60))
-            .unwrap();
-        let tls = mortar_tls::InstanceTls::from_files("shop", &files.cert, &files.key, &files.ca)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config().unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, acceptor, ca) = catalog_listener(dir).await;
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = accepted.clone();
@@ -256,14 +265,7 @@ mod tests {
     /// A TLS server for `catalog` that reads one request with a
     /// `Content-Length` body per exchange and answers the body's length.
     async fn counting_catalog(dir: &std::path::Path) -> (SocketAddr, mortar_tls::Ca) {
-        let ca = mortar_tls::Ca::load_or_create(&dir.join("ca"), "shop").unwrap();
-        let files = ca
-            .write_instance("catalog", &dir.join("catalog"), Duration::from_secs(60))
-            .unwrap();
-        let tls = mortar_tls::InstanceTls::from_files("shop", &files.cert, &files.key, &files.ca)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config().unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (listener, acceptor, ca) = catalog_listener(dir).await;
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
