@@ -106,10 +106,16 @@ fn sigterm_finishes_in_flight_request_refuses_new_connections_and_exits_zero() {
     });
     assert_eq!(exit.code(), Some(0), "a drained shutdown exits 0");
 
-    let messages: Vec<String> = logs
-        .try_iter()
-        .map(|l| l["msg"].as_str().unwrap_or("").to_owned())
-        .collect();
+    // The log reader may still be passing on the last lines after the exit.
+    let mut messages: Vec<String> = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !messages.iter().any(|m| m == "drained, exiting") {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        match logs.recv_timeout(left) {
+            Ok(l) => messages.push(l["msg"].as_str().unwrap_or("").to_owned()),
+            Err(_) => break,
+        }
+    }
     assert!(
         messages.iter().any(|m| m.starts_with("draining")),
         "{messages:?}"
