@@ -314,10 +314,7 @@ impl Connection {
             }
             _ => self.stream(&mut body, framing).await?,
         };
-        if !self.output.is_empty() {
-            self.io.write_all(&self.output).await?;
-            self.output.clear();
-        }
+        self.flush_output().await?;
         Ok(keep_alive && complete)
     }
 
@@ -349,18 +346,18 @@ impl Connection {
                 continue;
             };
             sent += data.len() as u64;
-            match framing {
-                ResponseFraming::Chunked => mortar_h1::encode_chunk(&mut self.output, &data),
-                ResponseFraming::Length(n) if sent > n => return Ok(false),
-                _ => {
-                    self.io.write_all(&self.output).await?;
-                    self.output.clear();
-                    self.io.write_all(&data).await?;
-                    continue;
-                }
+            if framing == ResponseFraming::Chunked {
+                mortar_h1::encode_chunk(&mut self.output, &data);
+                self.flush_output().await?;
+                continue;
             }
-            self.io.write_all(&self.output).await?;
-            self.output.clear();
+            if let ResponseFraming::Length(n) = framing
+                && sent > n
+            {
+                return Ok(false);
+            }
+            self.flush_output().await?;
+            self.io.write_all(&data).await?;
         }
         match framing {
             ResponseFraming::Chunked => {
@@ -370,6 +367,15 @@ impl Connection {
             ResponseFraming::Length(n) => Ok(sent == n),
             _ => Ok(true),
         }
+    }
+
+    /// Writes what is buffered for the client (a head, a chunk).
+    async fn flush_output(&mut self) -> std::io::Result<()> {
+        if !self.output.is_empty() {
+            self.io.write_all(&self.output).await?;
+            self.output.clear();
+        }
+        Ok(())
     }
 
     /// Answers `resp` and closes, reading and dropping for a moment what

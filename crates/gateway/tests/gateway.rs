@@ -71,6 +71,13 @@ async fn big() -> impl IntoResponse {
 
 const BIG_LINES: usize = 40_000;
 
+/// An answer of unknown length: the upstream sends it in chunks.
+async fn streamed() -> impl IntoResponse {
+    let parts: Vec<Result<&'static str, std::io::Error>> =
+        vec![Ok("one,"), Ok("two,"), Ok("three")];
+    axum::body::Body::from_stream(futures::stream::iter(parts))
+}
+
 async fn echo(body: axum::body::Bytes) -> impl IntoResponse {
     (StatusCode::CREATED, format!("{} bytes", body.len()))
 }
@@ -83,6 +90,7 @@ async fn upstream(name: &'static str) -> Upstream {
         .route("/v1/whoami", get(whoami))
         .route("/v1/echo", post(echo))
         .route("/v1/big", get(big))
+        .route("/v1/stream", get(streamed))
         .with_state(Me {
             name,
             hits: hits.clone(),
@@ -668,6 +676,24 @@ async fn a_large_answer_streams_through_whole() {
         text.ends_with(&format!("{:07}\n", BIG_LINES - 1)),
         "whole body before the close"
     );
+    // Unknown length: chunked to an HTTP/1.1 client, until close to 1.0.
+    let text = raw_exchange(
+        &gw.url,
+        b"GET /v1/stream HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+    assert!(text.ends_with("0\r\n\r\n"), "{text}");
+    let body = reqwest::get(format!("{}/v1/stream", gw.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "one,two,three");
+    let text = raw_exchange(&gw.url, b"GET /v1/stream HTTP/1.0\r\n\r\n").await;
+    assert!(!text.contains("transfer-encoding"), "{text}");
+    assert!(text.ends_with("\r\n\r\none,two,three"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

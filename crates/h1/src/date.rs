@@ -10,13 +10,7 @@ thread_local! {
     static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
-/// Now, as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-pub fn http_date() -> String {
-    let mut dst = BytesMut::new();
-    put_http_date(&mut dst);
-    String::from_utf8_lossy(&dst).into_owned()
-}
-
+/// Appends now, as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
 pub(crate) fn put_http_date(dst: &mut BytesMut) {
     let now = SystemTime::now();
     let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -33,7 +27,10 @@ pub(crate) fn put_http_date(dst: &mut BytesMut) {
 mod tests {
     #[test]
     fn the_date_parses_back_to_now() {
-        let parsed = httpdate::parse_http_date(&super::http_date()).expect("an HTTP date");
+        let mut dst = bytes::BytesMut::new();
+        super::put_http_date(&mut dst);
+        let text = std::str::from_utf8(&dst).expect("ascii");
+        let parsed = httpdate::parse_http_date(text).expect("an HTTP date");
         let skew = std::time::SystemTime::now()
             .duration_since(parsed)
             .unwrap_or_default();

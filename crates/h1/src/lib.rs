@@ -17,7 +17,6 @@ mod error;
 mod head;
 
 pub use chunked::{ChunkedDecoder, Decoded, LAST_CHUNK, encode_chunk};
-pub use date::http_date;
 pub use encode::{ResponseFraming, encode_request_head, encode_response_head};
 pub use error::H1Error;
 pub use head::{
