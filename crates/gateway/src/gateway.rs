@@ -173,6 +173,8 @@ fn serve_thread(shared: Arc<Shared>, listener: std::net::TcpListener, shutdown: 
         }
     };
     runtime.block_on(async move {
+        let client = &shared.config.client;
+        crate::wheel_anchor::spawn(client.per_try_timeout.min(client.deadline));
         match TcpListener::from_std(listener) {
             Ok(listener) => accept_loop(shared, listener, shutdown).await,
             Err(e) => tracing::error!(error = %e, "gateway thread cannot use the listener"),

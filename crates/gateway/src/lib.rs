@@ -27,6 +27,7 @@ mod routes;
 mod split;
 mod trace;
 mod versions;
+mod wheel_anchor;
 
 pub use config::{Access, AuthConfig, CacheConfig, GatewayConfig, RateLimitConfig, Route};
 pub use faults::{INJECTED_HEADER, INJECTED_PROBLEM, UpstreamFault};
