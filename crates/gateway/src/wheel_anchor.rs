@@ -16,9 +16,11 @@ use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 
-/// The anchor fires at most this often, however short the calls' timers.
+/// The anchor fires at most this often, however short the calls' timers
+/// (calls with shorter timers than twice this get no benefit).
 const MIN_PERIOD: Duration = Duration::from_millis(10);
-/// ... and at least this often, so it always precedes calls' timers.
+/// The anchor fires at least this often: an idle serving thread wakes once
+/// a period, and nothing needs the anchor later than this.
 const MAX_PERIOD: Duration = Duration::from_secs(1);
 
 /// How often the anchor fires when the shortest timer a call arms is
