@@ -132,6 +132,12 @@ pub struct GatewayConfig {
     /// connection instead of holding the connection forever. Idle
     /// kept-alive connections are not limited.
     pub head_timeout: Duration,
+    /// How long a request body may take to arrive once its head has: a
+    /// client that trickles a body in gets 408 and a closed connection
+    /// instead of holding a connection (and the body buffered so far).
+    /// At the default body limit (1 MiB), 30 s admits clients sending at
+    /// 35 KB/s or more. A body that arrived with its head costs no timer.
+    pub body_timeout: Duration,
 }
 
 /// One serving thread per core the process may use.
@@ -154,6 +160,7 @@ impl Default for GatewayConfig {
             auth: None,
             threads: default_threads(),
             head_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

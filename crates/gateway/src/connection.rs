@@ -205,8 +205,16 @@ impl Connection {
         if expect_continue && self.input.is_empty() {
             self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         }
-        let body = match self.read_body(length, limit).await? {
+        let body = match self
+            .read_body_within(length, limit, shared.config.body_timeout)
+            .await?
+        {
             Ok(body) => body,
+            Err(Unread::TimedOut) => {
+                let timeout = shared.config.body_timeout;
+                let refused = problems::body_timeout(parts.uri.path(), timeout);
+                return self.refuse(refused, version).await.map(|()| false);
+            }
             Err(Unread::TooLarge) => {
                 let refused = problems::too_large(parts.uri.path(), limit);
                 return self.refuse(refused, version).await.map(|()| false);
@@ -221,6 +229,28 @@ impl Connection {
         let method = parts.method.clone();
         let resp = handle_buffered(shared, parts, body, peer).await;
         self.answer(resp, &method, version, keep_alive).await
+    }
+
+    /// [`Connection::read_body`] within `timeout`. The timer is armed only
+    /// when the body has not already arrived with the head, so the common
+    /// request (no body, or a small one in the same read) costs none.
+    async fn read_body_within(
+        &mut self,
+        length: BodyLength,
+        limit: usize,
+        timeout: Duration,
+    ) -> std::io::Result<Result<Bytes, Unread>> {
+        let arrived = match length {
+            BodyLength::Empty | BodyLength::UntilClose => true,
+            BodyLength::Known(n) => u64::try_from(self.input.len()).is_ok_and(|have| have >= n),
+            BodyLength::Chunked => false,
+        };
+        if arrived {
+            return self.read_body(length, limit).await;
+        }
+        tokio::time::timeout(timeout, self.read_body(length, limit))
+            .await
+            .unwrap_or(Ok(Err(Unread::TimedOut)))
     }
 
     /// The request's body, read whole (up to `limit` bytes); `Ok(Err)` when
@@ -395,4 +425,6 @@ impl Connection {
 enum Unread {
     TooLarge,
     Malformed(H1Error),
+    /// It did not arrive within the body timeout.
+    TimedOut,
 }

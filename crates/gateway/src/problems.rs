@@ -117,6 +117,18 @@ pub(crate) fn head_timeout(timeout: Duration) -> Response {
     .into_response()
 }
 
+/// The answer to a request whose body did not arrive in time.
+pub(crate) fn body_timeout(path: &str, timeout: Duration) -> Response {
+    Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "request body for {path} not complete within {} s of its head; send the body without pauses",
+            timeout.as_secs_f64()
+        ),
+    )
+    .into_response()
+}
+
 /// The answer to a request whose head or framing cannot be read: 431 for
 /// a head over the limits, 501 for a transfer coding, 417 for an
 /// expectation the gateway does not meet, 400 for anything else.

@@ -697,6 +697,38 @@ async fn a_large_answer_streams_through_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_gets_408_and_a_body_sent_in_pieces_in_time_is_forwarded() {
+    let (_up, gw) = catalog_gateway(GatewayConfig {
+        body_timeout: Duration::from_millis(300),
+        ..config(vec![Route::new("/v1", "catalog", false)])
+    })
+    .await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let head = b"POST /v1/echo HTTP/1.1\r\nHost: shop\r\nContent-Length: 10\r\n\r\n";
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(head).await.unwrap();
+    slow.write_all(b"abc").await.unwrap();
+    let text = read_to_close(&mut slow).await;
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("application/problem+json"), "{text}");
+    assert!(text.contains("request body for /v1/echo"), "{text}");
+    // A body in two pieces, well within the timeout, goes through.
+    let mut quick = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    quick
+        .write_all(b"POST /v1/echo HTTP/1.1\r\nHost: shop\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    quick.write_all(b"defghij").await.unwrap();
+    let text = read_to_close(&mut quick).await;
+    assert!(text.starts_with("HTTP/1.1 201 Created\r\n"), "{text}");
+    assert!(text.ends_with("10 bytes"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_head_gets_408_and_an_idle_connection_stays_open() {
     let (_up, gw) = catalog_gateway(GatewayConfig {
         head_timeout: Duration::from_millis(300),
