@@ -74,14 +74,14 @@ pub(crate) async fn serve(
             Err(Failure::Refused(e)) => {
                 tracing::debug!(error = %e, "unreadable request");
                 let _ = conn
-                    .refuse(problems::unreadable(&e), Version::HTTP_11)
+                    .refuse(problems::unreadable(&e), &Method::GET, Version::HTTP_11)
                     .await;
                 return;
             }
             Err(Failure::TimedOut) => {
                 tracing::debug!(client = %remote, "request head timed out");
                 let resp = problems::head_timeout(shared.config.head_timeout);
-                let _ = conn.refuse(resp, Version::HTTP_11).await;
+                let _ = conn.refuse(resp, &Method::GET, Version::HTTP_11).await;
                 return;
             }
         };
@@ -199,7 +199,10 @@ impl Connection {
                     .answer(refused, &parts.method, version, keep_alive)
                     .await;
             }
-            return self.refuse(refused, version).await.map(|()| false);
+            return self
+                .refuse(refused, &parts.method, version)
+                .await
+                .map(|()| false);
         }
         let limit = shared.config.max_body_bytes;
         if expect_continue && self.input.is_empty() {
@@ -213,15 +216,21 @@ impl Connection {
             Err(Unread::TimedOut) => {
                 let timeout = shared.config.body_timeout;
                 let refused = problems::body_timeout(parts.uri.path(), timeout);
-                return self.refuse(refused, version).await.map(|()| false);
+                return self
+                    .refuse(refused, &parts.method, version)
+                    .await
+                    .map(|()| false);
             }
             Err(Unread::TooLarge) => {
                 let refused = problems::too_large(parts.uri.path(), limit);
-                return self.refuse(refused, version).await.map(|()| false);
+                return self
+                    .refuse(refused, &parts.method, version)
+                    .await
+                    .map(|()| false);
             }
             Err(Unread::Malformed(e)) => {
                 return self
-                    .refuse(problems::unreadable(&e), version)
+                    .refuse(problems::unreadable(&e), &parts.method, version)
                     .await
                     .map(|()| false);
             }
@@ -408,11 +417,17 @@ impl Connection {
         Ok(())
     }
 
-    /// Answers `resp` and closes, reading and dropping for a moment what
-    /// the client still sends (a body the gateway refused), so the close
-    /// does not reset the connection before the client reads the answer.
-    async fn refuse(&mut self, resp: Response, version: Version) -> std::io::Result<()> {
-        self.answer(resp, &Method::GET, version, false).await?;
+    /// Answers `resp` to a `method` request (a HEAD's answer has no body)
+    /// and closes, reading and dropping for a moment what the client still
+    /// sends (a body the gateway refused), so the close does not reset the
+    /// connection before the client reads the answer.
+    async fn refuse(
+        &mut self,
+        resp: Response,
+        method: &Method,
+        version: Version,
+    ) -> std::io::Result<()> {
+        self.answer(resp, method, version, false).await?;
         self.io.shutdown().await?;
         let mut sink = [0u8; 4096];
         let drain = async { while matches!(self.io.read(&mut sink).await, Ok(n) if n > 0) {} };

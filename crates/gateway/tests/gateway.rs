@@ -646,6 +646,20 @@ async fn head_and_http_1_0_requests_follow_their_framing_rules() {
         text.ends_with("\r\n\r\n"),
         "a HEAD answer has no body: {text}"
     );
+    // A refused HEAD (its declared body is over the limit) gets no body either.
+    let text = raw_exchange(
+        &gw.url,
+        b"HEAD /v1/products/7 HTTP/1.1\r\nHost: shop\r\nContent-Length: 99999999\r\n\r\n",
+    )
+    .await;
+    assert!(
+        text.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("\r\n\r\n"),
+        "a refused HEAD has no body: {text}"
+    );
     let text = raw_exchange(
         &gw.url,
         b"GET /v1/products/7 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
