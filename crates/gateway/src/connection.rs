@@ -193,7 +193,11 @@ impl Connection {
             expect_continue,
         } = head;
         let version = parts.version;
-        if let Some(refused) = refusal(shared, &parts, peer) {
+        let declared = match length {
+            BodyLength::Known(n) => Some(n),
+            _ => None,
+        };
+        if let Some(refused) = refusal(shared, &parts, declared, peer) {
             if length == BodyLength::Empty {
                 return self
                     .answer(refused, &parts.method, version, keep_alive)

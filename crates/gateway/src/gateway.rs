@@ -271,7 +271,12 @@ where
     B::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
-    if let Some(refused) = refusal(shared, &parts, peer) {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(refused) = refusal(shared, &parts, declared, peer) {
         return refused;
     }
     let limit = shared.config.max_body_bytes;
@@ -295,10 +300,12 @@ where
 }
 
 /// The checks made before a request's body is read: the client's rate
-/// limit and the declared body size. `Some`: the answer refusing it.
+/// limit and the `declared` body length (taken from the framing the caller
+/// has already read). `Some`: the answer refusing it.
 pub(crate) fn refusal(
     shared: &Shared,
     parts: &http::request::Parts,
+    declared: Option<u64>,
     peer: &Peer,
 ) -> Option<Response> {
     if let Some(limiter) = &shared.limiter {
@@ -309,11 +316,6 @@ pub(crate) fn refusal(
         }
     }
     let limit = shared.config.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|l| l > limit as u64) {
         return Some(problems::too_large(parts.uri.path(), limit));
     }

@@ -717,12 +717,11 @@ async fn a_trickled_body_gets_408_and_a_body_sent_in_pieces_in_time_is_forwarded
         ..config(vec![Route::new("/v1", "catalog", false)])
     })
     .await;
-    let addr = gw.url.trim_start_matches("http://").to_owned();
-    let head = b"POST /v1/echo HTTP/1.1\r\nHost: shop\r\nContent-Length: 10\r\n\r\n";
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    slow.write_all(head).await.unwrap();
-    slow.write_all(b"abc").await.unwrap();
-    let text = read_to_close(&mut slow).await;
+    let text = raw_exchange(
+        &gw.url,
+        b"POST /v1/echo HTTP/1.1\r\nHost: shop\r\nContent-Length: 10\r\n\r\nabc",
+    )
+    .await;
     assert!(
         text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
         "{text}"
@@ -730,7 +729,8 @@ async fn a_trickled_body_gets_408_and_a_body_sent_in_pieces_in_time_is_forwarded
     assert!(text.contains("application/problem+json"), "{text}");
     assert!(text.contains("request body for /v1/echo"), "{text}");
     // A body in two pieces, well within the timeout, goes through.
-    let mut quick = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let addr = gw.url.trim_start_matches("http://");
+    let mut quick = tokio::net::TcpStream::connect(addr).await.unwrap();
     quick
         .write_all(b"POST /v1/echo HTTP/1.1\r\nHost: shop\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc")
         .await
@@ -749,19 +749,15 @@ async fn a_trickled_head_gets_408_and_an_idle_connection_stays_open() {
         ..config(vec![Route::new("/v1", "catalog", false)])
     })
     .await;
-    let addr = gw.url.trim_start_matches("http://").to_owned();
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    slow.write_all(b"GET /v1/products/1 HTTP/1.1\r\nHost: sh")
-        .await
-        .unwrap();
-    let text = read_to_close(&mut slow).await;
+    let text = raw_exchange(&gw.url, b"GET /v1/products/1 HTTP/1.1\r\nHost: sh").await;
     assert!(
         text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
         "{text}"
     );
     assert!(text.contains("application/problem+json"), "{text}");
     // A kept-alive connection that sends nothing is not timed out.
-    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let addr = gw.url.trim_start_matches("http://");
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     idle.write_all(b"GET /v1/products/2 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
         .await
