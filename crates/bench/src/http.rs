@@ -36,6 +36,11 @@ use tokio_util::sync::CancellationToken;
 use crate::cpu::CpuSource;
 use crate::stats::Summary;
 
+/// How the bench's upstream instances' and load generator's runtimes name
+/// their threads.
+const UPSTREAM_THREADS: &str = "upstream";
+const LOAD_THREADS: &str = "load";
+
 /// How the gateway names its serving threads (`mortar-gateway-<n>`, cut
 /// to 15 characters by the kernel).
 const GATEWAY_THREAD_PREFIX: &str = "mortar-gateway";
@@ -82,6 +87,23 @@ pub struct RunReport {
     /// CPU time the target's server (upstream, gateway or nginx workers)
     /// spent per successful request, in microseconds, when known.
     pub cpu_us_per_req: Option<f64>,
+    /// CPU time of the rest of the path per successful request: the
+    /// upstream instances and the load generator, in microseconds, when
+    /// measured (closed-loop runs through a proxy).
+    ///
+    /// Why: the machine's cores are shared, so what a proxy makes its
+    /// neighbours spend (fields to parse, wake-ups) limits throughput as
+    /// much as what it spends itself.
+    pub rest_cpu_us_per_req: Option<RestCpu>,
+}
+
+/// CPU per request of the parts of a path other than the proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct RestCpu {
+    /// The upstream instances' runtime.
+    pub upstream_us: f64,
+    /// The load generator's runtime.
+    pub load_us: f64,
 }
 
 /// Everything one `mortar bench http` measured.
@@ -156,10 +178,10 @@ impl HttpBenchOptions {
 /// outside any tokio runtime.
 pub fn run(options: &HttpBenchOptions) -> Result<HttpBenchReport, HttpBenchError> {
     options.validate()?;
-    let upstream_rt = runtime("upstream", 1)?;
+    let upstream_rt = runtime(UPSTREAM_THREADS, 1)?;
     // Only waits for the gateway's own serving threads.
     let gateway_rt = runtime("gateway-main", 1)?;
-    let load_rt = runtime("load", 2)?;
+    let load_rt = runtime(LOAD_THREADS, 2)?;
 
     let addrs = upstream_rt.block_on(start_upstreams(options.instances))?;
     let resolver = Arc::new(StaticResolver::new());
@@ -192,7 +214,7 @@ pub fn run(options: &HttpBenchOptions) -> Result<HttpBenchReport, HttpBenchError
         let bare = bare_client();
         let url = |addr: SocketAddr| Target::Url(Box::new(bare.clone()), uri(addr));
         let mut targets = vec![
-            ("direct", url(first), CpuSource::Threads("upstream")),
+            ("direct", url(first), CpuSource::Threads(UPSTREAM_THREADS)),
             (
                 "gateway",
                 url(gateway),
@@ -371,6 +393,9 @@ struct Samples {
     elapsed: Duration,
     /// CPU time of the target's server during the runs, when measured.
     cpu: Option<Duration>,
+    /// CPU time of the upstreams and of the load generator during the
+    /// runs, when measured.
+    rest: Option<(Duration, Duration)>,
 }
 
 impl Samples {
@@ -382,19 +407,26 @@ impl Samples {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
+        self.rest = match (self.rest, other.rest) {
+            (Some((u, l)), Some((du, dl))) => Some((u + du, l + dl)),
+            (a, b) => a.or(b),
+        };
     }
 
     fn report(&self, name: &str) -> Result<RunReport, HttpBenchError> {
         let latency_us = Summary::of(&self.latencies_us)
             .ok_or_else(|| HttpBenchError::NoSamples(name.to_owned()))?;
+        let per_req = |d: Duration| d.as_secs_f64() * 1e6 / self.latencies_us.len().max(1) as f64;
         Ok(RunReport {
             name: name.to_owned(),
             per_sec: self.latencies_us.len() as f64 / self.elapsed.as_secs_f64().max(1e-9),
             latency_us,
             errors: self.errors,
-            cpu_us_per_req: self
-                .cpu
-                .map(|c| c.as_secs_f64() * 1e6 / self.latencies_us.len().max(1) as f64),
+            cpu_us_per_req: self.cpu.map(per_req),
+            rest_cpu_us_per_req: self.rest.map(|(upstream, load)| RestCpu {
+                upstream_us: per_req(upstream),
+                load_us: per_req(load),
+            }),
         })
     }
 }
@@ -409,6 +441,18 @@ async fn closed_loop(
         target.once().await;
     }
     let cpu_before = cpu.and_then(CpuSource::used);
+    // Through a proxy, the upstreams and the load generator are the rest
+    // of the path; calling an instance directly, the upstream is the server.
+    let rest = cpu
+        .filter(|c| !matches!(c, CpuSource::Threads(UPSTREAM_THREADS)))
+        .map(|_| {
+            (
+                CpuSource::Threads(UPSTREAM_THREADS),
+                CpuSource::Threads(LOAD_THREADS),
+            )
+        });
+    let rest_used = |r: &(CpuSource, CpuSource)| r.0.used().zip(r.1.used());
+    let rest_before = rest.as_ref().and_then(rest_used);
     let start = Instant::now();
     let end = start + duration;
     let mut tasks = Vec::new();
@@ -441,6 +485,11 @@ async fn closed_loop(
         .and_then(CpuSource::used)
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
+    all.rest = rest
+        .as_ref()
+        .and_then(rest_used)
+        .zip(rest_before)
+        .map(|((u, l), (u0, l0))| (u.saturating_sub(u0), l.saturating_sub(l0)));
     all
 }
 
@@ -477,6 +526,11 @@ async fn paced(target: &Target, rate: u64, duration: Duration) -> Samples {
 
 /// nginx as a keep-alive reverse proxy over the upstreams, as its own
 /// process in a scratch directory; stopped (QUIT) on drop.
+///
+/// It passes on the client's `Host` and adds it to `X-Forwarded-For`, as
+/// nginx's documentation shows and as the gateway does: a service behind a
+/// proxy needs to know who called. (Before session 11 it sent neither, so
+/// the upstreams parsed fewer fields behind nginx than behind the gateway.)
 struct Nginx {
     child: std::process::Child,
     addr: SocketAddr,
@@ -514,7 +568,9 @@ impl Nginx {
                keepalive_requests 100000;\n  tcp_nodelay on;\n\
                upstream bench {{\n{servers}    keepalive 256;\n  }}\n\
                server {{\n    listen {addr} reuseport;\n    location / {{\n      proxy_pass http://bench;\n\
-                   proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+                   proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
+                   proxy_set_header Host $host;\n\
+                   proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }}\n  }}\n}}\n"
         );
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).map_err(|e| format!("cannot write nginx.conf: {e}"))?;
@@ -593,5 +649,13 @@ mod tests {
         }
         assert_eq!(r.sdk_client.errors, 0);
         assert_eq!(r.bare_client.errors, 0);
+        // Through the gateway, the upstreams and the load generator are
+        // measured apart from the proxy; direct, the upstream is the server.
+        let gateway = HttpBenchReport::find(&r.closed, "gateway").unwrap();
+        let rest = gateway.rest_cpu_us_per_req.unwrap();
+        assert!(rest.upstream_us > 0.0 && rest.load_us > 0.0, "{rest:?}");
+        let direct = HttpBenchReport::find(&r.closed, "direct").unwrap();
+        assert!(direct.rest_cpu_us_per_req.is_none(), "{direct:?}");
+        assert!(direct.cpu_us_per_req.is_some_and(|c| c > 0.0), "{direct:?}");
     }
 }

@@ -2,7 +2,7 @@
 //! give the upstream hop its own parent id.
 
 use http::HeaderValue;
-use rand::Rng;
+use rand::RngCore;
 
 /// The W3C trace context header.
 pub const TRACEPARENT: &str = "traceparent";
@@ -17,7 +17,6 @@ pub(crate) const TRACEPARENT_NAME: http::HeaderName = http::HeaderName::from_sta
 /// formatting through `format!` cost more than the rest of this function.
 pub(crate) fn next_hop(incoming: Option<&HeaderValue>) -> HeaderValue {
     let mut rng = rand::rng();
-    let span: u64 = rng.random_range(1..=u64::MAX);
     // "00-" trace(32) "-" parent(16) "-" flags(2)
     let mut out = [0u8; 55];
     out[..3].copy_from_slice(b"00-");
@@ -27,25 +26,37 @@ pub(crate) fn next_hop(incoming: Option<&HeaderValue>) -> HeaderValue {
             out[53..55].copy_from_slice(flags.as_bytes());
         }
         None => {
-            let trace: u128 = rng.random_range(1..=u128::MAX);
-            write_hex(&mut out[3..35], trace);
+            let trace = (u128::from(non_zero(&mut rng)) << 64) | u128::from(rng.next_u64());
+            write_hex(&mut out[3..35], &trace.to_be_bytes());
             out[53..55].copy_from_slice(b"01");
         }
     }
     out[35] = b'-';
-    write_hex(&mut out[36..52], u128::from(span));
+    write_hex(&mut out[36..52], &non_zero(&mut rng).to_be_bytes());
     out[52] = b'-';
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| {
         HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01")
     })
 }
 
-/// Writes the low `out.len()` hex digits of `v`, lowercase, zero-padded.
-fn write_hex(out: &mut [u8], mut v: u128) {
+/// A random non-zero `u64` (an all-zero id is invalid). Drawn directly
+/// rather than from a range: range sampling cost more than the rest of
+/// [`next_hop`].
+fn non_zero(rng: &mut impl RngCore) -> u64 {
+    loop {
+        let v = rng.next_u64();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+/// Writes `bytes` as lowercase hex into `out` (twice their length).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in out.iter_mut().rev() {
-        *b = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
 }
 
@@ -87,7 +98,7 @@ mod tests {
     #[test]
     fn hex_is_zero_padded_lowercase() {
         let mut out = [0u8; 16];
-        write_hex(&mut out, 0xab_cdef);
+        write_hex(&mut out, &0xab_cdef_u64.to_be_bytes());
         assert_eq!(&out, b"0000000000abcdef");
     }
 
@@ -103,5 +114,6 @@ mod tests {
             let out = next_hop(bad.as_ref());
             assert!(parse(out.to_str().unwrap()).is_some(), "{out:?}");
         }
+        assert_ne!(next_hop(None), next_hop(None), "ids must be random");
     }
 }

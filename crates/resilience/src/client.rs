@@ -425,14 +425,18 @@ impl Client {
 /// made without its own `traceparent` gets the current trace with a new
 /// span id (the gateway, which sets one itself, is left alone).
 fn propagate_trace(req: &mut Request<Bytes>) {
-    if req.headers().contains_key(mortar_trace::TRACEPARENT) {
+    if req.headers().contains_key(TRACEPARENT) {
         return;
     }
     if let Some(value) = mortar_trace::outgoing().and_then(|v| http::HeaderValue::try_from(v).ok())
     {
-        req.headers_mut().insert(mortar_trace::TRACEPARENT, value);
+        req.headers_mut().insert(TRACEPARENT, value);
     }
 }
+
+/// [`mortar_trace::TRACEPARENT`] as a header name: looking a field up by a
+/// `&str` parses the name again on every call.
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static(mortar_trace::TRACEPARENT);
 
 /// Reads a request body into memory, up to `limit` bytes, so the request can
 /// be replayed by retries.

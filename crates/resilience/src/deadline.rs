@@ -14,9 +14,12 @@ use crate::metrics::{Metrics, inc};
 /// Header carrying the milliseconds left before the caller gives up.
 pub const DEADLINE_HEADER: &str = "x-mortar-deadline-ms";
 
+/// [`DEADLINE_HEADER`] as a header name, parsed once rather than per call.
+const DEADLINE_NAME: http::HeaderName = http::HeaderName::from_static(DEADLINE_HEADER);
+
 /// Reads a deadline a caller sent us, so a service can pass it on.
 pub fn from_headers(headers: &http::HeaderMap) -> Option<Duration> {
-    let ms: u64 = headers.get(DEADLINE_HEADER)?.to_str().ok()?.parse().ok()?;
+    let ms: u64 = headers.get(DEADLINE_NAME)?.to_str().ok()?.parse().ok()?;
     Some(Duration::from_millis(ms))
 }
 
@@ -64,7 +67,7 @@ pub(crate) fn begin_attempt<B>(
     };
     let left = end.at.saturating_duration_since(now);
     req.headers_mut()
-        .insert(DEADLINE_HEADER, HeaderValue::from(left.as_millis() as u64));
+        .insert(DEADLINE_NAME, HeaderValue::from(left.as_millis() as u64));
     end
 }
 

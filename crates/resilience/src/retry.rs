@@ -23,12 +23,15 @@ use crate::{BoxError, EndpointError, RetryConfig, backoff};
 /// Header that marks a non-idempotent request as safe to repeat.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// [`IDEMPOTENCY_KEY`] as a header name, parsed once rather than per call.
+const IDEMPOTENCY_NAME: http::HeaderName = http::HeaderName::from_static(IDEMPOTENCY_KEY);
+
 /// Whether repeating `req` cannot do harm twice.
 pub fn is_idempotent<B>(req: &Request<B>) -> bool {
     matches!(
         *req.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    ) || req.headers().contains_key(IDEMPOTENCY_KEY)
+    ) || req.headers().contains_key(IDEMPOTENCY_NAME)
 }
 
 /// What one service's retries share.

@@ -363,6 +363,12 @@ fn print_http(r: &HttpBenchReport) {
                     gc / nc
                 );
             }
+            if let (Some(gr), Some(nr)) = (g.rest_cpu_us_per_req, n.rest_cpu_us_per_req) {
+                println!(
+                    "gateway / nginx, {label}: CPU per request of the rest of the path: upstream {:.1} vs {:.1} µs, load generator {:.1} vs {:.1} µs",
+                    gr.upstream_us, nr.upstream_us, gr.load_us, nr.load_us
+                );
+            }
         }
     };
     ratios(&r.closed, "closed loop");
