@@ -1,9 +1,13 @@
-//! CPU time used by what serves a target, read from `/proc` (Linux).
+//! CPU time and context switches of what serves a target, read from
+//! `/proc` (Linux).
 //!
 //! Why: on a shared machine throughput moves with whatever else runs, but
 //! the CPU time a proxy spends per request barely does. Comparing the
 //! gateway's and nginx's CPU per request in the same run is the steadiest
-//! measure of which does less work.
+//! measure of which does less work. Context switches tell how often a
+//! thread went to sleep and was woken (or was preempted): each costs CPU
+//! time, and how a proxy hands work to its neighbours decides how often
+//! they sleep.
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,32 +21,63 @@ pub enum CpuSource {
     ChildrenOf(u32),
 }
 
+/// What a source has used so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Time on a CPU.
+    pub cpu: Duration,
+    /// Context switches, voluntary (went to sleep) and not (preempted).
+    pub switches: u64,
+}
+
+impl Usage {
+    /// What was used between `before` and `self`.
+    pub fn since(self, before: Usage) -> Usage {
+        Usage {
+            cpu: self.cpu.saturating_sub(before.cpu),
+            switches: self.switches.saturating_sub(before.switches),
+        }
+    }
+
+    /// Both added up.
+    pub fn plus(self, other: Usage) -> Usage {
+        Usage {
+            cpu: self.cpu + other.cpu,
+            switches: self.switches + other.switches,
+        }
+    }
+
+    fn add_task(&mut self, dir: &Path) {
+        self.cpu += Duration::from_nanos(run_time_ns(dir).unwrap_or(0));
+        self.switches += switches(dir).unwrap_or(0);
+    }
+}
+
 impl CpuSource {
-    /// CPU time used so far, or `None` where `/proc` cannot tell.
-    pub fn used(&self) -> Option<Duration> {
+    /// What the source has used so far, or `None` where `/proc` cannot
+    /// tell.
+    pub fn usage(&self) -> Option<Usage> {
+        let mut total = Usage::default();
         match self {
             CpuSource::Threads(prefix) => {
-                let mut total = 0;
                 for task in std::fs::read_dir("/proc/self/task").ok()? {
                     let dir = task.ok()?.path();
                     let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
                     if comm.starts_with(prefix) {
-                        total += run_time_ns(&dir).unwrap_or(0);
+                        total.add_task(&dir);
                     }
                 }
-                Some(Duration::from_nanos(total))
             }
             CpuSource::ChildrenOf(parent) => {
-                let mut total = 0;
                 for proc in std::fs::read_dir("/proc").ok()? {
                     let dir = proc.ok()?.path();
                     if parent_of(&dir) == Some(*parent) {
-                        total += run_time_ns(&dir).unwrap_or(0);
+                        total.add_task(&dir);
                     }
                 }
-                Some(Duration::from_nanos(total))
             }
         }
+        Some(total)
     }
 }
 
@@ -50,6 +85,17 @@ impl CpuSource {
 fn run_time_ns(dir: &Path) -> Option<u64> {
     let s = std::fs::read_to_string(dir.join("schedstat")).ok()?;
     s.split_whitespace().next()?.parse().ok()
+}
+
+/// Voluntary plus involuntary context switches, from `status`.
+fn switches(dir: &Path) -> Option<u64> {
+    let s = std::fs::read_to_string(dir.join("status")).ok()?;
+    let count = |key: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(count("voluntary_ctxt_switches:")? + count("nonvoluntary_ctxt_switches:")?)
 }
 
 /// The parent pid: the field after the state in `stat`, which follows the
@@ -79,10 +125,13 @@ mod tests {
             })
             .unwrap();
         std::thread::sleep(Duration::from_millis(100));
-        let used = CpuSource::Threads("cpu-test-spin").used();
+        let used = CpuSource::Threads("cpu-test-spin").usage();
         spin.join().unwrap();
         if cfg!(target_os = "linux") {
-            assert!(used.unwrap() >= Duration::from_millis(10), "{used:?}");
+            let used = used.unwrap();
+            assert!(used.cpu >= Duration::from_millis(10), "{used:?}");
+            // It went to sleep after spinning.
+            assert!(used.switches >= 1, "{used:?}");
         }
     }
 
@@ -98,13 +147,14 @@ mod tests {
             .unwrap();
         let source = CpuSource::ChildrenOf(std::process::id());
         let deadline = std::time::Instant::now() + Duration::from_secs(25);
-        let mut used = source.used();
+        let cpu = || source.usage().map(|u| u.cpu);
+        let mut used = cpu();
         while cfg!(target_os = "linux")
             && used.is_none_or(|u| u < Duration::from_millis(10))
             && std::time::Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(20));
-            used = source.used();
+            used = cpu();
         }
         child.kill().unwrap();
         child.wait().unwrap();

@@ -33,7 +33,7 @@ use mortar_gateway::{Gateway, GatewayConfig, Route};
 use mortar_resilience::{Client, ClientConfig, Endpoint, StaticResolver};
 use tokio_util::sync::CancellationToken;
 
-use crate::cpu::CpuSource;
+use crate::cpu::{CpuSource, Usage};
 use crate::stats::Summary;
 
 /// How the bench's upstream instances' and load generator's runtimes name
@@ -87,23 +87,30 @@ pub struct RunReport {
     /// CPU time the target's server (upstream, gateway or nginx workers)
     /// spent per successful request, in microseconds, when known.
     pub cpu_us_per_req: Option<f64>,
-    /// CPU time of the rest of the path per successful request: the
-    /// upstream instances and the load generator, in microseconds, when
-    /// measured (closed-loop runs through a proxy).
+    /// Context switches of that server per successful request, when known.
+    pub switches_per_req: Option<f64>,
+    /// What the rest of the path used per successful request: the
+    /// upstream instances and the load generator, when measured
+    /// (closed-loop runs through a proxy).
     ///
     /// Why: the machine's cores are shared, so what a proxy makes its
     /// neighbours spend (fields to parse, wake-ups) limits throughput as
     /// much as what it spends itself.
-    pub rest_cpu_us_per_req: Option<RestCpu>,
+    pub rest_per_req: Option<RestUsage>,
 }
 
-/// CPU per request of the parts of a path other than the proxy.
+/// CPU time (µs) and context switches per request of the parts of a path
+/// other than the proxy.
 #[derive(Debug, Clone, Copy)]
-pub struct RestCpu {
-    /// The upstream instances' runtime.
+pub struct RestUsage {
+    /// The upstream instances' runtime: CPU µs per request.
     pub upstream_us: f64,
-    /// The load generator's runtime.
+    /// The upstream instances' runtime: context switches per request.
+    pub upstream_switches: f64,
+    /// The load generator's runtime: CPU µs per request.
     pub load_us: f64,
+    /// The load generator's runtime: context switches per request.
+    pub load_switches: f64,
 }
 
 /// Everything one `mortar bench http` measured.
@@ -391,11 +398,11 @@ struct Samples {
     latencies_us: Vec<f64>,
     errors: usize,
     elapsed: Duration,
-    /// CPU time of the target's server during the runs, when measured.
-    cpu: Option<Duration>,
-    /// CPU time of the upstreams and of the load generator during the
-    /// runs, when measured.
-    rest: Option<(Duration, Duration)>,
+    /// What the target's server used during the runs, when measured.
+    server: Option<Usage>,
+    /// What the upstreams and the load generator used during the runs,
+    /// when measured.
+    rest: Option<(Usage, Usage)>,
 }
 
 impl Samples {
@@ -403,12 +410,12 @@ impl Samples {
         self.latencies_us.extend(other.latencies_us);
         self.errors += other.errors;
         self.elapsed += other.elapsed;
-        self.cpu = match (self.cpu, other.cpu) {
-            (Some(a), Some(b)) => Some(a + b),
+        self.server = match (self.server, other.server) {
+            (Some(a), Some(b)) => Some(a.plus(b)),
             (a, b) => a.or(b),
         };
         self.rest = match (self.rest, other.rest) {
-            (Some((u, l)), Some((du, dl))) => Some((u + du, l + dl)),
+            (Some((u, l)), Some((du, dl))) => Some((u.plus(du), l.plus(dl))),
             (a, b) => a.or(b),
         };
     }
@@ -416,16 +423,21 @@ impl Samples {
     fn report(&self, name: &str) -> Result<RunReport, HttpBenchError> {
         let latency_us = Summary::of(&self.latencies_us)
             .ok_or_else(|| HttpBenchError::NoSamples(name.to_owned()))?;
-        let per_req = |d: Duration| d.as_secs_f64() * 1e6 / self.latencies_us.len().max(1) as f64;
+        let n = self.latencies_us.len().max(1) as f64;
+        let us_per_req = |u: Usage| u.cpu.as_secs_f64() * 1e6 / n;
+        let switches_per_req = |u: Usage| u.switches as f64 / n;
         Ok(RunReport {
             name: name.to_owned(),
             per_sec: self.latencies_us.len() as f64 / self.elapsed.as_secs_f64().max(1e-9),
             latency_us,
             errors: self.errors,
-            cpu_us_per_req: self.cpu.map(per_req),
-            rest_cpu_us_per_req: self.rest.map(|(upstream, load)| RestCpu {
-                upstream_us: per_req(upstream),
-                load_us: per_req(load),
+            cpu_us_per_req: self.server.map(us_per_req),
+            switches_per_req: self.server.map(switches_per_req),
+            rest_per_req: self.rest.map(|(upstream, load)| RestUsage {
+                upstream_us: us_per_req(upstream),
+                upstream_switches: switches_per_req(upstream),
+                load_us: us_per_req(load),
+                load_switches: switches_per_req(load),
             }),
         })
     }
@@ -440,7 +452,7 @@ async fn closed_loop(
     for _ in 0..WARM_UP {
         target.once().await;
     }
-    let cpu_before = cpu.and_then(CpuSource::used);
+    let server_before = cpu.and_then(CpuSource::usage);
     // Through a proxy, the upstreams and the load generator are the rest
     // of the path; calling an instance directly, the upstream is the server.
     let rest = cpu
@@ -451,7 +463,7 @@ async fn closed_loop(
                 CpuSource::Threads(LOAD_THREADS),
             )
         });
-    let rest_used = |r: &(CpuSource, CpuSource)| r.0.used().zip(r.1.used());
+    let rest_used = |r: &(CpuSource, CpuSource)| r.0.usage().zip(r.1.usage());
     let rest_before = rest.as_ref().and_then(rest_used);
     let start = Instant::now();
     let end = start + duration;
@@ -481,15 +493,15 @@ async fn closed_loop(
         }
     }
     all.elapsed = start.elapsed();
-    all.cpu = cpu
-        .and_then(CpuSource::used)
-        .zip(cpu_before)
-        .map(|(after, before)| after.saturating_sub(before));
+    all.server = cpu
+        .and_then(CpuSource::usage)
+        .zip(server_before)
+        .map(|(after, before)| after.since(before));
     all.rest = rest
         .as_ref()
         .and_then(rest_used)
         .zip(rest_before)
-        .map(|((u, l), (u0, l0))| (u.saturating_sub(u0), l.saturating_sub(l0)));
+        .map(|((u, l), (u0, l0))| (u.since(u0), l.since(l0)));
     all
 }
 
@@ -652,10 +664,16 @@ mod tests {
         // Through the gateway, the upstreams and the load generator are
         // measured apart from the proxy; direct, the upstream is the server.
         let gateway = HttpBenchReport::find(&r.closed, "gateway").unwrap();
-        let rest = gateway.rest_cpu_us_per_req.unwrap();
+        let rest = gateway.rest_per_req.unwrap();
         assert!(rest.upstream_us > 0.0 && rest.load_us > 0.0, "{rest:?}");
+        // A thread waiting for answers sleeps now and then.
+        assert!(rest.load_switches > 0.0, "{rest:?}");
+        assert!(
+            gateway.switches_per_req.is_some_and(|s| s > 0.0),
+            "{gateway:?}"
+        );
         let direct = HttpBenchReport::find(&r.closed, "direct").unwrap();
-        assert!(direct.rest_cpu_us_per_req.is_none(), "{direct:?}");
+        assert!(direct.rest_per_req.is_none(), "{direct:?}");
         assert!(direct.cpu_us_per_req.is_some_and(|c| c > 0.0), "{direct:?}");
     }
 }

@@ -363,10 +363,22 @@ fn print_http(r: &HttpBenchReport) {
                     gc / nc
                 );
             }
-            if let (Some(gr), Some(nr)) = (g.rest_cpu_us_per_req, n.rest_cpu_us_per_req) {
+            if let (Some(gs), Some(ns)) = (g.switches_per_req, n.switches_per_req) {
                 println!(
-                    "gateway / nginx, {label}: CPU per request of the rest of the path: upstream {:.1} vs {:.1} µs, load generator {:.1} vs {:.1} µs",
-                    gr.upstream_us, nr.upstream_us, gr.load_us, nr.load_us
+                    "gateway / nginx, {label}: context switches per request {gs:.2} vs {ns:.2}"
+                );
+            }
+            if let (Some(gr), Some(nr)) = (g.rest_per_req, n.rest_per_req) {
+                println!(
+                    "gateway / nginx, {label}: per request, upstream {:.1} vs {:.1} µs CPU and {:.2} vs {:.2} switches, load generator {:.1} vs {:.1} µs and {:.2} vs {:.2}",
+                    gr.upstream_us,
+                    nr.upstream_us,
+                    gr.upstream_switches,
+                    nr.upstream_switches,
+                    gr.load_us,
+                    nr.load_us,
+                    gr.load_switches,
+                    nr.load_switches
                 );
             }
         }
