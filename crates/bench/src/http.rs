@@ -36,9 +36,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cpu::{CpuSource, Usage};
 use crate::stats::Summary;
 
-/// How the bench's upstream instances' and load generator's runtimes name
-/// their threads.
+/// How the upstream instances' runtime names its threads.
 const UPSTREAM_THREADS: &str = "upstream";
+/// How the load generator's runtime names its threads.
 const LOAD_THREADS: &str = "load";
 
 /// How the gateway names its serving threads (`mortar-gateway-<n>`, cut
@@ -539,10 +539,11 @@ async fn paced(target: &Target, rate: u64, duration: Duration) -> Samples {
 /// nginx as a keep-alive reverse proxy over the upstreams, as its own
 /// process in a scratch directory; stopped (QUIT) on drop.
 ///
-/// It passes on the client's `Host` and adds it to `X-Forwarded-For`, as
-/// nginx's documentation shows and as the gateway does: a service behind a
-/// proxy needs to know who called. (Before session 11 it sent neither, so
-/// the upstreams parsed fewer fields behind nginx than behind the gateway.)
+/// It passes on the client's `Host` and adds the client's address to
+/// `X-Forwarded-For`, as nginx's documentation shows and as the gateway
+/// does: a service behind a proxy needs to know who called. (Before
+/// session 11 it sent neither, so the upstreams parsed fewer fields behind
+/// nginx than behind the gateway.)
 struct Nginx {
     child: std::process::Child,
     addr: SocketAddr,
