@@ -710,6 +710,15 @@ async fn a_large_answer_streams_through_whole() {
     assert!(text.ends_with("\r\n\r\none,two,three"), "{text}");
 }
 
+/// A raw answer is a 408 with a problem+json body.
+fn assert_timed_out(text: &str) {
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("application/problem+json"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_body_gets_408_and_a_body_sent_in_pieces_in_time_is_forwarded() {
     let (_up, gw) = catalog_gateway(GatewayConfig {
@@ -722,11 +731,7 @@ async fn a_trickled_body_gets_408_and_a_body_sent_in_pieces_in_time_is_forwarded
         b"POST /v1/echo HTTP/1.1\r\nHost: shop\r\nContent-Length: 10\r\n\r\nabc",
     )
     .await;
-    assert!(
-        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
-        "{text}"
-    );
-    assert!(text.contains("application/problem+json"), "{text}");
+    assert_timed_out(&text);
     assert!(text.contains("request body for /v1/echo"), "{text}");
     // A body in two pieces, well within the timeout, goes through.
     let addr = gw.url.trim_start_matches("http://");
@@ -750,11 +755,7 @@ async fn a_trickled_head_gets_408_and_an_idle_connection_stays_open() {
     })
     .await;
     let text = raw_exchange(&gw.url, b"GET /v1/products/1 HTTP/1.1\r\nHost: sh").await;
-    assert!(
-        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
-        "{text}"
-    );
-    assert!(text.contains("application/problem+json"), "{text}");
+    assert_timed_out(&text);
     // A kept-alive connection that sends nothing is not timed out.
     let addr = gw.url.trim_start_matches("http://");
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
