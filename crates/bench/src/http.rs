@@ -126,6 +126,10 @@ pub struct HttpBenchReport {
     pub bare_client: RunReport,
     /// The resilient SDK client on the same instance.
     pub sdk_client: RunReport,
+    /// The gateway's open client connections per serving thread after the
+    /// closed-loop runs: how evenly the load generator's connections were
+    /// spread.
+    pub gateway_connections: Vec<usize>,
 }
 
 impl HttpBenchReport {
@@ -201,7 +205,7 @@ pub fn run(options: &HttpBenchOptions) -> Result<HttpBenchReport, HttpBenchError
             .collect(),
     );
     let stop = CancellationToken::new();
-    let gateway = gateway_rt.block_on(start_gateway(
+    let (gateway, gw) = gateway_rt.block_on(start_gateway(
         resolver,
         options.gateway_threads,
         stop.clone(),
@@ -243,6 +247,7 @@ pub fn run(options: &HttpBenchOptions) -> Result<HttpBenchReport, HttpBenchError
                 acc.add(closed_loop(t, options.concurrency, round, Some(cpu)).await);
             }
         }
+        let gateway_connections = gw.open_connections();
         for _ in 0..ROUNDS {
             for ((_, t, _), acc) in targets.iter().zip(&mut paced_runs) {
                 acc.add(paced(t, options.rate, round).await);
@@ -275,6 +280,7 @@ pub fn run(options: &HttpBenchOptions) -> Result<HttpBenchReport, HttpBenchError
             nginx_skipped,
             bare_client,
             sdk_client,
+            gateway_connections,
         })
     });
     drop(nginx);
@@ -330,7 +336,7 @@ async fn start_gateway(
     resolver: Arc<StaticResolver>,
     threads: usize,
     stop: CancellationToken,
-) -> Result<SocketAddr, HttpBenchError> {
+) -> Result<(SocketAddr, Gateway), HttpBenchError> {
     let gw = Gateway::new(
         resolver,
         GatewayConfig {
@@ -344,8 +350,8 @@ async fn start_gateway(
         .await
         .map_err(setup("cannot bind the gateway"))?;
     let addr = l.local_addr().map_err(setup("gateway address"))?;
-    tokio::spawn(gw.serve(l, stop));
-    Ok(addr)
+    tokio::spawn(gw.clone().serve(l, stop));
+    Ok((addr, gw))
 }
 
 type Bare = HyperClient<HttpConnector, Full<Bytes>>;
@@ -636,7 +642,7 @@ mod tests {
             duration: Duration::from_millis(300),
             rate: 200,
             nginx: false,
-            gateway_threads: 1,
+            gateway_threads: 2,
         }
     }
 
@@ -673,6 +679,9 @@ mod tests {
             gateway.switches_per_req.is_some_and(|s| s > 0.0),
             "{gateway:?}"
         );
+        // The load generator's connections are dealt to both threads.
+        assert_eq!(r.gateway_connections.len(), 2);
+        assert!(r.gateway_connections.iter().all(|&n| n > 0), "{r:?}");
         let direct = HttpBenchReport::find(&r.closed, "direct").unwrap();
         assert!(direct.rest_per_req.is_none(), "{direct:?}");
         assert!(direct.cpu_us_per_req.is_some_and(|c| c > 0.0), "{direct:?}");

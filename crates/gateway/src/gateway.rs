@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, header};
 use http_body_util::{BodyExt, Limited};
 use mortar_resilience::{BoxError, Client, Metrics, Resolve};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -20,12 +20,15 @@ use crate::cache::Cache;
 use crate::proxy::{Peer, Shared};
 use crate::rate_limit::RateLimiter;
 use crate::routes::RouteTable;
+use crate::spread::{Handoff, Slot, Spread};
 use crate::{GatewayConfig, batch, problems, trace};
 
 /// The node's edge. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
     shared: Arc<Shared>,
+    /// Which serving thread serves each connection.
+    spread: Arc<Spread>,
 }
 
 impl Gateway {
@@ -38,6 +41,7 @@ impl Gateway {
             .as_ref()
             .map(|auth| crate::auth::verifier(auth, client.clone()));
         Gateway {
+            spread: Spread::new(config.threads),
             shared: Arc::new(Shared {
                 verifier,
                 routes: Arc::new(RouteTable::new(config.routes.clone())),
@@ -102,6 +106,13 @@ impl Gateway {
         &self.shared.client
     }
 
+    /// Open client connections per serving thread (see
+    /// [`GatewayConfig::threads`]): [`Gateway::serve`] deals each accepted
+    /// connection to the thread serving the fewest.
+    pub fn open_connections(&self) -> Vec<usize> {
+        self.spread.open_connections()
+    }
+
     /// The forwarding client's counters (retries, ejections, breakers).
     pub fn metrics(&self) -> &Arc<Metrics> {
         self.shared.client.metrics()
@@ -120,11 +131,15 @@ impl Gateway {
 
     /// Serves HTTP/1.1 on `listener` until `shutdown` is cancelled, then
     /// stops accepting and waits for open connections to finish the
-    /// requests they are serving.
+    /// requests they are serving. Fails at once if the listener cannot be
+    /// shared between threads or this gateway (or a clone) already serves.
     ///
     /// Connections are served by [`GatewayConfig::threads`] threads, each
     /// running its own single-threaded runtime and accepting from the same
-    /// listener, the way nginx runs one worker per core: a connection, its
+    /// listener, the way nginx runs one worker per core. A thread that
+    /// accepts a connection hands it to the thread serving the fewest (see
+    /// `spread.rs`): left to the race for `accept`, one thread took nearly
+    /// every connection of a burst and became the bottleneck. A connection, its
     /// requests and the upstream connections they use all stay on one
     /// thread, so the hot path never wakes another thread; only the
     /// per-service breaker, retry budget and counters are shared. Against
@@ -139,18 +154,24 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let listener = listener.into_std()?;
-        let threads = self.shared.config.threads.max(1);
+        let inboxes = self.spread.take_inboxes().ok_or_else(|| {
+            std::io::Error::other("this gateway is already serving; call `serve` once")
+        })?;
         // Each thread holds a sender; all dropped = every thread drained.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        for i in 0..threads {
+        for (i, inbox) in inboxes.into_iter().enumerate() {
             let listener = listener.try_clone()?;
-            let shared = Arc::new(self.shared.for_thread());
+            let thread = Thread {
+                index: i,
+                shared: Arc::new(self.shared.for_thread()),
+                spread: self.spread.clone(),
+            };
             let shutdown = shutdown.clone();
             let done = done_tx.clone();
             std::thread::Builder::new()
                 .name(format!("mortar-gateway-{i}"))
                 .spawn(move || {
-                    serve_thread(shared, listener, shutdown);
+                    serve_thread(thread, listener, inbox, shutdown);
                     drop(done);
                 })?;
         }
@@ -160,8 +181,44 @@ impl Gateway {
     }
 }
 
+/// What one serving thread works with.
+struct Thread {
+    index: usize,
+    shared: Arc<Shared>,
+    spread: Arc<Spread>,
+}
+
+impl Thread {
+    /// A connection this thread accepted, if it should serve it; otherwise
+    /// handed to the thread serving the fewest.
+    fn keep_or_hand(
+        &self,
+        stream: TcpStream,
+        remote: SocketAddr,
+    ) -> Option<(TcpStream, SocketAddr, Slot)> {
+        let slot = self.spread.deal(self.index);
+        if slot.thread() == self.index {
+            return Some((stream, remote, slot));
+        }
+        match stream.into_std() {
+            Ok(stream) => self.spread.hand(Handoff {
+                stream,
+                remote,
+                slot,
+            }),
+            Err(e) => tracing::debug!(error = %e, "cannot hand over an accepted connection"),
+        }
+        None
+    }
+}
+
 /// One serving thread: its own runtime, accepting until `shutdown`.
-fn serve_thread(shared: Arc<Shared>, listener: std::net::TcpListener, shutdown: CancellationToken) {
+fn serve_thread(
+    thread: Thread,
+    listener: std::net::TcpListener,
+    inbox: mpsc::UnboundedReceiver<Handoff>,
+    shutdown: CancellationToken,
+) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -169,48 +226,72 @@ fn serve_thread(shared: Arc<Shared>, listener: std::net::TcpListener, shutdown: 
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "gateway thread cannot start its runtime; the other threads serve");
+            thread.spread.retire(thread.index);
             return;
         }
     };
     runtime.block_on(async move {
-        let client = &shared.config.client;
+        let client = &thread.shared.config.client;
         crate::wheel_anchor::spawn(client.per_try_timeout.min(client.deadline));
         match TcpListener::from_std(listener) {
-            Ok(listener) => accept_loop(shared, listener, shutdown).await,
-            Err(e) => tracing::error!(error = %e, "gateway thread cannot use the listener"),
+            Ok(listener) => accept_loop(thread, listener, inbox, shutdown).await,
+            Err(e) => {
+                tracing::error!(error = %e, "gateway thread cannot use the listener");
+                thread.spread.retire(thread.index);
+            }
         }
     });
 }
 
-/// Accepts connections until `shutdown`, then waits for the open ones to
-/// finish the requests they are serving.
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, shutdown: CancellationToken) {
+/// Accepts connections until `shutdown`, serving each itself or handing it
+/// to the thread with the fewest (see [`Spread`]), and serves those other
+/// threads hand over; then waits for the open ones to finish the requests
+/// they are serving.
+async fn accept_loop(
+    thread: Thread,
+    listener: TcpListener,
+    mut inbox: mpsc::UnboundedReceiver<Handoff>,
+    shutdown: CancellationToken,
+) {
     // Each connection task holds a sender; all dropped = all drained.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     let open = Arc::new(Mutex::new(Open::default()));
     loop {
-        let accepted = tokio::select! {
+        let (stream, remote, slot) = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => match thread.keep_or_hand(stream, remote) {
+                    Some(kept) => kept,
+                    None => continue,
+                },
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            Some(handoff) = inbox.recv() => match TcpStream::from_std(handoff.stream) {
+                Ok(stream) => (stream, handoff.remote, handoff.slot),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot serve a handed-over connection");
+                    continue;
+                }
+            },
         };
-        let (stream, remote) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                accept_failed(e).await;
-                continue;
-            }
-        };
-        let shared = shared.clone();
+        let shared = thread.shared.clone();
         let (id, stop) = lock(&open).add();
         let open = open.clone();
         let draining = open_tx.clone();
         tokio::spawn(async move {
             crate::connection::serve(shared, stream, remote, stop).await;
             lock(&open).stop.remove(&id);
+            drop(slot);
             drop(draining);
         });
     }
     drop(listener);
+    // Connections dealt to this thread and not yet received are closed
+    // unserved, like those still in the listener's backlog.
+    drop(inbox);
     // Tells every open connection to finish its request and close.
     lock(&open).stop.clear();
     drop(open_tx);

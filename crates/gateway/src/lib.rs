@@ -25,6 +25,7 @@ mod proxy;
 mod rate_limit;
 mod routes;
 mod split;
+mod spread;
 mod trace;
 mod versions;
 mod wheel_anchor;

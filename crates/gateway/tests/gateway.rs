@@ -544,6 +544,53 @@ async fn catalog_gateway(config: GatewayConfig) -> (Upstream, Running) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_spread_evenly_over_the_serving_threads() {
+    let (_up, gw) = catalog_gateway(GatewayConfig {
+        threads: 2,
+        ..config(vec![Route::new("/v1", "catalog", false)])
+    })
+    .await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let mut open = Vec::new();
+    for id in 0..10 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(format!("GET /v1/products/{id} HTTP/1.1\r\nHost: shop\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let wanted = format!("\"id\":{id}");
+        let answered = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&seen).contains(&wanted) {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(
+                    n > 0,
+                    "closed before answering: {}",
+                    String::from_utf8_lossy(&seen)
+                );
+                seen.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(answered.is_ok(), "connection {id} not answered");
+        open.push(s);
+    }
+    assert_eq!(gw.gateway.open_connections(), vec![5, 5]);
+    drop(open);
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while gw.gateway.open_connections() != vec![0, 0] {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "still counted: {:?}",
+        gw.gateway.open_connections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let (_up, gw) = catalog_gateway(config(vec![Route::new("/v1", "catalog", false)])).await;
     let text = raw_exchange(

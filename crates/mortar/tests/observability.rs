@@ -187,6 +187,11 @@ fn one_order_is_followed_by_its_trace_id_across_gateway_service_bus_and_projecti
             .iter()
             .any(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
     };
+    // Where the gateway's connections are served shows per thread.
+    assert!(
+        has_series("mortar_gateway_open_connections", &[("thread", "0")]),
+        "{node_metrics}"
+    );
     // Deploy and autoscale events exist (at zero) before the first one.
     for event in ["started", "succeeded", "rolled_back"] {
         assert!(

@@ -337,11 +337,32 @@ fn as_gauge(series: Vec<(Labels, u64)>) -> Vec<(Labels, i64)> {
 
 /// The gateway's resilience decisions (calls, retries, timeouts,
 /// ejections, breaker transitions) and, per upstream service, its calls,
-/// failures, latency histogram and breaker state.
-pub struct GatewaySource(pub mortar_resilience::Client);
+/// failures, latency histogram and breaker state; and its open client
+/// connections per serving thread, where an uneven spread shows.
+pub struct GatewaySource(pub mortar_gateway::Gateway);
 
 impl Source for GatewaySource {
     fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        mortar_sdk::metrics::encode_clients(encoder, "gateway", std::slice::from_ref(&self.0))
+        mortar_sdk::metrics::encode_clients(
+            encoder,
+            "gateway",
+            std::slice::from_ref(self.0.client()),
+        )?;
+        let open: Vec<(Labels, i64)> = self
+            .0
+            .open_connections()
+            .into_iter()
+            .enumerate()
+            .map(|(thread, n)| {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
+                (vec![("thread", thread.to_string())], n)
+            })
+            .collect();
+        gauge(
+            encoder,
+            "mortar_gateway_open_connections",
+            "Open client connections per gateway serving thread.",
+            &open,
+        )
     }
 }

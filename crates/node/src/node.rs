@@ -294,7 +294,7 @@ impl Node {
             metrics: vec![
                 Arc::new(crate::metrics::SupervisorSource(supervisor.clone())),
                 Arc::new(crate::metrics::BusSource(bus.backend.clone())),
-                Arc::new(crate::metrics::GatewaySource(gateway.client().clone())),
+                Arc::new(crate::metrics::GatewaySource(gateway.clone())),
             ],
         })
         .merge(crate::deploys::router(crate::deploys::DeployApi {

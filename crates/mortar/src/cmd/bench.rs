@@ -385,6 +385,11 @@ fn print_http(r: &HttpBenchReport) {
     };
     ratios(&r.closed, "closed loop");
     ratios(&r.paced, "light load");
+    let spread: Vec<String> = r.gateway_connections.iter().map(usize::to_string).collect();
+    println!(
+        "gateway connections per serving thread after the closed loop: {}",
+        spread.join(", ")
+    );
     println!(
         "{:<24} {:>10.0} {:>9.0} {:>9.0}",
         r.bare_client.name,

@@ -1,0 +1,181 @@
+//! Spreading connections evenly over the serving threads.
+//!
+//! Every serving thread accepts from the same listener, and whichever wakes
+//! first takes a whole burst of new connections: in `mortar bench http` one
+//! thread held 40 of 41 client connections, could use no more than its fair
+//! share of a core, and the gateway carried 0.89× nginx's requests
+//! (docs/benchmarks.md). So a thread that accepts a connection hands it to
+//! the thread serving the fewest (Envoy's "exact balance"), keeping it when
+//! it is itself one of the least busy. A connection stays on the thread it
+//! was dealt to for its whole life, with that thread's upstream pools.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+/// The open connections of each serving thread, and where to hand a
+/// connection to another thread.
+pub(crate) struct Spread {
+    open: Box<[AtomicUsize]>,
+    inboxes: Box<[mpsc::UnboundedSender<Handoff>]>,
+    /// Each thread's receiving end, taken when the gateway starts serving.
+    receivers: Mutex<Vec<Option<mpsc::UnboundedReceiver<Handoff>>>>,
+}
+
+/// A connection accepted by one thread for another to serve.
+pub(crate) struct Handoff {
+    pub(crate) stream: std::net::TcpStream,
+    pub(crate) remote: SocketAddr,
+    /// Counts it as open on the receiving thread from the moment it was
+    /// dealt, so a burst of accepts does not deal every connection of the
+    /// burst to the same thread.
+    pub(crate) slot: Slot,
+}
+
+/// One open connection counted on a thread; dropping it (the connection
+/// closed, or a handoff was never received) uncounts it.
+pub(crate) struct Slot {
+    spread: Arc<Spread>,
+    thread: usize,
+}
+
+impl Slot {
+    /// The thread this connection is counted on.
+    pub(crate) fn thread(&self) -> usize {
+        self.thread
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.spread.open[self.thread].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Spread {
+    /// Room for `threads` serving threads (at least one).
+    pub(crate) fn new(threads: usize) -> Arc<Spread> {
+        let threads = threads.max(1);
+        let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..threads)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (tx, Some(rx))
+            })
+            .unzip();
+        Arc::new(Spread {
+            open: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
+            inboxes: inboxes.into(),
+            receivers: Mutex::new(receivers),
+        })
+    }
+
+    /// Every thread's inbox of handed-over connections, in thread order;
+    /// `None` if they were already taken (a gateway serves once).
+    pub(crate) fn take_inboxes(&self) -> Option<Vec<mpsc::UnboundedReceiver<Handoff>>> {
+        let mut receivers = self.receivers.lock().unwrap_or_else(|p| p.into_inner());
+        receivers.iter_mut().map(Option::take).collect()
+    }
+
+    /// Counts a connection accepted by thread `me` on the thread with the
+    /// fewest open connections (`me` on a tie), which should serve it.
+    pub(crate) fn deal(self: &Arc<Self>, me: usize) -> Slot {
+        let mut thread = me.min(self.open.len() - 1);
+        let mut fewest = self.open[thread].load(Ordering::Relaxed);
+        for (i, open) in self.open.iter().enumerate() {
+            let n = open.load(Ordering::Relaxed);
+            if n < fewest {
+                (thread, fewest) = (i, n);
+            }
+        }
+        self.open[thread].fetch_add(1, Ordering::Relaxed);
+        Slot {
+            spread: self.clone(),
+            thread,
+        }
+    }
+
+    /// Hands `handoff` to the thread its slot counts it on. If that thread
+    /// has stopped serving, the connection is closed: the gateway is
+    /// shutting down, and the connection had not been served yet.
+    pub(crate) fn hand(&self, handoff: Handoff) {
+        let to = handoff.slot.thread;
+        if self.inboxes[to].send(handoff).is_err() {
+            tracing::debug!(
+                thread = to,
+                "serving thread stopped; closing a connection dealt to it"
+            );
+        }
+    }
+
+    /// Thread `thread` cannot serve: it is never dealt a connection again.
+    pub(crate) fn retire(&self, thread: usize) {
+        // Far above any real count, with room left for the counting.
+        self.open[thread].store(usize::MAX / 2, Ordering::Relaxed);
+    }
+
+    /// Open connections per serving thread.
+    pub(crate) fn open_connections(&self) -> Vec<usize> {
+        self.open
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_go_to_the_thread_serving_fewest() {
+        let spread = Spread::new(3);
+        // Thread 0 accepts a burst of six: two land on each thread.
+        let slots: Vec<Slot> = (0..6).map(|_| spread.deal(0)).collect();
+        assert_eq!(spread.open_connections(), vec![2, 2, 2]);
+        assert_eq!(
+            slots[0].thread(),
+            0,
+            "on a tie the accepting thread keeps it"
+        );
+        drop(slots);
+        assert_eq!(spread.open_connections(), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn a_closed_connection_frees_its_place() {
+        let spread = Spread::new(2);
+        let a = spread.deal(1);
+        let b = spread.deal(1);
+        assert_eq!((a.thread(), b.thread()), (1, 0));
+        drop(a);
+        assert_eq!(spread.deal(0).thread(), 1, "thread 1 now serves fewer");
+    }
+
+    #[test]
+    fn a_handoff_to_a_stopped_thread_is_uncounted() {
+        let spread = Spread::new(2);
+        drop(spread.take_inboxes());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, remote) = listener.accept().unwrap();
+        let _kept = spread.deal(0);
+        let slot = spread.deal(0);
+        assert_eq!(slot.thread(), 1);
+        spread.hand(Handoff {
+            stream,
+            remote,
+            slot,
+        });
+        assert_eq!(spread.open_connections(), vec![1, 0]);
+        drop(client);
+    }
+
+    #[test]
+    fn inboxes_are_taken_once() {
+        let spread = Spread::new(2);
+        assert_eq!(spread.take_inboxes().map(|i| i.len()), Some(2));
+        assert!(spread.take_inboxes().is_none());
+    }
+}
