@@ -27,8 +27,9 @@ use crate::{GatewayConfig, batch, problems, trace};
 #[derive(Clone)]
 pub struct Gateway {
     shared: Arc<Shared>,
-    /// Which serving thread serves each connection.
-    spread: Arc<Spread>,
+    /// How connections are spread over the serving threads, one entry per
+    /// running [`Gateway::serve`].
+    serving: Arc<Mutex<Vec<Arc<Spread>>>>,
 }
 
 impl Gateway {
@@ -41,7 +42,7 @@ impl Gateway {
             .as_ref()
             .map(|auth| crate::auth::verifier(auth, client.clone()));
         Gateway {
-            spread: Spread::new(config.threads),
+            serving: Arc::default(),
             shared: Arc::new(Shared {
                 verifier,
                 routes: Arc::new(RouteTable::new(config.routes.clone())),
@@ -107,10 +108,18 @@ impl Gateway {
     }
 
     /// Open client connections per serving thread (see
-    /// [`GatewayConfig::threads`]): [`Gateway::serve`] deals each accepted
-    /// connection to the thread serving the fewest.
+    /// [`GatewayConfig::threads`]), summed over every listener the gateway
+    /// serves: [`Gateway::serve`] deals each accepted connection to the
+    /// thread serving the fewest, so an uneven spread shows here.
     pub fn open_connections(&self) -> Vec<usize> {
-        self.spread.open_connections()
+        let mut open = vec![0; self.shared.config.threads.max(1)];
+        let serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+        for spread in serving.iter() {
+            for (sum, n) in open.iter_mut().zip(spread.open_connections()) {
+                *sum += n;
+            }
+        }
+        open
     }
 
     /// The forwarding client's counters (retries, ejections, breakers).
@@ -132,7 +141,7 @@ impl Gateway {
     /// Serves HTTP/1.1 on `listener` until `shutdown` is cancelled, then
     /// stops accepting and waits for open connections to finish the
     /// requests they are serving. Fails at once if the listener cannot be
-    /// shared between threads or this gateway (or a clone) already serves.
+    /// shared between threads. A gateway may serve several listeners.
     ///
     /// Connections are served by [`GatewayConfig::threads`] threads, each
     /// running its own single-threaded runtime and accepting from the same
@@ -154,9 +163,8 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let listener = listener.into_std()?;
-        let inboxes = self.spread.take_inboxes().ok_or_else(|| {
-            std::io::Error::other("this gateway is already serving; call `serve` once")
-        })?;
+        let (spread, inboxes) = Spread::new(self.shared.config.threads);
+        let serving = Serving::start(&self.serving, spread.clone());
         // Each thread holds a sender; all dropped = every thread drained.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         for (i, inbox) in inboxes.into_iter().enumerate() {
@@ -164,7 +172,7 @@ impl Gateway {
             let thread = Thread {
                 index: i,
                 shared: Arc::new(self.shared.for_thread()),
-                spread: self.spread.clone(),
+                spread: spread.clone(),
             };
             let shutdown = shutdown.clone();
             let done = done_tx.clone();
@@ -177,7 +185,34 @@ impl Gateway {
         }
         drop(done_tx);
         let _ = done_rx.recv().await;
+        drop(serving);
         Ok(())
+    }
+}
+
+/// A running [`Gateway::serve`]'s entry among those
+/// [`Gateway::open_connections`] sums, removed when it returns.
+struct Serving {
+    list: Arc<Mutex<Vec<Arc<Spread>>>>,
+    spread: Arc<Spread>,
+}
+
+impl Serving {
+    fn start(list: &Arc<Mutex<Vec<Arc<Spread>>>>, spread: Arc<Spread>) -> Serving {
+        list.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(spread.clone());
+        Serving {
+            list: list.clone(),
+            spread,
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|s| !Arc::ptr_eq(s, &self.spread));
     }
 }
 

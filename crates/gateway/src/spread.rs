@@ -10,8 +10,8 @@
 //! was dealt to for its whole life, with that thread's upstream pools.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
@@ -20,8 +20,6 @@ use tokio::sync::mpsc;
 pub(crate) struct Spread {
     open: Box<[AtomicUsize]>,
     inboxes: Box<[mpsc::UnboundedSender<Handoff>]>,
-    /// Each thread's receiving end, taken when the gateway starts serving.
-    receivers: Mutex<Vec<Option<mpsc::UnboundedReceiver<Handoff>>>>,
 }
 
 /// A connection accepted by one thread for another to serve.
@@ -55,27 +53,17 @@ impl Drop for Slot {
 }
 
 impl Spread {
-    /// Room for `threads` serving threads (at least one).
-    pub(crate) fn new(threads: usize) -> Arc<Spread> {
-        let threads = threads.max(1);
-        let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..threads)
-            .map(|_| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                (tx, Some(rx))
-            })
+    /// Room for `threads` serving threads (at least one), and each
+    /// thread's inbox of connections handed to it, in thread order.
+    pub(crate) fn new(threads: usize) -> (Arc<Spread>, Vec<mpsc::UnboundedReceiver<Handoff>>) {
+        let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..threads.max(1))
+            .map(|_| mpsc::unbounded_channel())
             .unzip();
-        Arc::new(Spread {
-            open: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
+        let spread = Spread {
+            open: inboxes.iter().map(|_| AtomicUsize::new(0)).collect(),
             inboxes: inboxes.into(),
-            receivers: Mutex::new(receivers),
-        })
-    }
-
-    /// Every thread's inbox of handed-over connections, in thread order;
-    /// `None` if they were already taken (a gateway serves once).
-    pub(crate) fn take_inboxes(&self) -> Option<Vec<mpsc::UnboundedReceiver<Handoff>>> {
-        let mut receivers = self.receivers.lock().unwrap_or_else(|p| p.into_inner());
-        receivers.iter_mut().map(Option::take).collect()
+        };
+        (Arc::new(spread), receivers)
     }
 
     /// Counts a connection accepted by thread `me` on the thread with the
@@ -130,7 +118,7 @@ mod tests {
 
     #[test]
     fn connections_go_to_the_thread_serving_fewest() {
-        let spread = Spread::new(3);
+        let (spread, _inboxes) = Spread::new(3);
         // Thread 0 accepts a burst of six: two land on each thread.
         let slots: Vec<Slot> = (0..6).map(|_| spread.deal(0)).collect();
         assert_eq!(spread.open_connections(), vec![2, 2, 2]);
@@ -145,7 +133,7 @@ mod tests {
 
     #[test]
     fn a_closed_connection_frees_its_place() {
-        let spread = Spread::new(2);
+        let (spread, _inboxes) = Spread::new(2);
         let a = spread.deal(1);
         let b = spread.deal(1);
         assert_eq!((a.thread(), b.thread()), (1, 0));
@@ -155,8 +143,8 @@ mod tests {
 
     #[test]
     fn a_handoff_to_a_stopped_thread_is_uncounted() {
-        let spread = Spread::new(2);
-        drop(spread.take_inboxes());
+        let (spread, inboxes) = Spread::new(2);
+        drop(inboxes);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, remote) = listener.accept().unwrap();
@@ -170,12 +158,5 @@ mod tests {
         });
         assert_eq!(spread.open_connections(), vec![1, 0]);
         drop(client);
-    }
-
-    #[test]
-    fn inboxes_are_taken_once() {
-        let spread = Spread::new(2);
-        assert_eq!(spread.take_inboxes().map(|i| i.len()), Some(2));
-        assert!(spread.take_inboxes().is_none());
     }
 }

@@ -591,6 +591,22 @@ async fn connections_are_spread_evenly_over_the_serving_threads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gateway_serves_two_listeners() {
+    let (_up, gw) = catalog_gateway(config(vec![Route::new("/v1", "catalog", false)])).await;
+    let second = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_url = format!("http://{}", second.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(gw.gateway.clone().serve(second, stop.clone()));
+    for url in [&gw.url, &second_url] {
+        let resp = reqwest::get(format!("{url}/v1/products/7")).await.unwrap();
+        assert_eq!(resp.status(), 200, "{url}");
+    }
+    stop.cancel();
+    let served = tokio::time::timeout(Duration::from_secs(10), serving).await;
+    assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let (_up, gw) = catalog_gateway(config(vec![Route::new("/v1", "catalog", false)])).await;
     let text = raw_exchange(
