@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
+/// Added to a retired thread's count: far above any real count, so it is
+/// never the fewest, with room left for counting.
+const RETIRED: usize = usize::MAX / 2;
+
 /// The open connections of each serving thread, and where to hand a
 /// connection to another thread.
 pub(crate) struct Spread {
@@ -99,15 +103,14 @@ impl Spread {
 
     /// Thread `thread` cannot serve: it is never dealt a connection again.
     pub(crate) fn retire(&self, thread: usize) {
-        // Far above any real count, with room left for the counting.
-        self.open[thread].store(usize::MAX / 2, Ordering::Relaxed);
+        self.open[thread].fetch_add(RETIRED, Ordering::Relaxed);
     }
 
     /// Open connections per serving thread.
     pub(crate) fn open_connections(&self) -> Vec<usize> {
         self.open
             .iter()
-            .map(|n| n.load(Ordering::Relaxed))
+            .map(|n| n.load(Ordering::Relaxed) % RETIRED)
             .collect()
     }
 }
@@ -139,6 +142,15 @@ mod tests {
         assert_eq!((a.thread(), b.thread()), (1, 0));
         drop(a);
         assert_eq!(spread.deal(0).thread(), 1, "thread 1 now serves fewer");
+    }
+
+    #[test]
+    fn a_retired_thread_is_never_dealt_to_and_counts_nothing() {
+        let (spread, _inboxes) = Spread::new(2);
+        spread.retire(1);
+        let slots: Vec<Slot> = (0..3).map(|_| spread.deal(1)).collect();
+        assert!(slots.iter().all(|s| s.thread() == 0));
+        assert_eq!(spread.open_connections(), vec![3, 0]);
     }
 
     #[test]

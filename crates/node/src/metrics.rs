@@ -348,21 +348,18 @@ impl Source for GatewaySource {
             "gateway",
             std::slice::from_ref(self.0.client()),
         )?;
-        let open: Vec<(Labels, i64)> = self
+        let open = self
             .0
             .open_connections()
             .into_iter()
             .enumerate()
-            .map(|(thread, n)| {
-                let n = i64::try_from(n).unwrap_or(i64::MAX);
-                (vec![("thread", thread.to_string())], n)
-            })
+            .map(|(thread, n)| (vec![("thread", thread.to_string())], n as u64))
             .collect();
         gauge(
             encoder,
             "mortar_gateway_open_connections",
             "Open client connections per gateway serving thread.",
-            &open,
+            &as_gauge(open),
         )
     }
 }
