@@ -150,7 +150,7 @@ pub(crate) async fn run(
         let built = build(sub, parent);
         async move {
             match built {
-                Ok(req) => collect(shared.forward(req, peer).await).await,
+                Ok(req) => collect(shared.forward(req, peer).await.into_response()).await,
                 Err(detail) => collect(problems::bad_request(PATH, detail)).await,
             }
         }

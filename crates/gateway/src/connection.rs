@@ -15,10 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use http::{Method, StatusCode, Version};
+use http::{HeaderValue, Method, StatusCode, Version};
 use http_body_util::BodyExt;
 use mortar_h1::{
     BodyLength, ChunkedDecoder, Decoded, H1Error, LAST_CHUNK, RequestHead, ResponseFraming,
@@ -27,9 +26,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::answer::Answer;
 use crate::gateway::{handle_buffered, refusal};
+use crate::hop_by_hop::passed_fields;
 use crate::problems;
 use crate::proxy::{Peer, Shared};
+use crate::trace::TRACEPARENT;
 
 /// Room kept free in the read buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -200,7 +202,7 @@ impl Connection {
         if let Some(refused) = refusal(shared, &parts, declared, peer) {
             if length == BodyLength::Empty {
                 return self
-                    .answer(refused, &parts.method, version, keep_alive)
+                    .answer(refused.into(), None, &parts.method, version, keep_alive)
                     .await;
             }
             return self
@@ -240,8 +242,9 @@ impl Connection {
             }
         };
         let method = parts.method.clone();
-        let resp = handle_buffered(shared, parts, body, peer).await;
-        self.answer(resp, &method, version, keep_alive).await
+        let (answer, traceparent) = handle_buffered(shared, parts, body, peer).await;
+        self.answer(answer, Some(&traceparent), &method, version, keep_alive)
+            .await
     }
 
     /// [`Connection::read_body`] within `timeout`. The timer is armed only
@@ -314,17 +317,56 @@ impl Connection {
         }
     }
 
-    /// Writes `resp` for a `method` request from a `version` client;
-    /// `true` when the connection stays open.
+    /// Writes `answer`, with `traceparent` in place of any the answer
+    /// carries, for a `method` request from a `version` client; `true` when
+    /// the connection stays open.
     async fn answer(
         &mut self,
-        resp: Response,
+        answer: Answer,
+        traceparent: Option<&HeaderValue>,
         method: &Method,
         version: Version,
         keep_alive: bool,
     ) -> std::io::Result<bool> {
-        let (parts, mut body) = resp.into_parts();
-        let status = parts.status;
+        let traced = traceparent.map(|v| (TRACEPARENT.as_bytes(), v.as_bytes()));
+        let exchange = Exchange {
+            method,
+            version,
+            keep_alive,
+        };
+        match answer {
+            Answer::Made(resp) => {
+                let (parts, body) = resp.into_parts();
+                let fields = mortar_h1::map_fields(&parts.headers);
+                self.write_answer(parts.status, fields, traced, body, exchange)
+                    .await
+            }
+            Answer::Passed(raw) => {
+                let fields = passed_fields(&raw.fields);
+                self.write_answer(raw.status, fields, traced, raw.body, exchange)
+                    .await
+            }
+        }
+    }
+
+    /// Writes a head of `status` and `fields` (with `traced` in place of
+    /// any `traceparent` among them), then `body`.
+    async fn write_answer<'a, B>(
+        &mut self,
+        status: StatusCode,
+        fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        traced: Option<(&'a [u8], &'a [u8])>,
+        mut body: B,
+        exchange: Exchange<'_>,
+    ) -> std::io::Result<bool>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+    {
+        let Exchange {
+            method,
+            version,
+            keep_alive,
+        } = exchange;
         let mut keep_alive = keep_alive && !self.stop_requested();
         let no_body = *method == Method::HEAD
             || status.is_informational()
@@ -333,7 +375,7 @@ impl Connection {
         let framing = if no_body {
             ResponseFraming::NoBody
         } else {
-            match http_body::Body::size_hint(&body).exact() {
+            match body.size_hint().exact() {
                 Some(n) => ResponseFraming::Length(n),
                 None if version == Version::HTTP_11 => ResponseFraming::Chunked,
                 None => {
@@ -342,10 +384,15 @@ impl Connection {
                 }
             }
         };
+        let fields = fields
+            .filter(|(name, _)| {
+                traced.is_none() || !name.eq_ignore_ascii_case(TRACEPARENT.as_bytes())
+            })
+            .chain(traced);
         mortar_h1::encode_response_head(
             &mut self.output,
             status,
-            &parts.headers,
+            fields,
             framing,
             keep_alive,
             version,
@@ -363,7 +410,10 @@ impl Connection {
 
     /// Appends a body of `length` bytes behind the head for one write;
     /// `false` if it failed or did not match its length.
-    async fn write_small(&mut self, body: &mut Body, length: u64) -> std::io::Result<bool> {
+    async fn write_small<B>(&mut self, body: &mut B, length: u64) -> std::io::Result<bool>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+    {
         let mut sent = 0u64;
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { return Ok(false) };
@@ -381,7 +431,10 @@ impl Connection {
     /// Writes the head, then the body as it comes; `false` if the body
     /// failed or did not match its length (the client then sees the
     /// connection close early rather than a wrong message).
-    async fn stream(&mut self, body: &mut Body, framing: ResponseFraming) -> std::io::Result<bool> {
+    async fn stream<B>(&mut self, body: &mut B, framing: ResponseFraming) -> std::io::Result<bool>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+    {
         let mut sent = 0u64;
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { return Ok(false) };
@@ -431,13 +484,23 @@ impl Connection {
         method: &Method,
         version: Version,
     ) -> std::io::Result<()> {
-        self.answer(resp, method, version, false).await?;
+        self.answer(resp.into(), None, method, version, false)
+            .await?;
         self.io.shutdown().await?;
         let mut sink = [0u8; 4096];
         let drain = async { while matches!(self.io.read(&mut sink).await, Ok(n) if n > 0) {} };
         let _ = tokio::time::timeout(LINGER, drain).await;
         Ok(())
     }
+}
+
+/// The request an answer is for, as far as writing it is concerned.
+struct Exchange<'a> {
+    method: &'a Method,
+    /// The client's version.
+    version: Version,
+    /// Whether the client keeps the connection open afterwards.
+    keep_alive: bool,
 }
 
 /// Why a body was not read.

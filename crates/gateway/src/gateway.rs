@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::answer::Answer;
 use crate::cache::Cache;
 use crate::proxy::{Peer, Shared};
 use crate::rate_limit::RateLimiter;
@@ -412,7 +413,11 @@ where
             }
         }
     };
-    handle_buffered(shared, parts, body, peer).await
+    let (answer, traceparent) = handle_buffered(shared, parts, body, peer).await;
+    let mut resp = answer.into_response();
+    resp.headers_mut()
+        .insert(trace::TRACEPARENT_NAME, traceparent);
+    resp
 }
 
 /// The checks made before a request's body is read: the client's rate
@@ -439,35 +444,30 @@ pub(crate) fn refusal(
 }
 
 /// Everything after the body is read: trace context, batch or forward.
+/// Returns the answer and the `traceparent` to send back with it.
 pub(crate) async fn handle_buffered(
     shared: &Arc<Shared>,
     mut parts: http::request::Parts,
     body: Bytes,
     peer: &Peer,
-) -> Response {
-    let traceparent = trace::next_hop(parts.headers.get(trace::TRACEPARENT_NAME));
+) -> (Answer, HeaderValue) {
     if parts.method == Method::POST && parts.uri.path() == batch::PATH {
-        let mut resp = batch::run(shared, &parts.headers, &body, peer).await;
-        resp.headers_mut()
-            .insert(trace::TRACEPARENT_NAME, traceparent);
-        return resp;
+        let traceparent = trace::next_hop(parts.headers.get(trace::TRACEPARENT_NAME));
+        let resp = batch::run(shared, &parts.headers, &body, peer).await;
+        return (resp.into(), traceparent);
     }
-    parts
-        .headers
-        .insert(trace::TRACEPARENT_NAME, traceparent.clone());
+    let traceparent = trace::replace(&mut parts.headers);
     parts.extensions = http::Extensions::new();
     let access =
         tracing::enabled!(tracing::Level::DEBUG).then(|| (parts.method.clone(), parts.uri.clone()));
-    let mut resp = shared
+    let answer = shared
         .forward(http::Request::from_parts(parts, body), peer)
         .await;
-    let status = resp.status().as_u16();
+    let status = answer.status().as_u16();
     if status >= 500 || access.is_some() {
         access_log(&traceparent, access, status);
     }
-    resp.headers_mut()
-        .insert(trace::TRACEPARENT_NAME, traceparent);
-    resp
+    (answer, traceparent)
 }
 
 /// One line per forwarded request with its `trace_id`: at `debug`, or

@@ -12,6 +12,7 @@
 //! [`Client`](mortar_resilience::Client). Every gateway error is
 //! problem+json. `POST /v1/batch` runs many sub-requests in one round trip.
 
+mod answer;
 mod auth;
 mod batch;
 mod cache;
@@ -20,6 +21,7 @@ mod connection;
 mod faults;
 mod gateway;
 mod hold;
+mod hop_by_hop;
 mod problems;
 mod proxy;
 mod rate_limit;

@@ -3,16 +3,17 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, header};
 use mortar_auth::Verifier;
-use mortar_resilience::{Client, ResponseBody};
+use mortar_resilience::{CallError, Client, RawResponse};
 
+use crate::answer::Answer;
 use crate::cache::Cache;
 use crate::faults::{Faults, Verdict};
 use crate::hold::Holds;
+use crate::hop_by_hop::strip_hop_by_hop;
 use crate::rate_limit::RateLimiter;
 use crate::routes::RouteTable;
 use crate::split::Splits;
@@ -72,88 +73,40 @@ pub(crate) struct Peer {
 /// Parsed once, not per request.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::TRANSFER_ENCODING || HOP_BY_HOP.contains(name)
-}
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass of cheap name comparisons; most messages carry none, and
-    // removing each kind by name would hash every name every time.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
-        }
-    }
-    for n in &HOP_BY_HOP {
-        headers.remove(n);
-    }
-    headers.remove(header::TRANSFER_ENCODING);
-}
-
 /// Adds the client to `X-Forwarded-For`, after any proxies already listed.
+/// Through the map's entry: one lookup rather than a get and an insert.
 fn add_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
-    let value = match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(empty) => {
+            empty.insert(client.clone());
+        }
+        Entry::Occupied(mut listed) => {
+            let prev = listed.get();
             let mut joined = BytesMut::with_capacity(prev.len() + 2 + client.len());
             joined.put_slice(prev.as_bytes());
             joined.put_slice(b", ");
             joined.put_slice(client.as_bytes());
-            match HeaderValue::from_maybe_shared(joined.freeze()) {
-                Ok(v) => v,
-                Err(_) => return,
+            if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
+                listed.insert(v);
             }
         }
-        None => client.clone(),
-    };
-    headers.insert(X_FORWARDED_FOR, value);
-}
-
-/// Turns an upstream answer into the client's answer.
-fn downstream(resp: http::Response<ResponseBody>) -> Response {
-    let mut resp = resp.map(Body::new);
-    strip_hop_by_hop(resp.headers_mut());
-    resp
+    }
 }
 
 impl Shared {
     /// Forwards `req` (already size-checked and carrying its traceparent)
     /// to the service its path routes to.
-    pub(crate) async fn forward(
-        self: &Arc<Self>,
-        mut req: Request<Bytes>,
-        peer: &Peer,
-    ) -> Response {
+    pub(crate) async fn forward(self: &Arc<Self>, mut req: Request<Bytes>, peer: &Peer) -> Answer {
         let Some(route) = self.routes.find(req.uri().path()) else {
             let path = req.uri().path();
-            return problems::no_route(path, self.routes.prefixes());
+            return problems::no_route(path, self.routes.prefixes()).into();
         };
         let service = route.service.as_str();
         auth::strip_identity(req.headers_mut());
         if let Access::Authenticated { scopes } = &route.access
             && let Err(refused) = auth::authenticate(self.verifier.as_ref(), scopes, &mut req).await
         {
-            return refused;
+            return refused.into();
         }
         strip_hop_by_hop(req.headers_mut());
         if let Some(client) = &peer.forwarded_for {
@@ -167,11 +120,13 @@ impl Shared {
                 Err(refused) => Err(refused),
             };
             if let Err(refused) = waited {
-                return problems::held(req.uri().path(), service, &refused);
+                return problems::held(req.uri().path(), service, &refused).into();
             }
         }
         match self.faults.verdict(service) {
-            Verdict::Abort => return crate::faults::injected_error(req.uri().path(), service),
+            Verdict::Abort => {
+                return crate::faults::injected_error(req.uri().path(), service).into();
+            }
             Verdict::Forward(Some(delay)) => tokio::time::sleep(delay).await,
             Verdict::Forward(None) => {}
         }
@@ -197,11 +152,13 @@ impl Shared {
                 if let Some(etag) = validator {
                     req.headers_mut().insert(header::IF_NONE_MATCH, etag);
                 }
-                let client = &self.client;
                 let version = version.as_deref();
-                async move { self.call_counted(client, service, version, req).await }
+                async move {
+                    let raw = self.call_counted(service, version, req).await?;
+                    raw.into_http_for(service)
+                }
             };
-            return match self
+            let answer = match self
                 .cache
                 .serve(service, &key, &request_headers, fetch)
                 .await
@@ -212,13 +169,11 @@ impl Shared {
                 }
                 Err(e) => problems::call_failed(uri.path(), &e, retry_after),
             };
+            return answer.into();
         }
-        match self
-            .call_counted(&self.client, service, version.as_deref(), req)
-            .await
-        {
-            Ok(resp) => downstream(resp),
-            Err(e) => problems::call_failed(uri.path(), &e, retry_after),
+        match self.call_counted(service, version.as_deref(), req).await {
+            Ok(raw) => Answer::Passed(raw),
+            Err(e) => problems::call_failed(uri.path(), &e, retry_after).into(),
         }
     }
 }
@@ -228,19 +183,19 @@ impl Shared {
     /// (a 5xx or no answer is an error) for blue-green analysis.
     async fn call_counted(
         &self,
-        client: &Client,
         service: &str,
         version: Option<&str>,
         req: Request<Bytes>,
-    ) -> Result<http::Response<ResponseBody>, mortar_resilience::CallError> {
+    ) -> Result<RawResponse, CallError> {
+        let client = &self.client;
         let Some(version) = version else {
-            return client.call_version(service, None, req).await;
+            return client.call_raw(service, None, req).await;
         };
         let started = std::time::Instant::now();
-        let result = client.call_version(service, Some(version), req).await;
+        let result = client.call_raw(service, Some(version), req).await;
         let failed = result
             .as_ref()
-            .map_or(true, |resp| resp.status().is_server_error());
+            .map_or(true, |resp| resp.status.is_server_error());
         self.versions
             .record(service, version, failed, started.elapsed());
         result

@@ -1,8 +1,12 @@
 //! W3C trace context: keep the client's trace id, or start a trace, and
 //! give the upstream hop its own parent id.
 
+use std::cell::RefCell;
+
 use http::HeaderValue;
-use rand::RngCore;
+use http::header::Entry;
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
 
 /// The W3C trace context header.
 pub const TRACEPARENT: &str = "traceparent";
@@ -16,7 +20,32 @@ pub(crate) const TRACEPARENT_NAME: http::HeaderName = http::HeaderName::from_sta
 /// Written as hex into a fixed buffer: it runs on every request, and
 /// formatting through `format!` cost more than the rest of this function.
 pub(crate) fn next_hop(incoming: Option<&HeaderValue>) -> HeaderValue {
-    let mut rng = rand::rng();
+    IDS.with_borrow_mut(|rng| next_hop_with(rng, incoming))
+}
+
+/// Replaces the `traceparent` of `headers` with [`next_hop`]'s, and
+/// returns it. Through the map's entry: one lookup rather than a get and an
+/// insert.
+pub(crate) fn replace(headers: &mut http::HeaderMap) -> HeaderValue {
+    match headers.entry(TRACEPARENT_NAME) {
+        Entry::Vacant(empty) => empty.insert(next_hop(None)).clone(),
+        Entry::Occupied(mut sent) => {
+            let next = next_hop(Some(sent.get()));
+            sent.insert(next.clone());
+            next
+        }
+    }
+}
+
+thread_local! {
+    /// Where ids come from: a fast generator seeded once per thread from
+    /// the operating system's randomness. Ids must not collide and need
+    /// not be secret, and the cryptographic thread generator cost several
+    /// times as much per id.
+    static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
+}
+
+fn next_hop_with(rng: &mut SmallRng, incoming: Option<&HeaderValue>) -> HeaderValue {
     // "00-" trace(32) "-" parent(16) "-" flags(2)
     let mut out = [0u8; 55];
     out[..3].copy_from_slice(b"00-");
@@ -26,13 +55,13 @@ pub(crate) fn next_hop(incoming: Option<&HeaderValue>) -> HeaderValue {
             out[53..55].copy_from_slice(flags.as_bytes());
         }
         None => {
-            let trace = (u128::from(non_zero(&mut rng)) << 64) | u128::from(rng.next_u64());
+            let trace = (u128::from(non_zero(rng)) << 64) | u128::from(rng.next_u64());
             write_hex(&mut out[3..35], &trace.to_be_bytes());
             out[53..55].copy_from_slice(b"01");
         }
     }
     out[35] = b'-';
-    write_hex(&mut out[36..52], &non_zero(&mut rng).to_be_bytes());
+    write_hex(&mut out[36..52], &non_zero(rng).to_be_bytes());
     out[52] = b'-';
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| {
         HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01")
@@ -93,6 +122,19 @@ mod tests {
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(out.ends_with("-01"));
         assert!(!out.contains("00f067aa0ba902b7"));
+    }
+
+    #[test]
+    fn replace_sets_the_next_hop_whether_or_not_one_came() {
+        let mut h = http::HeaderMap::new();
+        let started = replace(&mut h);
+        assert_eq!(h[TRACEPARENT_NAME], started);
+        let next = replace(&mut h);
+        assert_eq!(h.get_all(TRACEPARENT_NAME).iter().count(), 1);
+        assert_eq!(h[TRACEPARENT_NAME], next);
+        let trace_id = |v: &HeaderValue| v.to_str().expect("ascii")[3..35].to_owned();
+        assert_eq!(trace_id(&next), trace_id(&started));
+        assert_ne!(next, started);
     }
 
     #[test]

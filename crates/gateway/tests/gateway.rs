@@ -829,3 +829,41 @@ async fn a_trickled_head_gets_408_and_an_idle_connection_stays_open() {
     let text = read_to_close(&mut idle).await;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
 }
+
+#[tokio::test]
+async fn an_answer_is_passed_on_without_its_hop_by_hop_fields_and_with_our_trace() {
+    let answer: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Kept: yes\r\n\
+          Connection: X-Secret\r\nX-Secret: for the proxy only\r\nKeep-Alive: timeout=5\r\n\
+          Traceparent: 00-11111111111111111111111111111111-2222222222222222-01\r\n\
+          Content-Length: 5\r\n\r\nhello";
+    let (addr, _) = mortar_test_support::http::raw_server(move |_| Some(answer.to_vec())).await;
+    let resolver = Arc::new(StaticResolver::new());
+    resolver.set("catalog", vec![Endpoint::new("raw-1", addr)]);
+    let gw = gateway(
+        resolver,
+        config(vec![Route::new("/v1/products", "catalog", false)]),
+    )
+    .await;
+    let text = raw_exchange(
+        &gw.url,
+        b"GET /v1/products/1 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole answer");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, "hello");
+    // Fields are passed on as the instance wrote them.
+    assert!(head.contains("\r\nContent-Type: text/plain\r\n"), "{head}");
+    assert!(head.contains("\r\nX-Kept: yes\r\n"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    for gone in ["x-secret", "keep-alive", "1111111111"] {
+        assert!(!lower.contains(gone), "{gone} was passed on: {head}");
+    }
+    assert_eq!(lower.matches("\r\ntraceparent: 00-").count(), 1, "{head}");
+    assert_eq!(
+        lower.matches("\r\ncontent-length: 5\r\n").count(),
+        1,
+        "{head}"
+    );
+    assert!(lower.contains("\r\nconnection: close"), "{head}");
+}

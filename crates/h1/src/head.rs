@@ -4,9 +4,10 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
 use crate::H1Error;
+use crate::fields::{Fields, Span};
 
 /// The most header fields a head may have.
 pub const MAX_HEADERS: usize = 100;
@@ -39,11 +40,16 @@ pub struct RequestHead {
     pub expect_continue: bool,
 }
 
-/// A parsed response head.
+/// A parsed response head. Its fields are kept as they arrived (see
+/// [`Fields`]): a proxy passes most answers on without needing a map.
 #[derive(Debug)]
 pub struct ResponseHead {
-    /// Status, version and fields.
-    pub parts: http::response::Parts,
+    /// The status code.
+    pub status: StatusCode,
+    /// The version the instance spoke.
+    pub version: Version,
+    /// The fields, framing fields included.
+    pub fields: Fields,
     /// How the body that follows is delimited.
     pub body: BodyLength,
     /// Whether the connection can carry another request afterwards.
@@ -76,9 +82,9 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, H1Error>
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|e| H1Error::Malformed(format!("invalid request target: {e}")))?;
-    let (headers, mut fields) = build_fields(&head, spans)?;
-    let keep_alive = fields.keep_alive(version);
-    let body = match (std::mem::take(&mut fields.chunked), fields.length) {
+    let (headers, mut control) = build_fields(&head, spans)?;
+    let keep_alive = control.keep_alive(version);
+    let body = match (std::mem::take(&mut control.chunked), control.length) {
         (Chunked::No, None) => BodyLength::Empty,
         (Chunked::No, Some(0)) => BodyLength::Empty,
         (Chunked::No, Some(n)) => BodyLength::Known(n),
@@ -95,7 +101,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, H1Error>
             return Err(H1Error::UnsupportedTransferEncoding(coding));
         }
     };
-    if let Some(other) = fields.expect_other {
+    if let Some(other) = control.expect_other {
         return Err(H1Error::UnsupportedExpectation(other));
     }
     let (mut parts, ()) = http::Request::new(()).into_parts();
@@ -106,7 +112,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, H1Error>
     Ok(Some(RequestHead {
         keep_alive,
         // An HTTP/1.0 client does not know 100 Continue (RFC 9110 §10.1.1).
-        expect_continue: fields.expect_continue
+        expect_continue: control.expect_continue
             && body != BodyLength::Empty
             && version == Version::HTTP_11,
         parts,
@@ -143,10 +149,18 @@ pub fn parse_response(
     } else {
         Version::HTTP_11
     };
-    let spans = field_spans(resp.headers, buf.as_ptr() as usize)?;
-    let head = buf.split_to(len).freeze();
-    let (headers, mut fields) = build_fields(&head, spans)?;
-    let mut keep_alive = fields.keep_alive(version);
+    let base = buf.as_ptr() as usize;
+    let mut control = Control::default();
+    let mut spans = Vec::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        control.note(h.name.as_bytes(), h.value)?;
+        spans.push(Span {
+            name: (h.name.as_ptr() as usize - base, h.name.len()),
+            value: (h.value.as_ptr() as usize - base, h.value.len()),
+        });
+    }
+    let fields = Fields::parsed(buf.split_to(len).freeze(), spans);
+    let mut keep_alive = control.keep_alive(version);
     let body = if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -154,7 +168,7 @@ pub fn parse_response(
     {
         BodyLength::Empty
     } else {
-        match (std::mem::take(&mut fields.chunked), fields.length) {
+        match (std::mem::take(&mut control.chunked), control.length) {
             (Chunked::Yes, length) => {
                 // Both sent: chunked wins, and the connection is not trusted
                 // with another message (RFC 9112 §6.3).
@@ -170,12 +184,10 @@ pub fn parse_response(
     if body == BodyLength::UntilClose {
         keep_alive = false;
     }
-    let (mut parts, ()) = http::Response::new(()).into_parts();
-    parts.status = status;
-    parts.version = version;
-    parts.headers = headers;
     Ok(Some(ResponseHead {
-        parts,
+        status,
+        version,
+        fields,
         body,
         keep_alive,
     }))
@@ -200,17 +212,17 @@ fn field_spans(
 fn build_fields(
     head: &Bytes,
     spans: Vec<(HeaderName, usize, usize)>,
-) -> Result<(HeaderMap, Fields), H1Error> {
-    let mut fields = Fields::default();
+) -> Result<(HeaderMap, Control), H1Error> {
+    let mut control = Control::default();
     // Room for the few fields a proxy adds (forwarding, tracing, deadline,
     // host), so adding them does not grow the map.
     let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     for (name, start, n) in spans {
         let value = value_of(head.slice(start..start + n), &name)?;
-        fields.note(&name, &value)?;
+        control.note(name.as_str().as_bytes(), value.as_bytes())?;
         headers.append(name, value);
     }
-    Ok((headers, fields))
+    Ok((headers, control))
 }
 
 fn too_large() -> H1Error {
@@ -236,7 +248,7 @@ enum Chunked {
 
 /// The fields that decide framing and the connection's fate.
 #[derive(Default)]
-struct Fields {
+struct Control {
     length: Option<u64>,
     chunked: Chunked,
     close: bool,
@@ -245,16 +257,17 @@ struct Fields {
     expect_other: Option<String>,
 }
 
-impl Fields {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), H1Error> {
-        if *name == header::CONTENT_LENGTH {
+impl Control {
+    /// Takes note of one field (`name` in any case).
+    fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), H1Error> {
+        if name.eq_ignore_ascii_case(b"content-length") {
             let n = content_length(value)?;
             if self.length.is_some_and(|prev| prev != n) {
                 return Err(invalid_length(value));
             }
             self.length = Some(n);
-        } else if *name == header::TRANSFER_ENCODING {
-            let text = value.to_str().unwrap_or_default();
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let text = std::str::from_utf8(value).unwrap_or_default();
             for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
                 self.chunked = match self.chunked {
                     Chunked::No if coding.eq_ignore_ascii_case("chunked") => Chunked::Yes,
@@ -263,14 +276,14 @@ impl Fields {
                     Chunked::No => Chunked::Other(coding.to_owned()),
                 };
             }
-        } else if *name == header::CONNECTION {
-            for token in value.to_str().unwrap_or_default().split(',') {
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in std::str::from_utf8(value).unwrap_or_default().split(',') {
                 let token = token.trim();
                 self.close |= token.eq_ignore_ascii_case("close");
                 self.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
             }
-        } else if *name == header::EXPECT {
-            let text = value.to_str().unwrap_or_default().trim();
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            let text = std::str::from_utf8(value).unwrap_or_default().trim();
             if text.eq_ignore_ascii_case("100-continue") {
                 self.expect_continue = true;
             } else {
@@ -286,9 +299,9 @@ impl Fields {
 }
 
 /// One decimal count, or a list of identical ones (RFC 9110 §8.6).
-fn content_length(value: &HeaderValue) -> Result<u64, H1Error> {
+fn content_length(value: &[u8]) -> Result<u64, H1Error> {
     let mut found = None;
-    for part in value.as_bytes().split(|b| *b == b',') {
+    for part in value.split(|b| *b == b',') {
         let part = part.trim_ascii();
         if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
             return Err(invalid_length(value));
@@ -302,8 +315,8 @@ fn content_length(value: &HeaderValue) -> Result<u64, H1Error> {
     found.ok_or_else(|| invalid_length(value))
 }
 
-fn invalid_length(value: &HeaderValue) -> H1Error {
-    H1Error::InvalidContentLength(String::from_utf8_lossy(value.as_bytes()).into_owned())
+fn invalid_length(value: &[u8]) -> H1Error {
+    H1Error::InvalidContentLength(String::from_utf8_lossy(value).into_owned())
 }
 
 #[cfg(test)]
@@ -441,7 +454,7 @@ mod tests {
         assert!(!r.keep_alive);
         let r = response("HTTP/1.1 100 Continue\r\n\r\n", &get);
         assert_eq!(r.body, BodyLength::Empty);
-        assert!(r.parts.status.is_informational());
+        assert!(r.status.is_informational());
     }
 
     proptest! {
@@ -454,7 +467,46 @@ mod tests {
                 prop_assert!(buf.len() < wire.len());
             }
             let mut buf = BytesMut::from(&wire[..]);
-            let _ = parse_response(&mut buf, &Method::GET);
+            if let Ok(Some(head)) = parse_response(&mut buf, &Method::GET) {
+                // What the parser accepts, `http` accepts: a raw answer can
+                // always become an `http::Response`.
+                prop_assert!(head.fields.to_header_map().is_ok());
+            }
+        }
+
+        /// Any valid field names and values (obs-text included): every
+        /// field is kept, in order, and the fields convert to a map.
+        #[test]
+        fn accepted_fields_are_kept_and_convert(
+            fields in proptest::collection::vec(
+                (
+                    "[!#$%&'*+.^_`|~0-9A-Za-z-]{1,12}",
+                    proptest::collection::vec(
+                        prop_oneof![Just(b'\t'), 0x20u8..=0x7e, 0x80u8..=0xff],
+                        0..16,
+                    ),
+                ),
+                0..8,
+            ),
+        ) {
+            let mut wire = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for (name, value) in &fields {
+                wire.extend_from_slice(name.as_bytes());
+                wire.extend_from_slice(b": ");
+                wire.extend_from_slice(value);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"content-length: 0\r\n\r\n");
+            let head = parse_response(&mut BytesMut::from(&wire[..]), &Method::GET);
+            prop_assert!(matches!(head, Ok(Some(_))), "{:?}", head);
+            if let Ok(Some(head)) = head {
+                prop_assert_eq!(head.fields.len(), fields.len() + 1);
+                let map = head.fields.to_header_map();
+                prop_assert!(map.is_ok(), "{:?}", map);
+                for ((name, _), (kept, _)) in fields.iter().zip(head.fields.iter()) {
+                    prop_assert_eq!(name.as_bytes(), kept);
+                }
+            }
         }
 
         /// Mostly-valid heads with hostile framing fields: the verdict is

@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request};
 use rand::Rng;
 use tokio::time::Instant;
 
 use crate::EndpointError;
-use crate::client::ResponseBody;
 use crate::endpoint::EndpointService;
+use crate::raw::RawResponse;
 
 /// How long a caller waits before looking for an instance again while the
 /// list is empty (discovery still filling in); the per-try timeout bounds
@@ -55,7 +55,7 @@ impl Member {
     /// Peak-EWMA cost: decayed latency estimate × (requests in flight + 1).
     fn load(&self, decay_ns: f64, now: Instant) -> f64 {
         let pending = self.pending.load(Ordering::Relaxed);
-        let estimate = self.lock().update(now, now, decay_ns);
+        let estimate = self.lock().decay(now, decay_ns);
         estimate * f64::from(pending + 1)
     }
 }
@@ -131,21 +131,26 @@ impl Drop for InFlight {
 }
 
 impl Members {
-    /// Sends `req` to the less loaded of two instances, waiting while the
-    /// list is empty (the caller's timeout bounds the wait).
+    /// Sends `req` (with the attempt's `deadline` field) to the less loaded
+    /// of two instances at `now`, waiting while the list is empty (the
+    /// caller's timeout bounds the wait).
     pub(crate) async fn send(
         &self,
-        req: &mut Request<Bytes>,
-    ) -> Result<Response<ResponseBody>, EndpointError> {
-        let (member, now) = loop {
-            let now = Instant::now();
+        req: &Request<Bytes>,
+        deadline: &HeaderValue,
+        mut now: Instant,
+    ) -> Result<RawResponse, EndpointError> {
+        let member = loop {
             match self.pick(now) {
-                Some(m) => break (m, now),
-                None => tokio::time::sleep(RECHECK).await,
+                Some(m) => break m,
+                None => {
+                    tokio::time::sleep(RECHECK).await;
+                    now = Instant::now();
+                }
             }
         };
         let in_flight = InFlight::start(member, self.decay_ns, now);
-        let result = in_flight.member.endpoint.send(req).await;
+        let result = in_flight.member.endpoint.send(req, deadline).await;
         drop(in_flight);
         result
     }
@@ -167,21 +172,39 @@ impl RttEstimate {
         }
     }
 
-    /// Adds the sample `recv_at - sent_at` (zero to only decay) at `recv_at`
-    /// and returns the new estimate.
+    /// Adds the sample `recv_at - sent_at` at `recv_at` and returns the new
+    /// estimate.
     fn update(&mut self, sent_at: Instant, recv_at: Instant, decay_ns: f64) -> f64 {
         let rtt = nanos(recv_at.saturating_duration_since(sent_at));
         self.rtt_ns = if self.rtt_ns < rtt {
             rtt
         } else {
-            let elapsed = nanos(recv_at.saturating_duration_since(self.update_at));
-            let decay = (-elapsed / decay_ns).exp();
+            let decay = self.decay_factor(recv_at, decay_ns);
             self.rtt_ns * decay + rtt * (1.0 - decay)
         };
-        if recv_at > self.update_at {
-            self.update_at = recv_at;
-        }
+        self.advance(recv_at);
         self.rtt_ns
+    }
+
+    /// The estimate decayed to `now` without a sample (what a zero sample
+    /// would give, without measuring it): the balancer asks this twice per
+    /// call.
+    fn decay(&mut self, now: Instant, decay_ns: f64) -> f64 {
+        self.rtt_ns *= self.decay_factor(now, decay_ns);
+        self.advance(now);
+        self.rtt_ns
+    }
+
+    /// How much of the estimate is left after the time since the last update.
+    fn decay_factor(&self, at: Instant, decay_ns: f64) -> f64 {
+        let elapsed = nanos(at.saturating_duration_since(self.update_at));
+        (-elapsed / decay_ns).exp()
+    }
+
+    fn advance(&mut self, at: Instant) {
+        if at > self.update_at {
+            self.update_at = at;
+        }
     }
 }
 
@@ -252,7 +275,8 @@ mod tests {
             "{after}"
         );
         let much_later = t + Duration::from_secs(120);
-        let decayed = e.update(much_later, much_later, decay);
+        let decayed = e.decay(much_later, decay);
         assert!(decayed < nanos(Duration::from_millis(1)), "{decayed}");
+        assert_eq!(decayed, e.update(much_later, much_later, decay));
     }
 }

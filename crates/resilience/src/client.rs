@@ -16,6 +16,7 @@ use crate::breaker::{BreakerLayer, BreakerOpen, BreakerState};
 use crate::deadline::{self, DeadlineReached};
 use crate::discovery::{self, Setup};
 use crate::metrics::{Metrics, UpstreamMetrics, UpstreamSnapshot, inc};
+use crate::raw::RawResponse;
 use crate::retry::{self, RetryPolicy};
 use crate::{BoxError, CallError, ClientConfig, EndpointError, Resolve};
 
@@ -187,8 +188,21 @@ impl Client {
         &self,
         service: &str,
         version: Option<&str>,
-        mut req: Request<Bytes>,
+        req: Request<Bytes>,
     ) -> Result<Response<ResponseBody>, CallError> {
+        let raw = self.call_raw(service, version, req).await?;
+        raw.into_http_for(service)
+    }
+
+    /// Like [`Client::call_version`], with the answer's fields as they
+    /// arrived rather than in a `HeaderMap`: for a proxy that passes the
+    /// answer on (see [`RawResponse`]).
+    pub async fn call_raw(
+        &self,
+        service: &str,
+        version: Option<&str>,
+        mut req: Request<Bytes>,
+    ) -> Result<RawResponse, CallError> {
         let inner = &self.inner;
         inc(&inner.metrics.calls);
         propagate_trace(&mut req);
@@ -205,7 +219,7 @@ impl Client {
         stack: &ServiceStack,
         req: Request<Bytes>,
         started: Instant,
-    ) -> Result<Response<ResponseBody>, CallError> {
+    ) -> Result<RawResponse, CallError> {
         let inner = &self.inner;
         let mut budget = inner.config.deadline;
         if let Some(asked) = deadline::from_headers(req.headers()) {
@@ -221,7 +235,7 @@ impl Client {
             // `deadline::Attempt`) and retries are only made when they can
             // start before it, so no timer around the whole call is needed.
             let deadline = started + budget;
-            match self.run(stack, req, deadline).await {
+            match self.run(stack, req, started, deadline).await {
                 Ok(resp) => return Ok(resp),
                 Err(e) if e.is::<DeadlineReached>() => {
                     inc(&inner.metrics.deadlines_exceeded);
@@ -244,7 +258,7 @@ impl Client {
         {
             inc(&inner.metrics.fallbacks);
             tracing::info!(service, reason = %error, "answered by fallback");
-            return Ok(resp);
+            return Ok(RawResponse::from_http(resp));
         }
         Err(error)
     }
@@ -262,42 +276,50 @@ impl Client {
         &self,
         stack: &ServiceStack,
         mut req: Request<Bytes>,
+        started: Instant,
         deadline: Instant,
-    ) -> Result<Response<ResponseBody>, BoxError> {
+    ) -> Result<RawResponse, BoxError> {
         let mut policy = RetryPolicy {
             shared: stack.retry.clone(),
             attempt: 0,
             deadline,
         };
+        // The first attempt starts when the call did: one clock read fewer.
+        let mut now = started;
         loop {
-            let mut result = self.attempt(stack, &mut req, deadline).await;
+            let mut result = self.attempt(stack, &req, now, deadline).await;
             match policy.retry(&mut req, &mut result) {
-                Some(backoff) => backoff.await,
+                Some(backoff) => {
+                    backoff.await;
+                    now = Instant::now();
+                }
                 None => return result,
             }
         }
     }
 
-    /// One attempt: the breaker admits it, it is bounded by the per-try
-    /// timeout and the deadline, and the balancer sends it.
+    /// One attempt, starting `now`: the breaker admits it, it is bounded by
+    /// the per-try timeout and the deadline, and the balancer sends it.
     async fn attempt(
         &self,
         stack: &ServiceStack,
-        req: &mut Request<Bytes>,
+        req: &Request<Bytes>,
+        now: Instant,
         deadline: Instant,
-    ) -> Result<Response<ResponseBody>, BoxError> {
+    ) -> Result<RawResponse, BoxError> {
         let outcome = stack.breaker.admit()?;
         let end = deadline::begin_attempt(
-            req,
+            now,
             deadline,
             self.inner.config.per_try_timeout,
             &self.inner.metrics,
         );
-        let result = deadline::bounded(end, async {
-            stack.members.send(req).await.map_err(BoxError::from)
+        let result = deadline::bounded(&end, async {
+            let sent = stack.members.send(req, &end.header, now).await;
+            sent.map_err(BoxError::from)
         })
         .await;
-        outcome.finish(matches!(&result, Ok(r) if !r.status().is_server_error()));
+        outcome.finish(matches!(&result, Ok(r) if !r.status.is_server_error()));
         result
     }
 
@@ -425,11 +447,15 @@ impl Client {
 /// made without its own `traceparent` gets the current trace with a new
 /// span id (the gateway, which sets one itself, is left alone).
 fn propagate_trace(req: &mut Request<Bytes>) {
+    // Outside any trace (the gateway's threads) there is nothing to
+    // continue, and no field to look up.
+    let Some(current) = mortar_trace::current() else {
+        return;
+    };
     if req.headers().contains_key(TRACEPARENT) {
         return;
     }
-    if let Some(value) = mortar_trace::outgoing().and_then(|v| http::HeaderValue::try_from(v).ok())
-    {
+    if let Ok(value) = http::HeaderValue::try_from(current.child().header()) {
         req.headers_mut().insert(TRACEPARENT, value);
     }
 }

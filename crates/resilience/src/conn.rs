@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request};
+use http::{HeaderName, HeaderValue, Method, Request};
 use mortar_h1::{H1Error, ResponseHead};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -42,6 +42,14 @@ pub enum ExchangeError {
     #[error("the instance switched protocols (101), which calls do not support")]
     Upgrade,
 }
+
+/// Fields an attempt sets on the request it sends (`Host`, the deadline),
+/// written in place of any the request carries by those names.
+///
+/// Why not insert them into the request: two insertions into its
+/// `HeaderMap` per attempt hash the names and may grow the map, for
+/// fields that are only written out.
+pub(crate) type SetFields<'a> = [(&'a HeaderName, &'a HeaderValue); 2];
 
 /// A failed request, and whether any of it reached the connection (if
 /// not, it is safe to send again whatever its method).
@@ -79,19 +87,25 @@ impl Conn {
         self.poll_read_more(cx).is_ready()
     }
 
-    /// Writes `req` and reads the head of its final answer (informational
-    /// answers are skipped).
-    pub(crate) async fn request(&mut self, req: &Request<Bytes>) -> Result<ResponseHead, Failed> {
+    /// Writes `req`, with the fields of `set` in place of any it carries
+    /// by those names, and reads the head of its final answer
+    /// (informational answers are skipped).
+    pub(crate) async fn request(
+        &mut self,
+        req: &Request<Bytes>,
+        set: &SetFields<'_>,
+    ) -> Result<ResponseHead, Failed> {
         let body = req.body();
         let length = (!body.is_empty() || needs_length(req.method())).then_some(body.len() as u64);
         self.output.clear();
-        mortar_h1::encode_request_head(
-            &mut self.output,
-            req.method(),
-            req.uri(),
-            req.headers(),
-            length,
-        );
+        let is_set = |name: &[u8]| set.iter().any(|(n, _)| n.as_str().as_bytes() == name);
+        let fields = mortar_h1::map_fields(req.headers())
+            .filter(|(name, _)| !is_set(name))
+            .chain(
+                set.iter()
+                    .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+            );
+        mortar_h1::encode_request_head(&mut self.output, req.method(), req.uri(), fields, length);
         let coalesced = body.len() <= COALESCE_MAX;
         if coalesced {
             self.output.extend_from_slice(body);
@@ -125,10 +139,10 @@ impl Conn {
             if !self.input.is_empty()
                 && let Some(head) = mortar_h1::parse_response(&mut self.input, method)?
             {
-                if head.parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
                     return Err(ExchangeError::Upgrade);
                 }
-                if !head.parts.status.is_informational() {
+                if !head.status.is_informational() {
                     return Ok(head);
                 }
                 continue;

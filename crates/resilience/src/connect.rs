@@ -228,10 +228,10 @@ mod tests {
             4,
         );
         for _ in 0..3 {
-            let resp = pool.send(&get()).await.unwrap();
-            assert_eq!(resp.status(), 200);
+            let resp = pool.call(&get()).await.unwrap();
+            assert_eq!(resp.status, 200);
             use http_body_util::BodyExt;
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let body = resp.body.collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"gateway");
         }
         assert_eq!(
@@ -253,11 +253,11 @@ mod tests {
             Duration::from_secs(30),
             4,
         );
-        match pool.send(&get()).await {
+        match pool.call(&get()).await {
             Err(SendError::Connect(_)) => {}
             other => panic!(
                 "expected a connect error, got {:?}",
-                other.map(|r| r.status())
+                other.map(|r| r.status)
             ),
         }
     }
@@ -316,12 +316,12 @@ mod tests {
             .header(http::header::HOST, "catalog")
             .body(Bytes::from(vec![b'x'; 4 * 1024 * 1024]))
             .unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(20), pool.send(&req))
+        let resp = tokio::time::timeout(Duration::from_secs(20), pool.call(&req))
             .await
             .expect("the whole body is sent and answered")
             .unwrap();
         use http_body_util::BodyExt;
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = resp.body.collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"4194304");
     }
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::FutureExt;
-use http::{HeaderValue, Request};
+use http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::BoxError;
@@ -15,7 +15,7 @@ use crate::metrics::{Metrics, inc};
 pub const DEADLINE_HEADER: &str = "x-mortar-deadline-ms";
 
 /// [`DEADLINE_HEADER`] as a header name, parsed once rather than per call.
-const DEADLINE_NAME: http::HeaderName = http::HeaderName::from_static(DEADLINE_HEADER);
+pub(crate) const DEADLINE_NAME: http::HeaderName = http::HeaderName::from_static(DEADLINE_HEADER);
 
 /// Reads a deadline a caller sent us, so a service can pass it on.
 pub fn from_headers(headers: &http::HeaderMap) -> Option<Duration> {
@@ -35,40 +35,39 @@ pub(crate) struct DeadlineReached;
 /// timer around the whole call, every call armed two timers. Since retries
 /// are only made when their backoff ends before the deadline, bounding each
 /// attempt by it enforces the deadline with a single timer per attempt.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct AttemptEnd {
     at: Instant,
     by_deadline: bool,
+    /// The time left, for [`DEADLINE_HEADER`].
+    pub(crate) header: HeaderValue,
 }
 
-/// Starts an attempt of `req` within the call's `deadline`: counts it and
-/// tells the callee, in [`DEADLINE_HEADER`], how long it has.
+/// Starts an attempt at `now` within the call's `deadline`: counts it, and
+/// says when it ends and what to tell the callee in [`DEADLINE_HEADER`]
+/// (the endpoint writes that field on the request it sends).
 ///
 /// The deadline is passed along rather than kept in the request's
 /// extensions: inserting one allocates a map on every call.
-pub(crate) fn begin_attempt<B>(
-    req: &mut Request<B>,
+pub(crate) fn begin_attempt(
+    now: Instant,
     deadline: Instant,
     per_try: Duration,
     metrics: &Metrics,
 ) -> AttemptEnd {
     inc(&metrics.attempts);
-    let now = Instant::now();
     let try_end = now + per_try;
-    let end = match deadline {
-        d if d < try_end => AttemptEnd {
-            at: d,
-            by_deadline: true,
-        },
-        _ => AttemptEnd {
-            at: try_end,
-            by_deadline: false,
-        },
+    let (at, by_deadline) = if deadline < try_end {
+        (deadline, true)
+    } else {
+        (try_end, false)
     };
-    let left = end.at.saturating_duration_since(now);
-    req.headers_mut()
-        .insert(DEADLINE_NAME, HeaderValue::from(left.as_millis() as u64));
-    end
+    let left = at.saturating_duration_since(now);
+    AttemptEnd {
+        at,
+        by_deadline,
+        header: HeaderValue::from(left.as_millis() as u64),
+    }
 }
 
 /// Runs an attempt until `end`: a per-try timeout ends it with tower's
@@ -79,9 +78,9 @@ pub(crate) fn begin_attempt<B>(
 /// timeout it awaits twice in its state (once as captured, once as
 /// awaited), doubling a future that every call moves whole on each await.
 pub(crate) fn bounded<T, F>(
-    end: AttemptEnd,
+    end: &AttemptEnd,
     attempt: F,
-) -> impl Future<Output = Result<T, BoxError>>
+) -> impl Future<Output = Result<T, BoxError>> + use<T, F>
 where
     F: Future<Output = Result<T, BoxError>>,
 {
@@ -97,28 +96,27 @@ where
 mod tests {
     use super::*;
 
+    /// What the callee reads from the field the attempt sends.
+    fn told(end: &AttemptEnd) -> Option<Duration> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(DEADLINE_NAME, end.header.clone());
+        from_headers(&headers)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_attempt_ends_at_the_per_try_timeout_or_the_deadline() {
         let metrics = Metrics::default();
         let hang = std::future::pending::<Result<(), BoxError>>;
-        let mut req = Request::new(());
         let far = Instant::now() + Duration::from_secs(60);
-        let end = begin_attempt(&mut req, far, Duration::from_millis(300), &metrics);
-        assert_eq!(
-            from_headers(req.headers()),
-            Some(Duration::from_millis(300))
-        );
-        let e = bounded(end, hang()).await.unwrap_err();
+        let end = begin_attempt(Instant::now(), far, Duration::from_millis(300), &metrics);
+        assert_eq!(told(&end), Some(Duration::from_millis(300)));
+        let e = bounded(&end, hang()).await.unwrap_err();
         assert!(e.is::<tower::timeout::error::Elapsed>(), "{e}");
 
-        let mut req = Request::new(());
         let near = Instant::now() + Duration::from_millis(100);
-        let end = begin_attempt(&mut req, near, Duration::from_millis(300), &metrics);
-        assert_eq!(
-            from_headers(req.headers()),
-            Some(Duration::from_millis(100))
-        );
-        let e = bounded(end, hang()).await.unwrap_err();
+        let end = begin_attempt(Instant::now(), near, Duration::from_millis(300), &metrics);
+        assert_eq!(told(&end), Some(Duration::from_millis(100)));
+        let e = bounded(&end, hang()).await.unwrap_err();
         assert!(e.is::<DeadlineReached>(), "{e}");
         assert_eq!(metrics.snapshot().attempts, 2);
     }

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::header::HOST;
+use http::{HeaderValue, Request};
 use tokio::sync::mpsc;
 
 use crate::EndpointError;
-use crate::client::ResponseBody;
+use crate::deadline::DEADLINE_NAME;
 use crate::discovery::Event;
 use crate::pool::{Pool, SendError};
+use crate::raw::RawResponse;
 
 /// Failure streak of one instance.
 #[derive(Debug, Default)]
@@ -84,18 +86,19 @@ impl Instance {
 }
 
 impl EndpointService {
-    /// Sends `req` to this instance and notes the outcome for ejection.
+    /// Sends `req` to this instance, with its address as `Host` and the
+    /// attempt's `deadline` field, and notes the outcome for ejection.
     pub(crate) async fn send(
         &self,
-        req: &mut Request<Bytes>,
-    ) -> Result<Response<ResponseBody>, EndpointError> {
+        req: &Request<Bytes>,
+        deadline: &HeaderValue,
+    ) -> Result<RawResponse, EndpointError> {
         let this = &*self.inner;
-        req.headers_mut()
-            .insert(http::header::HOST, this.host.clone());
-        let result = this.pool.send(req).await;
+        let set = [(&HOST, &this.host), (&DEADLINE_NAME, deadline)];
+        let result = this.pool.send(req, &set).await;
         match result {
             Ok(resp) => {
-                this.observe(resp.status().is_server_error());
+                this.observe(resp.status.is_server_error());
                 Ok(resp)
             }
             Err(e) => {

@@ -26,6 +26,7 @@ mod endpoint;
 mod error;
 mod metrics;
 mod pool;
+mod raw;
 mod resolve;
 pub mod retry;
 mod stats;
@@ -39,6 +40,7 @@ pub use deadline::DEADLINE_HEADER;
 pub use dns::DnsResolver;
 pub use error::{CallError, EndpointError};
 pub use metrics::{LATENCY_BUCKETS, Metrics, MetricsSnapshot, UpstreamMetrics, UpstreamSnapshot};
+pub use raw::RawResponse;
 pub use resolve::{Endpoint, Resolve, StaticResolver};
 pub use stats::RequestStats;
 

@@ -26,16 +26,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 use mortar_h1::{BodyLength, ChunkedDecoder, Decoded};
 use tokio::time::Instant;
 
 use crate::BoxError;
-use crate::client::ResponseBody;
-use crate::conn::{Conn, ExchangeError};
+use crate::conn::{Conn, ExchangeError, SetFields};
 use crate::connect::Connector;
+use crate::raw::RawResponse;
 
 /// Answers up to this size (known from `Content-Length`) are read whole
 /// before the call returns, so their connection goes back at once.
@@ -111,7 +111,8 @@ impl Pool {
     pub(crate) async fn send(
         self: &Arc<Self>,
         req: &Request<Bytes>,
-    ) -> Result<Response<ResponseBody>, SendError> {
+        set: &SetFields<'_>,
+    ) -> Result<RawResponse, SendError> {
         let mut tries = 0;
         loop {
             let (mut conn, reused) = match poll_fn(|cx| Poll::Ready(self.checkout(cx))).await {
@@ -121,7 +122,7 @@ impl Pool {
                 // moved whole on each await, several kilobytes larger.
                 None => (Box::pin(self.connect()).await?, false),
             };
-            match conn.request(req).await {
+            match conn.request(req, set).await {
                 Ok(head) => return self.finish(conn, head).await,
                 Err(failed) => {
                     tries += 1;
@@ -141,9 +142,11 @@ impl Pool {
         self: &Arc<Self>,
         mut conn: Box<Conn>,
         head: mortar_h1::ResponseHead,
-    ) -> Result<Response<ResponseBody>, SendError> {
+    ) -> Result<RawResponse, SendError> {
         let mortar_h1::ResponseHead {
-            parts,
+            status,
+            version,
+            fields,
             body: length,
             keep_alive,
         } = head;
@@ -175,7 +178,12 @@ impl Pool {
             }
             .boxed(),
         };
-        Ok(Response::from_parts(parts, body))
+        Ok(RawResponse {
+            status,
+            version,
+            fields,
+            body,
+        })
     }
 
     /// A kept-alive connection that still works, if any.
@@ -230,6 +238,23 @@ impl Pool {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+impl Pool {
+    /// Sends as an endpoint does, with `Host: test` and a deadline field.
+    pub(crate) async fn call(
+        self: &Arc<Self>,
+        req: &Request<Bytes>,
+    ) -> Result<RawResponse, SendError> {
+        let host = http::HeaderValue::from_static("test");
+        let deadline = http::HeaderValue::from_static("1000");
+        let set = [
+            (&http::header::HOST, &host),
+            (&crate::deadline::DEADLINE_NAME, &deadline),
+        ];
+        self.send(req, &set).await
     }
 }
 
@@ -344,52 +369,10 @@ impl Body for PooledBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mortar_test_support::http::raw_server as server;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
-
-    /// A raw HTTP/1 server: answers each request on a connection with
-    /// `answer(n)` (n counts requests on that connection); counts accepted
-    /// connections.
-    async fn server(
-        answer: impl Fn(usize) -> Option<Vec<u8>> + Send + Sync + 'static,
-    ) -> (SocketAddr, Arc<AtomicUsize>) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        let answer = Arc::new(answer);
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = l.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                let answer = answer.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut n = 0;
-                    loop {
-                        let mut chunk = [0u8; 4096];
-                        let Ok(read) = s.read(&mut chunk).await else {
-                            return;
-                        };
-                        if read == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..read]);
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            buf.drain(..end + 4);
-                            match answer(n) {
-                                Some(bytes) => s.write_all(&bytes).await.unwrap(),
-                                None => return,
-                            }
-                            n += 1;
-                        }
-                    }
-                });
-            }
-        });
-        (addr, accepted)
-    }
 
     fn get() -> Request<Bytes> {
         Request::get("/x")
@@ -398,8 +381,8 @@ mod tests {
             .unwrap()
     }
 
-    async fn text(resp: Response<ResponseBody>) -> String {
-        let b = resp.into_body().collect().await.unwrap().to_bytes();
+    async fn text(resp: RawResponse) -> String {
+        let b = resp.body.collect().await.unwrap().to_bytes();
         String::from_utf8(b.to_vec()).unwrap()
     }
 
@@ -416,7 +399,7 @@ mod tests {
         let (addr, accepted) = server(|n| Some(ok(&format!("answer {n}")))).await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         for n in 0..5 {
-            let resp = pool.send(&get()).await.unwrap();
+            let resp = pool.call(&get()).await.unwrap();
             assert_eq!(text(resp).await, format!("answer {n}"));
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -430,7 +413,7 @@ mod tests {
         .await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         for _ in 0..3 {
-            let resp = pool.send(&get()).await.unwrap();
+            let resp = pool.call(&get()).await.unwrap();
             assert_eq!(text(resp).await, "once");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
@@ -454,7 +437,7 @@ mod tests {
         });
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         for _ in 0..3 {
-            let resp = pool.send(&get()).await.unwrap();
+            let resp = pool.call(&get()).await.unwrap();
             assert_eq!(text(resp).await, "once");
             closed.recv().await.unwrap();
         }
@@ -474,9 +457,9 @@ mod tests {
         })
         .await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
-        assert_eq!(text(pool.send(&get()).await.unwrap()).await, "abcde");
-        assert_eq!(text(pool.send(&get()).await.unwrap()).await, big);
-        assert_eq!(text(pool.send(&get()).await.unwrap()).await, big);
+        assert_eq!(text(pool.call(&get()).await.unwrap()).await, "abcde");
+        assert_eq!(text(pool.call(&get()).await.unwrap()).await, big);
+        assert_eq!(text(pool.call(&get()).await.unwrap()).await, big);
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
@@ -487,7 +470,7 @@ mod tests {
         for _ in 0..3 {
             let calls = (0..4).map(|_| {
                 let pool = pool.clone();
-                async move { text(pool.send(&get()).await.unwrap()).await }
+                async move { text(pool.call(&get()).await.unwrap()).await }
             });
             for t in futures::future::join_all(calls).await {
                 assert_eq!(t, "hi");
@@ -503,7 +486,7 @@ mod tests {
         drop(l);
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         assert!(matches!(
-            pool.send(&get()).await,
+            pool.call(&get()).await,
             Err(SendError::Connect(_))
         ));
     }
@@ -512,10 +495,10 @@ mod tests {
     async fn idle_connections_expire() {
         let (addr, accepted) = server(|_| Some(ok("hi"))).await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
-        text(pool.send(&get()).await.unwrap()).await;
+        text(pool.call(&get()).await.unwrap()).await;
         tokio::time::sleep(Duration::from_secs(31)).await;
         assert!(pool.lock().is_empty(), "the sweeper dropped it");
-        text(pool.send(&get()).await.unwrap()).await;
+        text(pool.call(&get()).await.unwrap()).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -542,8 +525,8 @@ mod tests {
         })
         .await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
-        let resp = pool.send(&get()).await.unwrap();
-        assert_eq!(resp.status(), 200);
+        let resp = pool.call(&get()).await.unwrap();
+        assert_eq!(resp.status, 200);
         assert_eq!(text(resp).await, "final");
     }
 
@@ -553,7 +536,7 @@ mod tests {
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         for _ in 0..2 {
             assert_eq!(
-                text(pool.send(&get()).await.unwrap()).await,
+                text(pool.call(&get()).await.unwrap()).await,
                 "until the end"
             );
         }
@@ -565,18 +548,18 @@ mod tests {
         let addr = one_shot_server(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         assert!(matches!(
-            pool.send(&get()).await,
+            pool.call(&get()).await,
             Err(SendError::Exchange(ExchangeError::Closed))
         ));
         let addr = one_shot_server(b"HTTP/1.1 200 OK\r\ncontent-length: ten\r\n\r\n").await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
         assert!(matches!(
-            pool.send(&get()).await,
+            pool.call(&get()).await,
             Err(SendError::Exchange(ExchangeError::Invalid(_)))
         ));
         let addr = one_shot_server(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nabc").await;
         let pool = Pool::new(addr, Duration::from_secs(30), 16);
-        let body = pool.send(&get()).await.unwrap().into_body().collect().await;
+        let body = pool.call(&get()).await.unwrap().body.collect().await;
         assert!(body.is_err(), "a streamed body that ends early is an error");
     }
 
@@ -600,10 +583,13 @@ mod tests {
             .header(http::header::HOST, "ordering")
             .body(Bytes::from_static(b"payload"))
             .unwrap();
-        assert_eq!(text(pool.send(&req).await.unwrap()).await, "done");
+        assert_eq!(text(pool.call(&req).await.unwrap()).await, "done");
         let seen = seen.await.unwrap();
         assert!(seen.starts_with("POST /orders?x=1 HTTP/1.1\r\n"), "{seen}");
-        assert!(seen.contains("host: ordering\r\n"), "{seen}");
+        // The endpoint's `Host` replaces the request's; the deadline is added.
+        assert!(seen.contains("host: test\r\n"), "{seen}");
+        assert!(!seen.contains("ordering"), "{seen}");
+        assert!(seen.contains("x-mortar-deadline-ms: 1000\r\n"), "{seen}");
         assert!(seen.ends_with("content-length: 7\r\n\r\npayload"), "{seen}");
     }
 }

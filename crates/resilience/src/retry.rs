@@ -11,13 +11,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, StatusCode};
 use tokio::time::Instant;
 use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::breaker::BreakerOpen;
 use crate::metrics::{Metrics, inc};
+use crate::raw::Answer;
 use crate::{BoxError, EndpointError, RetryConfig, backoff};
 
 /// Header that marks a non-idempotent request as safe to repeat.
@@ -69,10 +70,7 @@ pub(crate) struct RetryPolicy {
 }
 
 /// Why an outcome may be retried, or `None` when it may not.
-fn retry_reason<B>(
-    idempotent: bool,
-    result: &Result<Response<B>, BoxError>,
-) -> Option<&'static str> {
+fn retry_reason<R: Answer>(idempotent: bool, result: &Result<R, BoxError>) -> Option<&'static str> {
     match result {
         Ok(resp) => match resp.status() {
             StatusCode::BAD_GATEWAY
@@ -94,13 +92,13 @@ fn retry_reason<B>(
     }
 }
 
-impl<B> Policy<Request<Bytes>, Response<B>, BoxError> for RetryPolicy {
+impl<R: Answer> Policy<Request<Bytes>, R, BoxError> for RetryPolicy {
     type Future = tokio::time::Sleep;
 
     fn retry(
         &mut self,
         req: &mut Request<Bytes>,
-        result: &mut Result<Response<B>, BoxError>,
+        result: &mut Result<R, BoxError>,
     ) -> Option<Self::Future> {
         let shared = &self.shared;
         if self.attempt == 0 {
@@ -149,6 +147,7 @@ impl<B> Policy<Request<Bytes>, Response<B>, BoxError> for RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Response;
     use std::time::Duration;
 
     fn policy(min_per_sec: u32, ratio: f32) -> RetryPolicy {
