@@ -1,27 +1,15 @@
 //! W3C trace context: keep the client's trace id, or start a trace, and
 //! give the upstream hop its own parent id.
 
-use std::cell::RefCell;
-
 use http::HeaderValue;
 use http::header::Entry;
-use rand::rngs::SmallRng;
-use rand::{RngCore, SeedableRng};
+use rand::RngCore;
 
 /// The W3C trace context header.
 pub const TRACEPARENT: &str = "traceparent";
 
 /// [`TRACEPARENT`] as a header name, so the hot path never parses it.
 pub(crate) const TRACEPARENT_NAME: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
-
-/// The `traceparent` to send upstream for a request that came with
-/// `incoming` (kept trace id and flags, new parent id), or a new trace.
-///
-/// Written as hex into a fixed buffer: it runs on every request, and
-/// formatting through `format!` cost more than the rest of this function.
-pub(crate) fn next_hop(incoming: Option<&HeaderValue>) -> HeaderValue {
-    IDS.with_borrow_mut(|rng| next_hop_with(rng, incoming))
-}
 
 /// Replaces the `traceparent` of `headers` with [`next_hop`]'s, and
 /// returns it. Through the map's entry: one lookup rather than a get and an
@@ -37,15 +25,13 @@ pub(crate) fn replace(headers: &mut http::HeaderMap) -> HeaderValue {
     }
 }
 
-thread_local! {
-    /// Where ids come from: a fast generator seeded once per thread from
-    /// the operating system's randomness. Ids must not collide and need
-    /// not be secret, and the cryptographic thread generator cost several
-    /// times as much per id.
-    static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
-}
-
-fn next_hop_with(rng: &mut SmallRng, incoming: Option<&HeaderValue>) -> HeaderValue {
+/// The `traceparent` to send upstream for a request that came with
+/// `incoming` (kept trace id and flags, new parent id), or a new trace.
+///
+/// Written as hex into a fixed buffer: it runs on every request, and
+/// formatting through `format!` cost more than the rest of this function.
+pub(crate) fn next_hop(incoming: Option<&HeaderValue>) -> HeaderValue {
+    let mut rng = rand::rng();
     // "00-" trace(32) "-" parent(16) "-" flags(2)
     let mut out = [0u8; 55];
     out[..3].copy_from_slice(b"00-");
@@ -55,13 +41,13 @@ fn next_hop_with(rng: &mut SmallRng, incoming: Option<&HeaderValue>) -> HeaderVa
             out[53..55].copy_from_slice(flags.as_bytes());
         }
         None => {
-            let trace = (u128::from(non_zero(rng)) << 64) | u128::from(rng.next_u64());
+            let trace = (u128::from(non_zero(&mut rng)) << 64) | u128::from(rng.next_u64());
             write_hex(&mut out[3..35], &trace.to_be_bytes());
             out[53..55].copy_from_slice(b"01");
         }
     }
     out[35] = b'-';
-    write_hex(&mut out[36..52], &non_zero(rng).to_be_bytes());
+    write_hex(&mut out[36..52], &non_zero(&mut rng).to_be_bytes());
     out[52] = b'-';
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| {
         HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01")

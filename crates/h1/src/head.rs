@@ -214,8 +214,8 @@ fn build_fields(
     spans: Vec<(HeaderName, usize, usize)>,
 ) -> Result<(HeaderMap, Control), H1Error> {
     let mut control = Control::default();
-    // Room for the few fields a proxy adds (forwarding, tracing, deadline,
-    // host), so adding them does not grow the map.
+    // Room for the few fields a proxy adds (forwarding, tracing), so adding
+    // them does not grow the map.
     let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     for (name, start, n) in spans {
         let value = value_of(head.slice(start..start + n), &name)?;

@@ -106,8 +106,9 @@ impl Pool {
         pool
     }
 
-    /// Sends `req` (`Host` set; the target is sent in origin form) on a
-    /// kept-alive or new connection and returns the answer.
+    /// Sends `req`, with the fields of `set` (`Host` among them) in place
+    /// of any it carries and its target in origin form, on a kept-alive or
+    /// new connection and returns the answer.
     pub(crate) async fn send(
         self: &Arc<Self>,
         req: &Request<Bytes>,
@@ -370,7 +371,7 @@ impl Body for PooledBody {
 mod tests {
     use super::*;
     use mortar_test_support::http::raw_server as server;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
