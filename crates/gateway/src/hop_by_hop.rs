@@ -25,9 +25,7 @@ pub(crate) fn passed_fields(fields: &Fields) -> impl Iterator<Item = (&[u8], &[u
     let named: Vec<&[u8]> = fields
         .iter()
         .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, value)| value.split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|token| !token.is_empty())
+        .flat_map(|(_, value)| listed_in_connection(value))
         .collect();
     fields.iter().filter(move |(name, _)| {
         !is_hop_by_hop(name) && !named.iter().any(|n| n.eq_ignore_ascii_case(name))
@@ -45,13 +43,21 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
+        .flat_map(|v| listed_in_connection(v.as_bytes()))
+        .filter_map(|n| HeaderName::from_bytes(n).ok())
         .collect();
     let listed: Vec<HeaderName> = headers.keys().filter(|n| hop(n)).cloned().collect();
     for name in named.into_iter().chain(listed) {
         headers.remove(name);
     }
+}
+
+/// The field names a `Connection` field's `value` lists.
+fn listed_in_connection(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|name| !name.is_empty())
 }
 
 #[cfg(test)]

@@ -79,13 +79,6 @@ impl Fields {
         })
     }
 
-    /// The value of the first field called `name` (compared ignoring case).
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
-    }
-
     /// The fields as a map, values sharing this buffer, with room for a few
     /// more (a proxy adds forwarding and tracing fields).
     pub fn to_header_map(&self) -> Result<HeaderMap, H1Error> {
@@ -117,15 +110,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_map_round_trips_and_lookups_ignore_case() {
+    fn a_map_round_trips_in_order() {
         let mut h = HeaderMap::new();
         h.append("content-type", HeaderValue::from_static("text/plain"));
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
         let fields = Fields::from_header_map(&h);
         assert_eq!(fields.len(), 3);
-        assert_eq!(fields.get("Content-Type"), Some(&b"text/plain"[..]));
-        assert_eq!(fields.get("x-b"), None);
         let back = fields.to_header_map().expect("valid");
         assert_eq!(back, h);
         let pairs: Vec<_> = fields.iter().collect();

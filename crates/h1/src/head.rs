@@ -3,8 +3,8 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+use bytes::BytesMut;
+use http::{Method, StatusCode, Uri, Version};
 
 use crate::H1Error;
 use crate::fields::{Fields, Span};
@@ -78,11 +78,13 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, H1Error>
     } else {
         Version::HTTP_11
     };
-    let spans = field_spans(req.headers, base)?;
+    let (spans, mut control) = spans_of(req.headers, base)?;
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|e| H1Error::Malformed(format!("invalid request target: {e}")))?;
-    let (headers, mut control) = build_fields(&head, spans)?;
+    // The gateway reads and changes a request's fields, so they go into a
+    // map; their values share the head's memory.
+    let headers = Fields::parsed(head, spans).to_header_map()?;
     let keep_alive = control.keep_alive(version);
     let body = match (std::mem::take(&mut control.chunked), control.length) {
         (Chunked::No, None) => BodyLength::Empty,
@@ -149,16 +151,7 @@ pub fn parse_response(
     } else {
         Version::HTTP_11
     };
-    let base = buf.as_ptr() as usize;
-    let mut control = Control::default();
-    let mut spans = Vec::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
-        control.note(h.name.as_bytes(), h.value)?;
-        spans.push(Span {
-            name: (h.name.as_ptr() as usize - base, h.name.len()),
-            value: (h.value.as_ptr() as usize - base, h.value.len()),
-        });
-    }
+    let (spans, mut control) = spans_of(resp.headers, buf.as_ptr() as usize)?;
     let fields = Fields::parsed(buf.split_to(len).freeze(), spans);
     let mut keep_alive = control.keep_alive(version);
     let body = if status.is_informational()
@@ -193,36 +186,20 @@ pub fn parse_response(
     }))
 }
 
-/// Each field's name (copied: lowercased, well-known ones are constants)
-/// and where its value lies in the head, so values can share the head's
-/// memory once it is split off the read buffer.
-fn field_spans(
-    fields: &[httparse::Header<'_>],
-    base: usize,
-) -> Result<Vec<(HeaderName, usize, usize)>, H1Error> {
+/// Where each field's name and value lie in the head that starts at
+/// `base`, so they can share its memory once it is split off the read
+/// buffer; the framing fields are noted on the way.
+fn spans_of(fields: &[httparse::Header<'_>], base: usize) -> Result<(Vec<Span>, Control), H1Error> {
+    let mut control = Control::default();
     let mut spans = Vec::with_capacity(fields.len());
     for h in fields {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| H1Error::Malformed(format!("invalid field name `{}`", h.name)))?;
-        spans.push((name, h.value.as_ptr() as usize - base, h.value.len()));
+        control.note(h.name.as_bytes(), h.value)?;
+        spans.push(Span {
+            name: (h.name.as_ptr() as usize - base, h.name.len()),
+            value: (h.value.as_ptr() as usize - base, h.value.len()),
+        });
     }
-    Ok(spans)
-}
-
-fn build_fields(
-    head: &Bytes,
-    spans: Vec<(HeaderName, usize, usize)>,
-) -> Result<(HeaderMap, Control), H1Error> {
-    let mut control = Control::default();
-    // Room for the few fields a proxy adds (forwarding, tracing), so adding
-    // them does not grow the map.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
-    for (name, start, n) in spans {
-        let value = value_of(head.slice(start..start + n), &name)?;
-        control.note(name.as_str().as_bytes(), value.as_bytes())?;
-        headers.append(name, value);
-    }
-    Ok((headers, control))
+    Ok((spans, control))
 }
 
 fn too_large() -> H1Error {
@@ -230,11 +207,6 @@ fn too_large() -> H1Error {
         max_bytes: MAX_HEAD_BYTES,
         max_headers: MAX_HEADERS,
     }
-}
-
-fn value_of(bytes: Bytes, name: &HeaderName) -> Result<HeaderValue, H1Error> {
-    HeaderValue::from_maybe_shared(bytes)
-        .map_err(|_| H1Error::Malformed(format!("invalid value of field `{name}`")))
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
